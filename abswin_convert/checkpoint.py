@@ -1,0 +1,222 @@
+"""Read checkpoints lazily: safetensors (header only until a tensor is asked for), torch files
+(``weights_only`` + ``mmap``), and detectron2 ``.pkl`` pickles through a numpy-only unpickler.
+
+Everything a user can get wrong here (empty, truncated, foreign or malicious files) becomes an ``AbswinError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import AbswinError
+from .safetensors_header import TensorEntry, read_header, read_tensor
+
+WRAPPER_KEYS = ("model_state", "model", "state_dict")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pkl", ".ckpt")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def choose_weight_file(names: list[str]) -> str:
+    """The weight file among ``names``: ``model.safetensors``, else the single candidate; else an error."""
+    candidates = sorted(n for n in names if n.endswith(WEIGHT_SUFFIXES) and not Path(n).name.startswith("."))
+    preferred = [n for n in candidates if Path(n).name == "model.safetensors"]
+    if len(preferred) == 1:
+        return preferred[0]
+    safetensors = [n for n in candidates if n.endswith(".safetensors")]
+    if len(safetensors) == 1:
+        return safetensors[0]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise AbswinError(f"no weight file found (looked for {', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
+    raise AbswinError(f"several weight files: {', '.join(candidates)}; name the one to convert")
+
+
+class Checkpoint:
+    """A lazy handle on one checkpoint: keys, shapes and dtypes up front, tensors on demand."""
+
+    def __init__(
+        self,
+        path: Path,
+        format: str,
+        wrapper: str | None,
+        config: dict | None,
+        *,
+        entries: dict[str, TensorEntry] | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
+        extra: dict[str, Any] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.path = path
+        self.format = format  # "safetensors" | "torch" | "pickle"
+        self.wrapper = wrapper  # the dict key the state dict sat under, or None for a flat file
+        self.config = config  # config.json beside the weights, when there is one
+        self.extra = extra or {}  # the wrapper's other entries, kept for --format pt
+        self.metadata = metadata or {}  # safetensors __metadata__
+        self._entries = entries
+        self._tensors = tensors
+
+    def keys(self) -> list[str]:
+        return list(self._entries if self._entries is not None else self._tensors)  # type: ignore[arg-type]
+
+    def __contains__(self, key: str) -> bool:
+        return key in (self._entries if self._entries is not None else self._tensors)  # type: ignore[operator]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self._entries is not None:
+            return self._entries[key].shape
+        return tuple(self._tensors[key].shape)  # type: ignore[index]
+
+    def dtype(self, key: str) -> torch.dtype:
+        if self._entries is not None:
+            return self._entries[key].dtype
+        return self._tensors[key].dtype  # type: ignore[index]
+
+    def tensor(self, key: str) -> torch.Tensor:
+        if self._entries is not None:
+            return read_tensor(self.path, self._entries[key])
+        return self._tensors[key]  # type: ignore[index]
+
+    def raw_entry(self, key: str) -> TensorEntry | None:
+        """The byte range of a tensor in a safetensors file (for raw copying), else None."""
+        return self._entries[key] if self._entries is not None else None
+
+    def describe(self) -> str:
+        wrapped = f"{{'{self.wrapper}': ...}}" if self.wrapper else "flat"
+        return f"{self.format} ({wrapped})"
+
+
+def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Checkpoint:
+    """Open a weight file, or a folder holding one (with ``config.json`` when present)."""
+    path = Path(source)
+    if path.is_dir():
+        names = [p.name for p in path.iterdir() if p.is_file()]
+        try:
+            chosen = choose_weight_file(names)
+        except AbswinError as exc:
+            raise AbswinError(f"{path}: {exc}") from None
+        if config_path is None and (path / "config.json").is_file():
+            config_path = path / "config.json"
+        path = path / chosen
+    if not path.exists():
+        raise AbswinError(f"{path}: no such file or folder")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(9)
+    except OSError as exc:
+        raise AbswinError(f"{path}: cannot read ({exc.strerror})") from None
+    if not magic:
+        raise AbswinError(f"{path}: the file is empty")
+    config = _read_config(config_path) if config_path else None
+    if magic.startswith(_ZIP_MAGIC) or (magic[:1] == b"\x80" and path.suffix != ".pkl"):
+        return _open_torch(path, config)
+    if magic[:1] == b"\x80":
+        return _open_pickle(path, config)
+    if len(magic) == 9 and magic[8:9] == b"{":
+        entries, metadata = read_header(path)
+        return Checkpoint(path, "safetensors", None, config, entries=entries, metadata=metadata)
+    raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AbswinError(f"{path}: cannot read config.json ({exc.__class__.__name__})") from None
+    if not isinstance(config, dict):
+        raise AbswinError(f"{path}: config.json is not a JSON object")
+    return config
+
+
+def _open_torch(path: Path, config: dict | None) -> Checkpoint:
+    # argparse.Namespace is data only; MAE training saves keep their `args` in one.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) torch files cannot be memory-mapped
+                raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
+            obj = _torch_load_unmapped(path)
+        except pickle.UnpicklingError as exc:
+            raise AbswinError(_refused_pickle(path, exc)) from None
+        except Exception as exc:  # torch raises many types for corrupt zips
+            raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
+    return _from_object(path, "torch", obj, config)
+
+
+def _torch_load_unmapped(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise AbswinError(_refused_pickle(path, exc)) from None
+    except Exception as exc:
+        raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
+
+
+def _refused_pickle(path: Path, exc: Exception) -> str:
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    what = f" ({found.group(1)})" if found else ""
+    return (
+        f"{path.name}: refused to unpickle an object that is not a tensor{what}; "
+        "only weights-only checkpoints are read, nothing in the file was run"
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else exc.__class__.__name__
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits numpy arrays and plain containers; any other class or function is refused, never called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
+
+
+def _open_pickle(path: Path, config: dict | None) -> Checkpoint:
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise AbswinError(_refused_pickle(path, exc)) from None
+    except Exception as exc:  # truncated or garbled pickles raise EOFError, ValueError, ...
+        raise AbswinError(f"{path.name}: not a readable pickle ({exc.__class__.__name__})") from None
+    return _from_object(path, "pickle", obj, config)
+
+
+def _from_object(path: Path, format: str, obj: Any, config: dict | None) -> Checkpoint:
+    if not isinstance(obj, dict):
+        raise AbswinError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
+    wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+    state = obj[wrapper] if wrapper else obj
+    extra = {k: v for k, v in obj.items() if k != wrapper} if wrapper else {}
+    tensors = {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, torch.Tensor):
+            tensors[str(key)] = value
+    if not tensors:
+        raise AbswinError(f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)})")
+    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra)

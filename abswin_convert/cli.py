@@ -1,0 +1,135 @@
+"""The ``abswin-convert`` command: each command parses, calls the library, prints. No maths here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import AbswinError
+from .families.base import TARGETS
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"abswin-convert: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+def user_errors(func: Callable) -> Callable:
+    """Turn AbswinError into one line on stderr and exit status 2; anything else is a bug (exit 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AbswinError as exc:
+            _fail(str(exc), 2)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
+            if os.environ.get("ABSWIN_DEBUG"):
+                raise
+            _fail(f"internal error: {exc.__class__.__name__}: {exc} (set ABSWIN_DEBUG=1 for the traceback)", 1)
+
+    return wrapper
+
+
+def emit(data: dict, as_json: bool, lines: list[str]) -> None:
+    """Print ``data`` as JSON, or the human ``lines``."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
+family_option = click.option("--family", default=None, help="Skip detection and read the checkpoint as this family.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="abswin-convert")
+def main() -> None:
+    """Convert window-attention ViT checkpoints to absolute-win position embeddings for a new input size."""
+
+
+@main.command("inspect")
+@click.argument("source")
+@family_option
+@json_option
+@user_errors
+def inspect_command(source: str, family: str | None, as_json: bool) -> None:
+    """Report a checkpoint's family, format, position grid, window and window energy."""
+    from .convert import inspect
+
+    report = inspect(source, family)
+    emit(report, as_json, inspect_lines(report))
+
+
+def inspect_lines(r: dict) -> list[str]:
+    wrapper = f"{{'{r['wrapper']}': ...}}" if r["wrapper"] else "flat"
+    return [
+        f"file           {r['file']}",
+        f"family         {r['family']} ({r['format']} format), {r['container']} {wrapper}, {r['tensors']} tensors",
+        f"position       {r['position_key']} {r['position_shape']} {r['position_dtype']} ({r['layout']})",
+        f"grid           {r['grid']} tokens + {r['prefix_tokens']} prefix, window {r['window']}, "
+        f"patch stride {r['patch_stride']}, native input {r['native_input']}",
+        f"window energy  {r['window_energy']:.3f} (chance {r['chance_share']:.3f}; normalised "
+        f"{r['window_energy_normalized']:.3f}: {_energy_verdict(r['window_energy_normalized'])})",
+        f"convert        targets {', '.join(r['targets'])}; global part resized with {r['resize']}",
+    ]
+
+
+def _energy_verdict(normalized: float) -> str:
+    if normalized > 0.2:
+        return "window-periodic, naive interpolation will break it"
+    if normalized > 0.05:
+        return "partly window-periodic"
+    return "no window pattern to speak of"
+
+
+@main.command("convert")
+@click.argument("source")
+@click.option("-o", "--output", required=True, help="Output weight file, or a folder (gets config.json too).")
+@click.option("--img-size", required=True, help="Target input size, N or HxW (e.g. 448 or 448x640).")
+@click.option("--to", "target", type=click.Choice(TARGETS), default="baked", show_default=True)
+@click.option("--global-size", default="full", show_default=True, help="'full' (exact) or GHxGW to refit the global part.")
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default="safetensors", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@family_option
+@json_option
+@user_errors
+def convert_command(
+    source: str, output: str, img_size: str, target: str, global_size: str, fmt: str, force: bool, family: str | None, as_json: bool
+) -> None:
+    """Rewrite SOURCE's position embedding for --img-size and write it to --output."""
+    from .convert import convert
+
+    result = convert(source, output, img_size, target, global_size, fmt, force, family)
+    stats = {k.split(".", 1)[1]: v for k, v in result.metadata.items() if k.startswith("abswin.")}
+    lines = [
+        f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
+        f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
+        f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, window energy {float(stats['window_energy']):.3f}",
+    ] + [f"  note: {n}" for n in result.notes]
+    emit(result.to_json(), as_json, lines)
+
+
+@main.command("demo")
+@click.option("--out", "out_dir", default=None, help="Keep the converted files here (default: a temp folder).")
+@json_option
+@user_errors
+def demo_command(out_dir: str | None, as_json: bool) -> None:
+    """Run the whole path on the example checkpoint that ships with the package."""
+    from .demo import run_demo
+
+    report = run_demo(out_dir)
+    emit(report, as_json, report["lines"])
+    if not report["ok"]:
+        sys.exit(1)

@@ -1,0 +1,169 @@
+"""The library entry points: ``inspect`` a checkpoint, ``convert`` it. No printing here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import absolute_win as aw
+from . import families
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import AbswinError
+from .families.base import ConvertRequest, Detection, read_position
+from .grid import format_size, parse_size
+from .plan import Plan
+from .provenance import output_metadata
+from .resize import Size
+from .writer import OutputTensor, RawBytes, atomic_file, check_destination, write_safetensors, write_torch
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class ConversionResult:
+    """What ``convert`` wrote and what the user must know."""
+
+    output: Path
+    config: Path | None
+    detection: Detection
+    metadata: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "output": str(self.output),
+            "config": str(self.config) if self.config else None,
+            "family": self.detection.family,
+            "format": self.detection.format,
+            "metadata": self.metadata,
+            "notes": self.notes,
+        }
+
+
+def _as_size(value: int | str | Size | None) -> Size | None:
+    if value is None or value == "full":
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        return parse_size(value)
+    return (int(value[0]), int(value[1]))
+
+
+def load(source: str | Path, family: str | None = None) -> tuple[Checkpoint, Detection]:
+    """Open a source and detect its family."""
+    ckpt = open_checkpoint(source)
+    _, det = families.detect(ckpt, family)
+    return ckpt, det
+
+
+def inspect(source: str | Path, family: str | None = None) -> dict:
+    """Everything ``abswin-convert inspect`` reports, as a JSON-ready dict."""
+    ckpt, det = load(source, family)
+    pos = read_position(ckpt, det)
+    energy = aw.window_energy(pos.grid, det.window)
+    return {
+        "source": str(source),
+        "file": str(ckpt.path),
+        "family": det.family,
+        "format": det.format,
+        "container": ckpt.format,
+        "wrapper": ckpt.wrapper,
+        "tensors": len(ckpt.keys()),
+        "position_key": det.pos_key,
+        "position_shape": list(ckpt.shape(det.pos_key)),
+        "position_dtype": str(ckpt.dtype(det.pos_key)).replace("torch.", ""),
+        "layout": det.layout,
+        "grid": format_size(det.grid),
+        "prefix_tokens": det.prefix_tokens,
+        "window": format_size(det.window),
+        "patch_stride": det.patch_stride,
+        "native_input": format_size(det.native_input),
+        "window_energy": round(energy, 4),
+        "window_energy_normalized": round(aw.normalized_window_energy(pos.grid, det.window), 4),
+        "chance_share": round(aw.chance_share(det.grid, det.window), 4),
+        "targets": list(det.targets),
+        "resize": det.resize.name,
+        "details": {k: v if isinstance(v, (str, int, float)) else str(v) for k, v in det.details.items()},
+    }
+
+
+def convert(
+    source: str | Path,
+    output: str | Path,
+    img_size: int | str | Size,
+    target: str = "baked",
+    global_size: int | str | Size | None = None,
+    fmt: str = "safetensors",
+    force: bool = False,
+    family: str | None = None,
+) -> ConversionResult:
+    """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder)."""
+    if fmt not in ("safetensors", "pt"):
+        raise AbswinError(f"unknown output format {fmt!r}; use safetensors or pt")
+    ckpt, det = load(source, family)
+    request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
+    module = families.FAMILIES[det.family]
+    weights_path, config_path = _output_paths(Path(output), ckpt, fmt)
+    check_destination(weights_path, [ckpt.path], force)
+    plan = module.plan(ckpt, det, request)
+    metadata = output_metadata(str(source), ckpt.path, plan.stats)
+    if fmt == "safetensors":
+        write_safetensors(weights_path, output_tensors(ckpt, plan), metadata)
+    else:
+        write_torch(weights_path, _torch_object(ckpt, plan))
+        _write_json(weights_path.with_name(weights_path.name + ".abswin.json"), metadata)
+    wrote_config = None
+    if plan.config is not None and config_path is not None:
+        _write_json(config_path, plan.config)
+        wrote_config = config_path
+    return ConversionResult(weights_path, wrote_config, det, metadata, plan.notes)
+
+
+def _output_paths(output: Path, ckpt: Checkpoint, fmt: str) -> tuple[Path, Path | None]:
+    """``-o`` names a weight file, or a folder that gets the weights plus ``config.json``."""
+    if output.suffix in WEIGHT_SUFFIXES and not output.is_dir():
+        return output, None
+    name = "model.safetensors" if fmt == "safetensors" else (ckpt.path.name if ckpt.format == "torch" else "model.pt")
+    return output / name, output / "config.json"
+
+
+def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
+    """The output in source order: edits in memory, untouched safetensors tensors as raw byte ranges."""
+    out = []
+    for key in ckpt.keys():
+        if key in plan.drop:
+            continue
+        name = plan.output_key(key)
+        if key in plan.replace:
+            value = plan.replace[key]
+            out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
+            continue
+        entry = ckpt.raw_entry(key)
+        if entry is not None:
+            out.append(OutputTensor(name, entry.dtype, entry.shape, RawBytes(ckpt.path, entry.start, entry.nbytes)))
+        else:
+            value = ckpt.tensor(key)
+            out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
+    for name, value in plan.add.items():
+        out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
+    return out
+
+
+def _torch_object(ckpt: Checkpoint, plan: Plan) -> dict:
+    """The state dict for ``--format pt``, inside the source's own wrapper."""
+    state = {}
+    for key in ckpt.keys():
+        if key not in plan.drop:
+            state[plan.output_key(key)] = plan.replace.get(key, ckpt.tensor(key))
+    state.update(plan.add)
+    if ckpt.wrapper is None:
+        return state
+    return {**ckpt.extra, ckpt.wrapper: state}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_file(path) as f:
+        f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+

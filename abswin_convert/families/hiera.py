@@ -1,0 +1,212 @@
+"""Hiera: official ``hiera-transformer`` (image and video), timm ``hiera_*`` and transformers ``Hiera*``.
+
+Hiera adds ``pos_embed`` (flat ``[1, H*W, C]``, raster order) before unrolling into 8x8 mask units; the patch
+stride (4) cannot be read from the weights, the family fixes it. timm's absolute-win Hiera keeps the parts as
+``pos_embed [1, C, gh, gw]`` + ``pos_embed_win [1, C, 8, 8]`` and resizes with antialiased bicubic.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+
+from ..checkpoint import Checkpoint
+from ..errors import AbswinError
+from ..grid import format_size, grid_size_of, to_grid
+from ..plan import Plan
+from ..resize import BICUBIC, BICUBIC_ANTIALIAS, Size
+from . import base
+from .base import ConvertRequest, Detection
+
+name = "hiera"
+PATCH_STRIDE = 4
+MASK_UNIT = (8, 8)
+# The MAE decoder runs global attention on one token per mask unit; it is resized like any global embedding.
+DECODER_KEYS = ("decoder_pos_embed", "decoder.decoder_position_embeddings")
+# Parts of the official MAE model that a classification Hiera has no place for.
+MAE_ONLY_PREFIXES = ("decoder", "mask_token", "multi_scale_fusion_heads")
+_HF_PREFIXES = ("hiera.", "")
+
+
+def detect(ckpt: Checkpoint) -> Detection | None:
+    """Recognise a Hiera checkpoint from its keys and shapes (and config.json when there is one)."""
+    if "pos_embed_spatial" in ckpt and "pos_embed_temporal" in ckpt:
+        return _detection(ckpt, "official-video", "pos_embed_spatial", "flat", ("baked",))
+    if "pos_embed" in ckpt and "pos_embed_win" in ckpt and len(ckpt.shape("pos_embed")) == 4:
+        return _detection(ckpt, "timm-abswin", "pos_embed", "nchw", ("baked", "timm-abswin"))
+    if "pos_embed" in ckpt and _has_hiera_stem(ckpt, "patch_embed.proj.weight") and "blocks.0.attn.qkv.weight" in ckpt:
+        is_timm = any(k.startswith(("head.fc.", "head.norm.")) for k in ckpt.keys())
+        return _detection(ckpt, "timm" if is_timm else "official", "pos_embed", "flat", ("baked", "timm-abswin"))
+    for prefix in _HF_PREFIXES:
+        key = f"{prefix}embeddings.position_embeddings"
+        if key in ckpt and _has_hiera_stem(ckpt, f"{prefix}embeddings.patch_embeddings.projection.weight"):
+            return _detection(ckpt, "transformers", key, "flat", ("baked", "timm-abswin"), hf_prefix=prefix)
+    return None
+
+
+def _has_hiera_stem(ckpt: Checkpoint, key: str) -> bool:
+    return key in ckpt and tuple(ckpt.shape(key)[-2:]) == (7, 7)
+
+
+def _detection(ckpt: Checkpoint, fmt: str, pos_key: str, layout: str, targets: tuple[str, ...], **details) -> Detection:
+    grid = grid_size_of(ckpt.shape(pos_key), layout, hw=_configured_grid(ckpt.config))
+    window = MASK_UNIT
+    if layout == "nchw":
+        window = tuple(ckpt.shape("pos_embed_win")[2:])  # type: ignore[assignment]
+        grid = _configured_grid(ckpt.config) or (224 // PATCH_STRIDE, 224 // PATCH_STRIDE)
+        details["global_grid"] = grid_size_of(ckpt.shape(pos_key), layout)
+    elif ckpt.config and "masked_unit_size" in ckpt.config:
+        window = tuple(ckpt.config["masked_unit_size"])[-2:]  # type: ignore[assignment]
+    if fmt == "official-video":
+        details["temporal_key"] = "pos_embed_temporal"
+    return Detection(name, fmt, pos_key, layout, grid, window, PATCH_STRIDE, BICUBIC_ANTIALIAS, targets, details=details)
+
+
+def _configured_grid(config: dict | None) -> Size | None:
+    """Token grid from a transformers (``image_size``) or official mixin (``input_size``) config."""
+    if not config:
+        return None
+    size = config.get("image_size") or config.get("input_size")
+    if isinstance(size, int):
+        size = [size, size]
+    if not isinstance(size, (list, tuple)) or len(size) < 2:
+        return None
+    return (int(size[-2]) // PATCH_STRIDE, int(size[-1]) // PATCH_STRIDE)
+
+
+def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tuple[base.Decomposition, torch.Tensor]:
+    """Window + global parts of the checkpoint (split from a flat embedding, or read from timm abswin)."""
+    if det.format != "timm-abswin":
+        pos = base.read_position(ckpt, det)
+        return base.decompose(pos.grid, det, global_size), pos.prefix
+    # Already split: the global part is refitted only when asked; at the native size composition is exact.
+    window = to_grid(ckpt.tensor("pos_embed_win"), "nchw").grid
+    global_ = base.read_position(ckpt, det).grid
+    residual = 0.0
+    if global_size and global_size != tuple(global_.shape[:2]):
+        native = BICUBIC_ANTIALIAS.apply(global_, det.grid)
+        fitted, residual = base.aw.fit_global(native, global_size, det.resize)
+        global_ = fitted
+    composed = base.aw.compose(window, global_, det.grid, det.resize)
+    energy = base.aw.normalized_window_energy(composed, det.window)
+    return base.Decomposition(window, global_, residual, energy), torch.zeros(0, window.shape[-1])
+
+
+def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
+    """Baked (same keys, new size) or timm abswin (split parts, timm key names)."""
+    if request.target not in det.targets:
+        raise AbswinError(f"target {request.target!r} is not available for Hiera {det.format}; use one of {', '.join(det.targets)}")
+    out_grid = base.output_grid(det, request.img_size)
+    parts, prefix = read_parts(ckpt, det, request.global_size)
+    dtype = ckpt.dtype(det.pos_key)
+    result = Plan(stats=base.decomposition_stats(det, parts, request))
+    if request.target == "baked":
+        # A split timm abswin source bakes into plain timm Hiera: one flat pos_embed, no pos_embed_win.
+        layout = "flat" if det.format == "timm-abswin" else det.layout
+        result.replace[det.pos_key] = base.bake(parts, det, prefix, out_grid, layout).to(dtype)
+        if det.format == "timm-abswin":
+            result.drop.add("pos_embed_win")
+        _resize_decoder(ckpt, det, out_grid, result)
+        result.config = _updated_config(ckpt.config, request.img_size)
+        return result
+    mapping = timm_key_map(ckpt, det)
+    result.rename = {k: v for k, v in mapping.items() if k != v}
+    result.drop = {k for k in ckpt.keys() if k not in mapping}
+    result.replace[det.pos_key] = base.nchw(parts.global_).to(dtype)
+    result.add["pos_embed_win"] = base.nchw(parts.window).to(dtype)
+    if result.drop:
+        result.notes.append(f"dropped {len(result.drop)} tensors timm's Hiera has no place for (e.g. {sorted(result.drop)[0]})")
+    gh, gw = parts.global_.shape[:2]
+    result.notes.append(
+        f"timm.create_model(arch, abs_win_pos_embed=True, global_pos_size=({gh}, {gw}), img_size={request.img_size[0]})"
+    )
+    return result
+
+
+def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Plan) -> None:
+    """MAE decoders hold one embedding per mask unit; a model built for the new size needs it resized."""
+    for key in DECODER_KEYS:
+        if key not in ckpt:
+            continue
+        units = (det.grid[0] // det.window[0], det.grid[1] // det.window[1])
+        grid = to_grid(ckpt.tensor(key), "flat", hw=units).grid
+        new_units = (out_grid[0] // det.window[0], out_grid[1] // det.window[1])
+        resized = BICUBIC.apply(grid, new_units).reshape(1, -1, grid.shape[-1])
+        result.replace[key] = resized.to(ckpt.dtype(key))
+        result.notes.append(f"{key} (MAE decoder, global attention) resized {format_size(units)} -> {format_size(new_units)}")
+
+
+def _updated_config(config: dict | None, img_size: Size) -> dict | None:
+    """The source's config.json with the input size changed, when it records one."""
+    if not config:
+        return None
+    updated = copy.deepcopy(config)
+    if "image_size" in updated:
+        updated["image_size"] = list(img_size)
+    if "input_size" in updated:
+        updated["input_size"] = list(updated["input_size"][:-2]) + list(img_size)
+    return updated
+
+
+def timm_key_map(ckpt: Checkpoint, det: Detection) -> dict[str, str]:
+    """Source key -> timm Hiera key, for every key timm's Hiera has a place for."""
+    if det.format in ("timm", "timm-abswin"):
+        return {k: k for k in ckpt.keys()}
+    if det.format == "official":
+        return {k: _official_to_timm(k) for k in ckpt.keys() if not k.startswith(MAE_ONLY_PREFIXES)}
+    prefix = det.details["hf_prefix"]
+    offsets = _stage_offsets(ckpt.keys(), prefix)
+    mapped = {k: _hf_to_timm(k, prefix, offsets) for k in ckpt.keys()}
+    return {k: v for k, v in mapped.items() if v is not None}
+
+
+def _official_to_timm(key: str) -> str:
+    if key.startswith("head.projection."):
+        return key.replace("head.projection.", "head.fc.")
+    if key.startswith(("norm.", "encoder_norm.")):
+        return "head.norm." + key.split(".", 1)[1]
+    return key
+
+
+_HF_BLOCK = re.compile(r"encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)")
+_HF_LAYER_NAMES = {"layernorm_before": "norm1", "layernorm_after": "norm2"}
+
+
+def _stage_offsets(keys: list[str], prefix: str) -> list[int]:
+    """Index of each stage's first block in timm's flat ``blocks`` list, from the layers present."""
+    depths: dict[int, int] = {}
+    for key in keys:
+        found = _HF_BLOCK.match(key[len(prefix):]) if key.startswith(prefix) else None
+        if found:
+            stage, layer = int(found.group(1)), int(found.group(2))
+            depths[stage] = max(depths.get(stage, 0), layer + 1)
+    offsets, total = [], 0
+    for stage in range(len(depths)):
+        offsets.append(total)
+        total += depths.get(stage, 0)
+    return offsets
+
+
+def _hf_to_timm(key: str, prefix: str, offsets: list[int]) -> str | None:
+    if key.startswith("classifier."):
+        return "head.fc." + key.split(".", 1)[1]
+    if not key.startswith(prefix):
+        return None
+    rest = key[len(prefix):]
+    fixed = {
+        "embeddings.position_embeddings": "pos_embed",
+        "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+        "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+        "pooler.layernorm.weight": "head.norm.weight",
+        "pooler.layernorm.bias": "head.norm.bias",
+    }
+    if rest in fixed:
+        return fixed[rest]
+    found = _HF_BLOCK.match(rest)
+    if not found:
+        return None
+    block = offsets[int(found.group(1))] + int(found.group(2))
+    module, _, leaf = found.group(3).partition(".")
+    return f"blocks.{block}.{_HF_LAYER_NAMES.get(module, module)}.{leaf}"

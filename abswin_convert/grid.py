@@ -1,0 +1,101 @@
+"""Layouts of position tensors in checkpoints, and the canonical ``[H, W, C]`` grid they convert to.
+
+- ``flat``:     ``[1, H*W, C]``, raster order, no prefix tokens (Hiera)
+- ``flat_cls``: ``[1, P + H*W, C]``, P prefix tokens first (ViT, MAE, ViTDet: P = 1)
+- ``nhwc``:     ``[1, H, W, C]`` (SAM)
+- ``nchw``:     ``[1, C, H, W]`` (SAM2, timm abswin)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import AbswinError
+from .resize import Size
+
+LAYOUTS = ("flat", "flat_cls", "nhwc", "nchw")
+
+
+@dataclass
+class PositionGrid:
+    """A position embedding as a ``[H, W, C]`` grid plus its prefix tokens (``[P, C]``, maybe empty)."""
+
+    grid: torch.Tensor
+    prefix: torch.Tensor
+
+    @property
+    def size(self) -> Size:
+        return (int(self.grid.shape[0]), int(self.grid.shape[1]))
+
+
+def grid_size_of(shape: tuple[int, ...], layout: str, prefix_tokens: int = 0, hw: Size | None = None) -> Size:
+    """The ``(H, W)`` a tensor of ``shape`` holds in ``layout``; square unless ``hw`` says otherwise."""
+    if layout not in LAYOUTS:
+        raise AbswinError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if len(shape) != (3 if layout.startswith("flat") else 4) or shape[0] != 1:
+        raise AbswinError(f"a {layout} position tensor has shape {_layout_shape(layout)}, found {list(shape)}")
+    if layout == "nhwc":
+        return (shape[1], shape[2])
+    if layout == "nchw":
+        return (shape[2], shape[3])
+    tokens = shape[1] - (prefix_tokens if layout == "flat_cls" else 0)
+    if hw is not None:
+        if hw[0] * hw[1] != tokens:
+            raise AbswinError(f"{tokens} position tokens do not form a {hw[0]}x{hw[1]} grid")
+        return hw
+    side = math.isqrt(max(tokens, 0))
+    if tokens <= 0 or side * side != tokens:
+        raise AbswinError(
+            f"{tokens} position tokens do not form a square grid; the grid size must come from the model config"
+        )
+    return (side, side)
+
+
+def _layout_shape(layout: str) -> str:
+    return {"flat": "[1, H*W, C]", "flat_cls": "[1, 1+H*W, C]", "nhwc": "[1, H, W, C]", "nchw": "[1, C, H, W]"}[layout]
+
+
+def to_grid(tensor: torch.Tensor, layout: str, prefix_tokens: int = 0, hw: Size | None = None) -> PositionGrid:
+    """Read a position tensor in ``layout`` into a float32 grid (and its prefix tokens)."""
+    h, w = grid_size_of(tuple(tensor.shape), layout, prefix_tokens, hw)
+    t = tensor.float()
+    if layout == "nhwc":
+        return PositionGrid(t[0], t.new_zeros(0, t.shape[-1]))
+    if layout == "nchw":
+        return PositionGrid(t[0].permute(1, 2, 0), t.new_zeros(0, t.shape[1]))
+    prefix = prefix_tokens if layout == "flat_cls" else 0
+    return PositionGrid(t[0, prefix:].reshape(h, w, -1), t[0, :prefix])
+
+
+def from_grid(pos: PositionGrid, layout: str) -> torch.Tensor:
+    """Write a grid back into ``layout`` (float32; the caller casts to the checkpoint's dtype)."""
+    grid = pos.grid.float()
+    if layout == "nhwc":
+        return grid.unsqueeze(0).contiguous()
+    if layout == "nchw":
+        return grid.permute(2, 0, 1).unsqueeze(0).contiguous()
+    flat = grid.reshape(-1, grid.shape[-1])
+    if layout == "flat_cls":
+        flat = torch.cat([pos.prefix.float(), flat], dim=0)
+    return flat.unsqueeze(0).contiguous()
+
+
+def parse_size(text: str) -> Size:
+    """``"448"`` -> ``(448, 448)``; ``"448x640"`` -> ``(448, 640)`` (height x width)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640")
+    return values  # type: ignore[return-value]
+
+
+def format_size(size: Size) -> str:
+    return f"{size[0]}x{size[1]}"

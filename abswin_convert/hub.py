@@ -1,0 +1,245 @@
+"""Checkpoints on the Hugging Face Hub as conversion sources.
+
+A source is written ``org/repo``, ``org/repo@revision``, ``hf://org/repo[@revision]/path/in/repo`` or
+``hf://org/repo[@revision]``; the revision defaults to ``main``. An existing local path always wins over a Hub name.
+Files are fetched with ``huggingface_hub`` into the normal Hugging Face cache, so ``HF_ENDPOINT``, ``HF_TOKEN``,
+``HF_HOME``/``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` behave as they do for every other Hub tool.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import httpx2  # the HTTP library huggingface_hub uses: its transport errors are how a failed connection shows
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .errors import AbswinError
+
+DEFAULT_REVISION = "main"
+PREFERRED_WEIGHT_FILE = "model.safetensors"
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl")
+CONFIG_FILE = "config.json"
+PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
+
+_HF_PREFIX = "hf://"
+_NAME_PART = r"[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?"
+_REPO_ID_RE = re.compile(rf"{_NAME_PART}/{_NAME_PART}", re.ASCII)
+# The revision of an hf:// name ends at the next '/', except a pull-request ref, which contains two of them;
+# any other revision with a '/' in it is written percent-encoded (feature%2Fx).
+_HF_URI_RE = re.compile(r"(?P<repo_id>[^/@]+/[^/@]+)(?:@(?P<revision>refs/pr/\d+|[^/]+))?(?:/(?P<filename>.+))?")
+_PR_REF_RE = re.compile(r"refs/pr/\d+")
+_OTHER_REPO_TYPES = ("datasets", "spaces", "kernels", "buckets")
+_API_TIMEOUT_S = 30
+_LISTED_FILES_MAX = 10
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hub repo at a revision, and the file to convert when the name gives one."""
+
+    repo_id: str
+    revision: str = DEFAULT_REVISION
+    filename: str | None = None
+
+    def __str__(self) -> str:
+        revision = self.revision if _PR_REF_RE.fullmatch(self.revision) else quote(self.revision, safe="")
+        text = f"{_HF_PREFIX}{self.repo_id}@{revision}"
+        return f"{text}/{self.filename}" if self.filename else text
+
+
+@dataclass(frozen=True)
+class ResolvedHubFile:
+    """A weight file fetched from the Hub into the local cache, and where it came from."""
+
+    path: Path
+    config_path: Path | None
+    preprocessor_config_path: Path | None
+    repo_id: str
+    revision: str
+    commit_sha: str
+    filename: str
+
+
+def parse_hub_source(text: str) -> HubSource | None:
+    """The Hub source ``text`` names, or None when it should be read as a local path.
+
+    Raises AbswinError for a malformed ``hf://`` name.
+    """
+    if Path(text).expanduser().exists():
+        return None
+    if text.startswith(_HF_PREFIX):
+        return _parse_hf_uri(text)
+    return _parse_repo_reference(text)
+
+
+def pick_weight_file(filenames: Iterable[str], source: HubSource) -> str:
+    """The weight file among a repo's ``filenames``: ``model.safetensors``, else the only safetensors file, else the
+    only pickle (``.pt``, ``.pth``, ``.bin``, ``.pkl``). Several candidates or none raise AbswinError."""
+    names = sorted(filenames)
+    if PREFERRED_WEIGHT_FILE in names:
+        return PREFERRED_WEIGHT_FILE
+    for suffixes in (SAFETENSORS_SUFFIXES, PICKLE_SUFFIXES):
+        candidates = [name for name in names if name.lower().endswith(suffixes)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            example = HubSource(source.repo_id, source.revision, candidates[0])
+            raise AbswinError(
+                f"{_where(source)} holds several weight files ({_listing(candidates)}); pick one, e.g. {example}"
+            )
+    raise AbswinError(
+        f"{_where(source)} holds no weight file (*.safetensors, *.pt, *.pth, *.bin, *.pkl); "
+        f"its files: {_listing(names) or 'none'}"
+    )
+
+
+def resolve_hub_source(source: HubSource) -> ResolvedHubFile:
+    """Download the weight file of ``source`` (and the repo's configs, when present) and pin the commit it came from.
+
+    In offline mode (``HF_HUB_OFFLINE=1``) the repo cannot be listed, so only a named file or ``model.safetensors``
+    already in the cache can be used. Hub and network failures raise AbswinError with a one-line message.
+    """
+    with _hub_errors(source):
+        if _offline():
+            return _resolve_from_cache(source)
+        return _resolve_online(source)
+
+
+def _parse_hf_uri(text: str) -> HubSource:
+    body = text[len(_HF_PREFIX) :].rstrip("/")
+    if body.startswith(tuple(f"{kind}/" for kind in _OTHER_REPO_TYPES)):
+        raise AbswinError(f"{text!r} is not a model repo; only model repos hold checkpoints")
+    match = _HF_URI_RE.fullmatch(body.removeprefix("models/"))
+    if match is None or not _REPO_ID_RE.fullmatch(match["repo_id"]) or _has_bad_sequence(match["repo_id"]):
+        raise AbswinError(f"{text!r} is not a Hub name; write hf://org/repo[@revision][/path/in/repo]")
+    revision = unquote(match["revision"]) if match["revision"] else DEFAULT_REVISION
+    return HubSource(match["repo_id"], revision, match["filename"])
+
+
+def _parse_repo_reference(text: str) -> HubSource | None:
+    """``org/repo`` or ``org/repo@revision``; None for what reads as a local path (e.g. ``runs/best.pt``)."""
+    repo_id, at, revision = text.partition("@")
+    if not _REPO_ID_RE.fullmatch(repo_id) or _has_bad_sequence(repo_id) or (at and not revision):
+        return None
+    if text.lower().endswith(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES):
+        return None
+    return HubSource(repo_id, revision or DEFAULT_REVISION)
+
+
+def _has_bad_sequence(repo_id: str) -> bool:
+    return "--" in repo_id or ".." in repo_id  # the Hub forbids both in repo ids
+
+
+def _offline() -> bool:
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; read it again so a later setting counts too.
+    from_env = os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
+    return from_env or constants.is_offline_mode()
+
+
+def _resolve_online(source: HubSource) -> ResolvedHubFile:
+    info = HfApi().model_info(source.repo_id, revision=source.revision, files_metadata=False, timeout=_API_TIMEOUT_S)
+    files = {sibling.rfilename for sibling in info.siblings or []}
+    filename = source.filename or pick_weight_file(files, source)
+    if filename not in files:
+        weights = [name for name in sorted(files) if name.lower().endswith(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)]
+        raise AbswinError(f"{_where(source)} has no file {filename!r}; its weight files: {_listing(weights) or 'none'}")
+    # Download by the revision as given, so the cache records where a branch pointed (offline runs need that).
+    path = Path(hf_hub_download(source.repo_id, filename, revision=source.revision))
+    commit = _snapshot_commit(path, filename)
+
+    def fetch(name: str) -> Path | None:  # pinned to the weight file's commit
+        return Path(hf_hub_download(source.repo_id, name, revision=commit)) if name in files else None
+
+    return ResolvedHubFile(
+        path, fetch(CONFIG_FILE), fetch(PREPROCESSOR_CONFIG_FILE), source.repo_id, source.revision, commit, filename
+    )
+
+
+def _resolve_from_cache(source: HubSource) -> ResolvedHubFile:
+    filename = source.filename or PREFERRED_WEIGHT_FILE
+    path = _cached(source.repo_id, filename, source.revision)
+    if path is None:
+        raise AbswinError(_offline_miss(source))
+    commit = _snapshot_commit(path, filename)
+    return ResolvedHubFile(
+        path,
+        _cached(source.repo_id, CONFIG_FILE, commit),
+        _cached(source.repo_id, PREPROCESSOR_CONFIG_FILE, commit),
+        source.repo_id,
+        source.revision,
+        commit,
+        filename,
+    )
+
+
+def _cached(repo_id: str, filename: str, revision: str) -> Path | None:
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def _offline_miss(source: HubSource) -> str:
+    if source.filename:
+        return f"offline mode (HF_HUB_OFFLINE=1): {source} is not in the Hugging Face cache; fetch it once online"
+    return (
+        f"offline mode (HF_HUB_OFFLINE=1): cannot list the files of {_where(source)} and its "
+        f"{PREFERRED_WEIGHT_FILE} is not in the Hugging Face cache; name a cached file as "
+        f"{HubSource(source.repo_id, source.revision, '<file>')}, or run once online"
+    )
+
+
+def _snapshot_commit(path: Path, filename: str) -> str:
+    """The commit a file from hf_hub_download belongs to: the cache keeps it at ``snapshots/<commit>/<filename>``."""
+    return path.parents[filename.count("/")].name
+
+
+@contextmanager
+def _hub_errors(source: HubSource) -> Iterator[None]:
+    """Turn the client's errors into one-line AbswinErrors."""
+    endpoint = constants.ENDPOINT
+    try:
+        yield
+    except RepositoryNotFoundError:
+        raise AbswinError(
+            f"no Hub repository {source.repo_id!r} at {endpoint} (and it is not a local path either); "
+            "if the repo is private or gated, set HF_TOKEN"
+        ) from None
+    except RevisionNotFoundError:
+        raise AbswinError(f"Hub repository {source.repo_id!r} has no revision {source.revision!r}") from None
+    except RemoteEntryNotFoundError as error:
+        raise AbswinError(f"file not found on the Hub: {error.response.url}") from None
+    except (httpx2.TransportError, LocalEntryNotFoundError) as error:
+        raise AbswinError(
+            f"cannot connect to {endpoint} to fetch {source} ({_first_line(error)}); "
+            "set HF_HUB_OFFLINE=1 to use files already in the Hugging Face cache"
+        ) from None
+    except HfHubHTTPError as error:
+        raise AbswinError(f"the Hub at {endpoint} refused {source}: {_first_line(error)}") from None
+
+
+def _where(source: HubSource) -> str:
+    return f"{source.repo_id}@{source.revision}"
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LISTED_FILES_MAX])
+    return shown + (f" and {len(names) - _LISTED_FILES_MAX} more" if len(names) > _LISTED_FILES_MAX else "")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

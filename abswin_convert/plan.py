@@ -1,0 +1,27 @@
+"""The edit list a family produces for one conversion; everything it does not name passes through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Plan:
+    """Tensor edits plus what the user must know.
+
+    ``replace`` and ``drop`` are keyed by source key; ``rename`` maps source keys to output keys (others keep
+    their name); ``add`` holds new output keys. ``stats`` lands in the output's provenance.
+    """
+
+    replace: dict[str, torch.Tensor] = field(default_factory=dict)
+    add: dict[str, torch.Tensor] = field(default_factory=dict)
+    drop: set[str] = field(default_factory=set)
+    rename: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    config: dict | None = None  # config.json for the output folder, when the source had one
+
+    def output_key(self, key: str) -> str:
+        return self.rename.get(key, key)

@@ -67,11 +67,11 @@ class ResolvedHubFile:
 
     path: Path
     config_path: Path | None
-    preprocessor_config_path: Path | None
     repo_id: str
     revision: str
-    commit_sha: str
+    commit_sha: str  # the 40-hex commit the revision pointed to
     filename: str
+    preprocessor_config_path: Path | None = None
 
 
 def parse_hub_source(text: str) -> HubSource | None:
@@ -165,7 +165,13 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
         return Path(hf_hub_download(source.repo_id, name, revision=commit)) if name in files else None
 
     return ResolvedHubFile(
-        path, fetch(CONFIG_FILE), fetch(PREPROCESSOR_CONFIG_FILE), source.repo_id, source.revision, commit, filename
+        path=path,
+        config_path=fetch(CONFIG_FILE),
+        repo_id=source.repo_id,
+        revision=source.revision,
+        commit_sha=commit,
+        filename=filename,
+        preprocessor_config_path=fetch(PREPROCESSOR_CONFIG_FILE),
     )
 
 
@@ -176,13 +182,13 @@ def _resolve_from_cache(source: HubSource) -> ResolvedHubFile:
         raise AbswinError(_offline_miss(source))
     commit = _snapshot_commit(path, filename)
     return ResolvedHubFile(
-        path,
-        _cached(source.repo_id, CONFIG_FILE, commit),
-        _cached(source.repo_id, PREPROCESSOR_CONFIG_FILE, commit),
-        source.repo_id,
-        source.revision,
-        commit,
-        filename,
+        path=path,
+        config_path=_cached(source.repo_id, CONFIG_FILE, commit),
+        repo_id=source.repo_id,
+        revision=source.revision,
+        commit_sha=commit,
+        filename=filename,
+        preprocessor_config_path=_cached(source.repo_id, PREPROCESSOR_CONFIG_FILE, commit),
     )
 
 

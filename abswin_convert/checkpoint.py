@@ -10,6 +10,7 @@ import argparse
 import json
 import pickle
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +22,35 @@ from .safetensors_header import TensorEntry, read_header, read_tensor
 
 WRAPPER_KEYS = ("model_state", "model", "state_dict")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pkl", ".ckpt")
+PREFERRED_WEIGHT_FILE = "model.safetensors"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-def choose_weight_file(names: list[str]) -> str:
-    """The weight file among ``names``: ``model.safetensors``, else the single candidate; else an error."""
-    candidates = sorted(n for n in names if n.endswith(WEIGHT_SUFFIXES) and not Path(n).name.startswith("."))
-    preferred = [n for n in candidates if Path(n).name == "model.safetensors"]
-    if len(preferred) == 1:
-        return preferred[0]
-    safetensors = [n for n in candidates if n.endswith(".safetensors")]
-    if len(safetensors) == 1:
-        return safetensors[0]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise AbswinError(f"no weight file found (looked for {', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
-    raise AbswinError(f"several weight files: {', '.join(candidates)}; name the one to convert")
+class WeightFileChoiceError(AbswinError):
+    """No weight file, or several equally good ones; ``candidates`` names them (empty when there is none)."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+def choose_weight_file(names: Iterable[str]) -> str:
+    """The weight file among ``names`` (a folder's files, or a Hub repo's paths): ``model.safetensors``, else the
+    only safetensors file, else the only other weight file (.pt, .pth, .bin, .pkl, .ckpt).
+
+    Several candidates of the best kind, or none at all, raise WeightFileChoiceError.
+    """
+    candidates = sorted(n for n in names if n.lower().endswith(WEIGHT_SUFFIXES) and not Path(n).name.startswith("."))
+    if PREFERRED_WEIGHT_FILE in candidates:
+        return PREFERRED_WEIGHT_FILE
+    safetensors = [n for n in candidates if n.lower().endswith(".safetensors")]
+    for tier in (safetensors, [n for n in candidates if n not in safetensors]):
+        if len(tier) == 1:
+            return tier[0]
+        if tier:
+            raise WeightFileChoiceError(f"several weight files: {', '.join(tier)}; name the one to convert", tier)
+    looked_for = ", ".join("*" + s for s in WEIGHT_SUFFIXES)
+    raise WeightFileChoiceError(f"no weight file found (looked for {looked_for})", [])
 
 
 class Checkpoint:

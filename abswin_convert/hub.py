@@ -16,24 +16,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-import httpx2  # the HTTP library huggingface_hub uses: its transport errors are how a failed connection shows
+import yaml
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
+    HTTPError,  # the client's HTTP library's base error: a failed connection shows as one
     LocalEntryNotFoundError,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.repocard import metadata_load
 
+from .checkpoint import (
+    PREFERRED_WEIGHT_FILE,
+    WEIGHT_SUFFIXES,
+    Checkpoint,
+    WeightFileChoiceError,
+    choose_weight_file,
+    open_checkpoint,
+)
 from .errors import AbswinError
 
 DEFAULT_REVISION = "main"
-PREFERRED_WEIGHT_FILE = "model.safetensors"
-SAFETENSORS_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl")
 CONFIG_FILE = "config.json"
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
+MODEL_CARD_FILE = "README.md"
 
 _HF_PREFIX = "hf://"
 _NAME_PART = r"[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?"
@@ -72,6 +80,17 @@ class ResolvedHubFile:
     commit_sha: str  # the 40-hex commit the revision pointed to
     filename: str
     preprocessor_config_path: Path | None = None
+    license: str | None = None  # from the repo's model card, when it names one
+
+    def provenance(self) -> dict[str, str]:
+        """What an output converted from this file records about its source (``abswin.*`` entries)."""
+        entries = {
+            "source": self.repo_id,
+            "source_revision": self.revision,
+            "source_commit": self.commit_sha,
+            "source_file": self.filename,
+        }
+        return entries | ({"source_license": self.license} if self.license else {})
 
 
 def parse_hub_source(text: str) -> HubSource | None:
@@ -87,24 +106,31 @@ def parse_hub_source(text: str) -> HubSource | None:
 
 
 def pick_weight_file(filenames: Iterable[str], source: HubSource) -> str:
-    """The weight file among a repo's ``filenames``: ``model.safetensors``, else the only safetensors file, else the
-    only pickle (``.pt``, ``.pth``, ``.bin``, ``.pkl``). Several candidates or none raise AbswinError."""
+    """The weight file among a repo's ``filenames``, by ``checkpoint.choose_weight_file``'s rules; several
+    candidates or none raise AbswinError, naming the ``hf://`` form that picks one."""
     names = sorted(filenames)
-    if PREFERRED_WEIGHT_FILE in names:
-        return PREFERRED_WEIGHT_FILE
-    for suffixes in (SAFETENSORS_SUFFIXES, PICKLE_SUFFIXES):
-        candidates = [name for name in names if name.lower().endswith(suffixes)]
-        if len(candidates) == 1:
-            return candidates[0]
-        if candidates:
-            example = HubSource(source.repo_id, source.revision, candidates[0])
+    try:
+        return choose_weight_file(names)
+    except WeightFileChoiceError as error:
+        if error.candidates:
+            example = HubSource(source.repo_id, source.revision, error.candidates[0])
             raise AbswinError(
-                f"{_where(source)} holds several weight files ({_listing(candidates)}); pick one, e.g. {example}"
-            )
-    raise AbswinError(
-        f"{_where(source)} holds no weight file (*.safetensors, *.pt, *.pth, *.bin, *.pkl); "
-        f"its files: {_listing(names) or 'none'}"
-    )
+                f"{_where(source)} holds several weight files ({_listing(error.candidates)}); pick one, e.g. {example}"
+            ) from None
+        raise AbswinError(
+            f"{_where(source)} holds no weight file ({', '.join('*' + s for s in WEIGHT_SUFFIXES)}); "
+            f"its files: {_listing(names) or 'none'}"
+        ) from None
+
+
+def open_source(source: str | Path) -> tuple[Checkpoint, ResolvedHubFile | None]:
+    """Open a local path, or a Hub name (fetched through the cache): the checkpoint, and the Hub file it came
+    from (None for a local path)."""
+    hub = parse_hub_source(source) if isinstance(source, str) else None
+    if hub is None:
+        return open_checkpoint(source), None
+    resolved = resolve_hub_source(hub)
+    return open_checkpoint(resolved.path, resolved.config_path), resolved
 
 
 def resolve_hub_source(source: HubSource) -> ResolvedHubFile:
@@ -135,7 +161,7 @@ def _parse_repo_reference(text: str) -> HubSource | None:
     repo_id, at, revision = text.partition("@")
     if not _REPO_ID_RE.fullmatch(repo_id) or _has_bad_sequence(repo_id) or (at and not revision):
         return None
-    if text.lower().endswith(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES):
+    if text.lower().endswith(WEIGHT_SUFFIXES):
         return None
     return HubSource(repo_id, revision or DEFAULT_REVISION)
 
@@ -155,7 +181,7 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
     files = {sibling.rfilename for sibling in info.siblings or []}
     filename = source.filename or pick_weight_file(files, source)
     if filename not in files:
-        weights = [name for name in sorted(files) if name.lower().endswith(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)]
+        weights = [name for name in sorted(files) if name.lower().endswith(WEIGHT_SUFFIXES)]
         raise AbswinError(f"{_where(source)} has no file {filename!r}; its weight files: {_listing(weights) or 'none'}")
     # Download by the revision as given, so the cache records where a branch pointed (offline runs need that).
     path = Path(hf_hub_download(source.repo_id, filename, revision=source.revision))
@@ -172,6 +198,7 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
         commit_sha=commit,
         filename=filename,
         preprocessor_config_path=fetch(PREPROCESSOR_CONFIG_FILE),
+        license=_card_license(fetch(MODEL_CARD_FILE)),
     )
 
 
@@ -189,6 +216,7 @@ def _resolve_from_cache(source: HubSource) -> ResolvedHubFile:
         commit_sha=commit,
         filename=filename,
         preprocessor_config_path=_cached(source.repo_id, PREPROCESSOR_CONFIG_FILE, commit),
+        license=_card_license(_cached(source.repo_id, MODEL_CARD_FILE, commit)),
     )
 
 
@@ -207,6 +235,18 @@ def _offline_miss(source: HubSource) -> str:
         f"{PREFERRED_WEIGHT_FILE} is not in the Hugging Face cache; name a cached file as "
         f"{HubSource(source.repo_id, source.revision, '<file>')}, or run once online"
     )
+
+
+def _card_license(card: Path | None) -> str | None:
+    """The ``license`` of a model card's YAML front matter; None when there is no card, no license or bad YAML."""
+    if card is None:
+        return None
+    try:
+        metadata = metadata_load(card) or {}
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError):  # a broken card should not stop a conversion
+        return None
+    license = metadata.get("license")
+    return license if isinstance(license, str) else None
 
 
 def _snapshot_commit(path: Path, filename: str) -> str:
@@ -229,13 +269,13 @@ def _hub_errors(source: HubSource) -> Iterator[None]:
         raise AbswinError(f"Hub repository {source.repo_id!r} has no revision {source.revision!r}") from None
     except RemoteEntryNotFoundError as error:
         raise AbswinError(f"file not found on the Hub: {error.response.url}") from None
-    except (httpx2.TransportError, LocalEntryNotFoundError) as error:
+    except HfHubHTTPError as error:
+        raise AbswinError(f"the Hub at {endpoint} refused {source}: {_first_line(error)}") from None
+    except (HTTPError, LocalEntryNotFoundError) as error:  # HTTPError after HfHubHTTPError, which is one too
         raise AbswinError(
             f"cannot connect to {endpoint} to fetch {source} ({_first_line(error)}); "
             "set HF_HUB_OFFLINE=1 to use files already in the Hugging Face cache"
         ) from None
-    except HfHubHTTPError as error:
-        raise AbswinError(f"the Hub at {endpoint} refused {source}: {_first_line(error)}") from None
 
 
 def _where(source: HubSource) -> str:

@@ -1,0 +1,121 @@
+"""Property tests of the core maths, plus checks against plain torch computations written out by hand."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from abswin_convert import absolute_win as aw
+from abswin_convert.resize import BICUBIC, BICUBIC_ANTIALIAS
+
+RESIZES = st.sampled_from([BICUBIC, BICUBIC_ANTIALIAS])
+
+
+@st.composite
+def grids(draw, min_side=2, max_side=24):
+    h = draw(st.integers(min_side, max_side))
+    w = draw(st.integers(min_side, max_side))
+    c = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**16))
+    return torch.randn(h, w, c, generator=torch.Generator().manual_seed(seed))
+
+
+windows = st.tuples(st.integers(1, 9), st.integers(1, 9))
+
+
+@settings(max_examples=60, deadline=None)
+@given(grids(), windows)
+def test_split_then_compose_is_exact(grid, window):
+    win, glob = aw.split(grid, window)
+    assert win.shape == (*window, grid.shape[-1])
+    assert torch.allclose(aw.tile(win, grid.shape[:2]) + glob, grid, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(grids(), windows)
+def test_window_part_is_masked_mean_over_tiles(grid, window):
+    """Every in-window position averages the tiles where it exists, partial edge tiles included."""
+    win, _ = aw.split(grid, window)
+    h, w, _ = grid.shape
+    for i in range(min(window[0], h)):
+        for j in range(min(window[1], w)):
+            expected = grid[i :: window[0], j :: window[1]].reshape(-1, grid.shape[-1]).mean(0)
+            assert torch.allclose(win[i, j], expected, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(grids(), windows, st.integers(1, 40), st.integers(1, 40))
+def test_tile_is_anchored_top_left_ceil_then_crop(grid, window, out_h, out_w):
+    win = grid[: window[0], : window[1]]
+    tiled = aw.tile(win, (out_h, out_w))
+    assert tiled.shape[:2] == (out_h, out_w)
+    wh, ww = win.shape[:2]
+    for i in (0, out_h // 2, out_h - 1):
+        for j in (0, out_w // 2, out_w - 1):
+            assert torch.equal(tiled[i, j], win[i % wh, j % ww])
+
+
+@settings(max_examples=40, deadline=None)
+@given(grids(min_side=4), RESIZES)
+def test_fit_global_at_full_size_is_the_input_with_zero_residual(grid, resize):
+    fitted, residual = aw.fit_global(grid, tuple(grid.shape[:2]), resize)
+    assert residual == 0.0
+    assert torch.equal(fitted, grid)
+
+
+@settings(max_examples=25, deadline=None)
+@given(grids(min_side=6, max_side=20), RESIZES)
+def test_fit_global_residual_shrinks_with_size(grid, resize):
+    """Bicubic spaces of different sizes are not nested, so strict monotonicity is not a theorem: on 300 random
+    grids 4 of 4926 one-step increases raised the residual, by at most 0.016. We hold it to 0.02, and to 0
+    at full size and <= 1 (never worse than no global part) everywhere."""
+    side = min(grid.shape[:2])
+    residuals = [aw.fit_global(grid, (s, s), resize)[1] for s in range(2, side + 1)]
+    residuals.append(aw.fit_global(grid, tuple(grid.shape[:2]), resize)[1])
+    assert all(0 <= r <= 1 + 1e-9 for r in residuals)
+    assert residuals[-1] == 0.0
+    assert all(b <= a + 0.02 for a, b in zip(residuals, residuals[1:]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(grids(min_side=3), windows, RESIZES)
+def test_compose_at_native_size_with_full_global_reproduces_input(grid, window, resize):
+    win, glob = aw.split(grid, window)
+    assert torch.allclose(aw.compose(win, glob, tuple(grid.shape[:2]), resize), grid, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(grids(min_side=4, max_side=16), st.integers(2, 40), st.integers(2, 40), RESIZES)
+def test_resize_operator_matches_the_runtime_resize(grid, out_h, out_w, resize):
+    """The least-squares operator must be the runtime's exact resize, separable into two 1-D matrices."""
+    h, w, _ = grid.shape
+    by_matrix = resize.matrix(h, out_h) @ grid.double().permute(2, 0, 1) @ resize.matrix(w, out_w).T
+    runtime = F.interpolate(grid.permute(2, 0, 1)[None], (out_h, out_w), mode="bicubic", antialias=resize.antialias)
+    assert torch.allclose(by_matrix.float(), runtime[0], atol=1e-5)
+
+
+def test_fit_global_recovers_a_grid_that_is_a_resize_of_a_small_one():
+    small = torch.randn(7, 7, 5)
+    big = BICUBIC.apply(small, (64, 64))
+    fitted, residual = aw.fit_global(big, (7, 7), BICUBIC)
+    assert residual < 1e-5
+    assert torch.allclose(fitted, small, atol=1e-4)
+
+
+def test_window_energy_separates_periodic_from_noise():
+    periodic = aw.tile(torch.randn(8, 8, 4), (56, 56))
+    noise = torch.randn(56, 56, 4)
+    assert aw.window_energy(periodic, (8, 8)) > 0.999
+    assert math.isclose(aw.normalized_window_energy(periodic, (8, 8)), 1.0, abs_tol=1e-6)
+    assert abs(aw.window_energy(noise, (8, 8)) - aw.chance_share((56, 56), (8, 8))) < 0.01
+    assert abs(aw.normalized_window_energy(noise, (8, 8))) < 0.01
+
+
+def test_naive_resize_breaks_the_window_pattern_and_compose_keeps_it():
+    """The bug itself: bicubic upsampling stretches an 8-periodic pattern to a 16-periodic one."""
+    grid = aw.tile(torch.randn(8, 8, 4), (56, 56))
+    win, glob = aw.split(grid, (8, 8))
+    assert aw.normalized_window_energy(aw.compose(win, glob, (112, 112), BICUBIC_ANTIALIAS), (8, 8)) > 0.999
+    assert aw.normalized_window_energy(aw.naive(grid, (112, 112), BICUBIC_ANTIALIAS), (8, 8)) < 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -32,7 +33,9 @@ def inspect_command(source: str, family: str | None, as_json: bool) -> None:
 
 def inspect_lines(r: dict) -> list[str]:
     wrapper = f"{{'{r['wrapper']}': ...}}" if r["wrapper"] else "flat"
-    return [
+    hub = r.get("hub")
+    chosen = [f"hub            {hub['repo_id']}@{hub['revision']}: chose {hub['filename']} at commit {hub['commit']}"] if hub else []
+    return chosen + [
         f"file           {r['file']}",
         f"family         {r['family']} ({r['format']} format), {r['container']} {wrapper}, {r['tensors']} tensors",
         f"position       {r['position_key']} {r['position_shape']} {r['position_dtype']} ({r['layout']})",
@@ -60,11 +63,13 @@ def _energy_verdict(normalized: float) -> str:
 @click.option("--global-size", default="full", show_default=True, help="'full' (exact) or GHxGW to refit the global part.")
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default="safetensors", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
 @json_option
 @user_errors
 def convert_command(
-    source: str, output: str, img_size: str, target: str, global_size: str, fmt: str, force: bool, family: str | None, as_json: bool
+    source: str, output: str, img_size: str, target: str, global_size: str, fmt: str, force: bool, family: str | None, as_json: bool,
+    push_to: str | None,
 ) -> None:
     """Rewrite SOURCE's position embedding for --img-size and write it to --output."""
     from .convert import convert
@@ -76,7 +81,15 @@ def convert_command(
         f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
         f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, window energy {float(stats['window_energy']):.3f}",
     ] + [f"  note: {n}" for n in result.notes]
-    emit(result.to_json(), as_json, lines)
+    report = result.to_json()
+    if push_to:
+        from .push import push
+        from .push_cli import push_lines
+
+        pushed = push(output if Path(output).is_dir() else result.output, push_to)
+        report["push"] = pushed.to_json()
+        lines += push_lines(pushed)
+    emit(report, as_json, lines)
 
 
 @main.command("demo")
@@ -91,3 +104,7 @@ def demo_command(out_dir: str | None, as_json: bool) -> None:
     emit(report, as_json, report["lines"])
     if not report["ok"]:
         sys.exit(1)
+
+from .push_cli import push_command  # noqa: E402
+
+main.add_command(push_command)

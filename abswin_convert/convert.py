@@ -8,10 +8,11 @@ from pathlib import Path
 
 from . import absolute_win as aw
 from . import families
-from .checkpoint import Checkpoint, open_checkpoint
+from .checkpoint import Checkpoint
 from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, read_position
 from .grid import format_size, parse_size
+from .hub import ResolvedHubFile, open_source
 from .plan import Plan
 from .provenance import output_metadata
 from .resize import Size
@@ -51,21 +52,23 @@ def _as_size(value: int | str | Size | None) -> Size | None:
     return (int(value[0]), int(value[1]))
 
 
-def load(source: str | Path, family: str | None = None) -> tuple[Checkpoint, Detection]:
-    """Open a source and detect its family."""
-    ckpt = open_checkpoint(source)
+def load(source: str | Path, family: str | None = None) -> tuple[Checkpoint, Detection, ResolvedHubFile | None]:
+    """Open a source (a local path or a Hub name) and detect its family; the Hub file it came from, or None
+    for a local source."""
+    ckpt, hub_file = open_source(source)
     _, det = families.detect(ckpt, family)
-    return ckpt, det
+    return ckpt, det, hub_file
 
 
 def inspect(source: str | Path, family: str | None = None) -> dict:
     """Everything ``abswin-convert inspect`` reports, as a JSON-ready dict."""
-    ckpt, det = load(source, family)
+    ckpt, det, hub_file = load(source, family)
     pos = read_position(ckpt, det)
     energy = aw.window_energy(pos.grid, det.window)
     return {
         "source": str(source),
         "file": str(ckpt.path),
+        "hub": hub_file.to_json() if hub_file else None,
         "family": det.family,
         "format": det.format,
         "container": ckpt.format,
@@ -98,17 +101,20 @@ def convert(
     fmt: str = "safetensors",
     force: bool = False,
     family: str | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> ConversionResult:
-    """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder)."""
+    """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
+    ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there)."""
     if fmt not in ("safetensors", "pt"):
         raise AbswinError(f"unknown output format {fmt!r}; use safetensors or pt")
-    ckpt, det = load(source, family)
+    ckpt, det, hub_file = load(source, family)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
     module = families.FAMILIES[det.family]
     weights_path, config_path = _output_paths(Path(output), ckpt, fmt)
     check_destination(weights_path, [ckpt.path], force)
     plan = module.plan(ckpt, det, request)
-    metadata = output_metadata(str(source), ckpt.path, plan.stats)
+    extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
+    metadata = output_metadata(str(source), ckpt.path, plan.stats, extra)
     if fmt == "safetensors":
         write_safetensors(weights_path, output_tensors(ckpt, plan), metadata)
     else:

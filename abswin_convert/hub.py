@@ -82,6 +82,15 @@ class ResolvedHubFile:
     preprocessor_config_path: Path | None = None
     license: str | None = None  # from the repo's model card, when it names one
 
+    def to_json(self) -> dict:
+        return {
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "commit": self.commit_sha,
+            "filename": self.filename,
+            "license": self.license,
+        }
+
     def provenance(self) -> dict[str, str]:
         """What an output converted from this file records about its source (``abswin.*`` entries)."""
         entries = {
@@ -140,7 +149,7 @@ def resolve_hub_source(source: HubSource) -> ResolvedHubFile:
     already in the cache can be used. Hub and network failures raise AbswinError with a one-line message.
     """
     with _hub_errors(source):
-        if _offline():
+        if offline_mode():
             return _resolve_from_cache(source)
         return _resolve_online(source)
 
@@ -150,7 +159,7 @@ def _parse_hf_uri(text: str) -> HubSource:
     if body.startswith(tuple(f"{kind}/" for kind in _OTHER_REPO_TYPES)):
         raise AbswinError(f"{text!r} is not a model repo; only model repos hold checkpoints")
     match = _HF_URI_RE.fullmatch(body.removeprefix("models/"))
-    if match is None or not _REPO_ID_RE.fullmatch(match["repo_id"]) or _has_bad_sequence(match["repo_id"]):
+    if match is None or not is_repo_id(match["repo_id"]):
         raise AbswinError(f"{text!r} is not a Hub name; write hf://org/repo[@revision][/path/in/repo]")
     revision = unquote(match["revision"]) if match["revision"] else DEFAULT_REVISION
     return HubSource(match["repo_id"], revision, match["filename"])
@@ -159,18 +168,23 @@ def _parse_hf_uri(text: str) -> HubSource:
 def _parse_repo_reference(text: str) -> HubSource | None:
     """``org/repo`` or ``org/repo@revision``; None for what reads as a local path (e.g. ``runs/best.pt``)."""
     repo_id, at, revision = text.partition("@")
-    if not _REPO_ID_RE.fullmatch(repo_id) or _has_bad_sequence(repo_id) or (at and not revision):
+    if not is_repo_id(repo_id) or (at and not revision):
         return None
     if text.lower().endswith(WEIGHT_SUFFIXES):
         return None
     return HubSource(repo_id, revision or DEFAULT_REVISION)
 
 
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` is a valid Hub repo id, ``org/name``."""
+    return bool(_REPO_ID_RE.fullmatch(text)) and not _has_bad_sequence(text)
+
+
 def _has_bad_sequence(repo_id: str) -> bool:
     return "--" in repo_id or ".." in repo_id  # the Hub forbids both in repo ids
 
 
-def _offline() -> bool:
+def offline_mode() -> bool:
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; read it again so a later setting counts too.
     from_env = os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
     return from_env or constants.is_offline_mode()
@@ -270,10 +284,10 @@ def _hub_errors(source: HubSource) -> Iterator[None]:
     except RemoteEntryNotFoundError as error:
         raise AbswinError(f"file not found on the Hub: {error.response.url}") from None
     except HfHubHTTPError as error:
-        raise AbswinError(f"the Hub at {endpoint} refused {source}: {_first_line(error)}") from None
+        raise AbswinError(f"the Hub at {endpoint} refused {source}: {first_line(error)}") from None
     except (HTTPError, LocalEntryNotFoundError) as error:  # HTTPError after HfHubHTTPError, which is one too
         raise AbswinError(
-            f"cannot connect to {endpoint} to fetch {source} ({_first_line(error)}); "
+            f"cannot connect to {endpoint} to fetch {source} ({first_line(error)}); "
             "set HF_HUB_OFFLINE=1 to use files already in the Hugging Face cache"
         ) from None
 
@@ -287,5 +301,5 @@ def _listing(names: list[str]) -> str:
     return shown + (f" and {len(names) - _LISTED_FILES_MAX} more" if len(names) > _LISTED_FILES_MAX else "")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,146 @@
+"""The ``README.md`` model card of a pushed conversion: front matter, what was done, provenance, hook results.
+
+The card is built only from what the output records (its ``abswin.*`` provenance and its hook results), with no
+dates or local paths, so the same output always gives the same card, byte for byte: pushing it again changes
+nothing on the Hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from huggingface_hub import ModelCardData
+
+PAPER = "Bolya et al., *Window Attention is Bugged: How not to Interpolate Position Embeddings* (ICLR 2024, arXiv 2311.05613)"
+# Hub library names: the runtime that loads each output target, or each source format for baked outputs.
+_TARGET_LIBRARIES = {"timm-abswin": "timm", "sam2": "sam2"}
+_FORMAT_LIBRARIES = {"timm": "timm", "timm-abswin": "timm", "transformers": "transformers"}
+_FAMILY_LIBRARIES = {"hiera": "hiera", "sam2": "sam2", "sam": "segment-anything", "vitdet": "detectron2"}
+_FALLBACK_LIBRARY = "pytorch"
+
+# Provenance rows of the card: entry -> label; rows whose entry the output lacks are left out.
+_PROVENANCE_ROWS = (
+    ("source", "source"),
+    ("source_revision", "source revision"),
+    ("source_commit", "source commit"),
+    ("source_file", "source file"),
+    ("source_sha256", "source sha256"),
+    ("source_license", "source license"),
+    ("family", "family"),
+    ("format", "source format"),
+    ("target", "target"),
+    ("position_key", "position key"),
+    ("native_input", "native input"),
+    ("img_size", "target input"),
+    ("window", "window (tokens)"),
+    ("global_size", "global size (tokens)"),
+    ("resize", "global resize"),
+    ("residual", "residual of the global fit"),
+    ("window_energy", "window energy (normalised)"),
+    ("version", "abswin-convert version"),
+)
+
+
+def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None) -> str:
+    """The card's full text for an output with this provenance and these hook results."""
+    parts = [
+        f"---\n{front_matter(provenance).to_yaml()}\n---",
+        f"# {_source_name(provenance)}, absolute-win position embedding for {provenance.get('img_size', '?')}",
+        _summary(provenance),
+        "## Provenance\n\n" + markdown_table(("", "value"), _provenance_rows(provenance)),
+    ]
+    if hooks:
+        parts.append("## Hook results\n\n" + markdown_table(("hook", "metric", "value"), _hook_rows(hooks)))
+    return "\n\n".join(parts) + "\n"
+
+
+def front_matter(provenance: dict[str, str]) -> ModelCardData:
+    """``base_model`` (Hub sources only), ``library_name``, ``license`` (when the source's card named one), tags."""
+    from_hub = "source_commit" in provenance
+    tags = ["abswin", provenance.get("family"), provenance.get("target")]
+    return ModelCardData(
+        base_model=provenance["source"] if from_hub else None,
+        library_name=library_name(provenance),
+        license=provenance.get("source_license"),
+        tags=sorted({tag for tag in tags if tag}),
+    )
+
+
+def library_name(provenance: dict[str, str]) -> str:
+    """The Hub library that loads the output: the target's runtime, else the source format's, else the family's."""
+    return (
+        _TARGET_LIBRARIES.get(provenance.get("target", ""))
+        or _FORMAT_LIBRARIES.get(provenance.get("format", ""))
+        or _FAMILY_LIBRARIES.get(provenance.get("family", ""))
+        or _FALLBACK_LIBRARY
+    )
+
+
+def _source_name(provenance: dict[str, str]) -> str:
+    """A Hub id as it is; of a local path only the file name (a card is public, the user's folders are not)."""
+    source = provenance.get("source", "unknown source")
+    return source if "source_commit" in provenance else PurePath(source).name
+
+
+def _summary(p: dict[str, str]) -> str:
+    pinned = f" (commit `{p['source_commit'][:12]}`)" if "source_commit" in p else ""
+    return (
+        f"The weights of `{_source_name(p)}`{pinned} with the position embedding rewritten by abswin-convert "
+        f"{p.get('version', '')} for {p.get('img_size', '?')} input. The learned embedding was split into a window "
+        f"part ({p.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
+        f"({p.get('global_size', '?')} tokens, resized with {p.get('resize', '?')}), the \"absolute win\" form of "
+        f"{PAPER}; {_target_sentence(p)} Every other tensor is copied unchanged."
+    )
+
+
+def _target_sentence(p: dict[str, str]) -> str:
+    target = p.get("target", "baked")
+    if target == "baked":
+        return (
+            f"the two parts are composed at the new size and stored under the source's own key "
+            f"(`{p.get('position_key', 'pos_embed')}`), so the model built for {p.get('img_size', '?')} input loads "
+            "these weights with `strict=True`."
+        )
+    if target == "timm-abswin":
+        gh, _, gw = p.get("global_size", "?x?").partition("x")
+        return (
+            "the two parts are stored apart as `pos_embed` and `pos_embed_win` for timm's Hiera built with "
+            f"`abs_win_pos_embed=True, global_pos_size=({gh}, {gw})`."
+        )
+    return f"the parts are stored in the `{target}` layout."
+
+
+def _provenance_rows(provenance: dict[str, str]) -> list[tuple[str, ...]]:
+    values = dict(provenance, source=_source_name(provenance))
+    return [(label, f"`{values[key]}`") for key, label in _PROVENANCE_ROWS if values.get(key)]
+
+
+def _hook_rows(hooks: dict[str, dict]) -> list[tuple[str, ...]]:
+    rows = []
+    for hook in sorted(hooks):
+        metrics = hooks[hook] if isinstance(hooks[hook], dict) else {"result": hooks[hook]}
+        rows.extend((hook, metric, format_value(value)) for metric, value in sorted(_flatten(metrics).items()))
+    return rows
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def format_value(value: object) -> str:
+    """A metric as a table shows it: floats to 4 significant digits, everything else as text."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -139,7 +139,11 @@ def open_source(source: str | Path) -> tuple[Checkpoint, ResolvedHubFile | None]
     if hub is None:
         return open_checkpoint(source), None
     resolved = resolve_hub_source(hub)
-    return open_checkpoint(resolved.path, resolved.config_path), resolved
+    try:
+        return open_checkpoint(resolved.path, resolved.config_path), resolved
+    except AbswinError as error:  # name the file by its Hub name, not by its place in the cache
+        pinned = HubSource(resolved.repo_id, resolved.commit_sha, resolved.filename)
+        raise AbswinError(str(error).replace(str(resolved.path), str(pinned))) from None
 
 
 def resolve_hub_source(source: HubSource) -> ResolvedHubFile:

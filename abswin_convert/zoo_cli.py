@@ -1,0 +1,67 @@
+"""``abswin-convert zoo``: run a whole manifest of conversions, with progress on a terminal and a report."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import click
+from tqdm.auto import tqdm
+
+from .cli_support import emit, json_option, user_errors
+from .zoo import OutputJob, OutputRow, Progress, ZooReport
+
+
+class TerminalProgress(Progress):
+    """An overall bar plus one line per output as it starts and ends; silent when stderr is not a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self._bar = tqdm(total=total, unit="output", desc="zoo", file=sys.stderr, disable=not sys.stderr.isatty())
+        self._lock = threading.Lock()  # tqdm bars are not thread-safe
+
+    def started(self, job: OutputJob) -> None:
+        with self._lock:
+            if not self._bar.disable:
+                self._bar.write(f"  start  {job.folder.name}  ({job.source})", file=sys.stderr)
+
+    def finished(self, row: OutputRow) -> None:
+        with self._lock:
+            if not self._bar.disable:
+                self._bar.write(f"  {row.status:<7} {row.output}  {row.seconds:.1f}s {row.error or ''}", file=sys.stderr)
+            self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+@click.command("zoo")
+@click.argument("manifest")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True, help="Entries run at once.")
+@click.option("--out", default=None, help="Output folder (default: the manifest's `out`, else ./converted beside it).")
+@click.option("--dry-run", is_flag=True, help="Only say which outputs would be converted and which are up to date.")
+@json_option
+@user_errors
+def zoo_command(manifest: str, jobs: int, out: str | None, dry_run: bool, as_json: bool) -> None:
+    """Convert every checkpoint MANIFEST (TOML) lists, run its hooks, push it; write report.json and report.md.
+
+    Outputs already there with the same source and options are skipped, so a rerun finishes what an interrupted
+    run left. Exits 1 if any output failed.
+    """
+    from .zoo import load_manifest, run_zoo
+
+    _, planned = load_manifest(manifest, out)  # a bad manifest fails here, before any bar is drawn
+    progress = TerminalProgress(len(planned))
+    try:
+        report = run_zoo(manifest, out, jobs, dry_run, progress)
+    finally:
+        progress.close()
+    emit(report.to_json(), as_json, zoo_lines(report))
+    if report.failed:
+        sys.exit(1)
+
+
+def zoo_lines(report: ZooReport) -> list[str]:
+    lines = [f"{row.status:<13} {row.output}" + (f": {row.error}" if row.error else "") for row in report.rows]
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts().items()))
+    where = "dry run, nothing written" if report.dry_run else f"report in {report.out}/report.md"
+    return lines + [f"{len(report.rows)} outputs: {counts} ({where})"]

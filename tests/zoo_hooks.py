@@ -1,0 +1,19 @@
+"""Hooks for the zoo tests and scripts/zoo_demo.py, named as ``tests.zoo_hooks:FUNCTION`` in a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from abswin_convert.checkpoint import open_checkpoint
+
+
+def weight_stats(checkpoint: Path, options: dict) -> dict:
+    """How many tensors the output holds and the RMS of its position embedding (real numbers from the file)."""
+    ckpt = open_checkpoint(checkpoint)
+    pos = ckpt.tensor(options.get("key", "pos_embed")).float()
+    return {"tensors": len(ckpt.keys()), "pos_embed_rms": float(pos.pow(2).mean().sqrt())}
+
+
+def always_fails(checkpoint: Path, options: dict) -> dict:
+    """A hook that raises, as a broken evaluation would."""
+    raise RuntimeError(f"planned failure on {Path(checkpoint).name}")

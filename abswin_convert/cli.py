@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cli_support import emit, family_option, json_option, user_errors
+from .cli_support import emit, family_option, json_option, override_options, user_errors
 from .families.base import TARGETS
 
 
@@ -21,13 +21,15 @@ def main() -> None:
 @main.command("inspect")
 @click.argument("source")
 @family_option
+@override_options
 @json_option
 @user_errors
-def inspect_command(source: str, family: str | None, as_json: bool) -> None:
+def inspect_command(source: str, family: str | None, as_json: bool, **overrides) -> None:
     """Report a checkpoint's family, format, position grid, window and window energy."""
     from .convert import inspect
+    from .families.generic import Overrides
 
-    report = inspect(source, family)
+    report = inspect(source, family, Overrides.parse(**overrides))
     emit(report, as_json, inspect_lines(report))
 
 
@@ -65,16 +67,18 @@ def _energy_verdict(normalized: float) -> str:
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
+@override_options
 @json_option
 @user_errors
 def convert_command(
     source: str, output: str, img_size: str, target: str, global_size: str, fmt: str, force: bool, family: str | None, as_json: bool,
-    push_to: str | None,
+    push_to: str | None, **overrides,
 ) -> None:
     """Rewrite SOURCE's position embedding for --img-size and write it to --output."""
     from .convert import convert
+    from .families.generic import Overrides
 
-    result = convert(source, output, img_size, target, global_size, fmt, force, family)
+    result = convert(source, output, img_size, target, global_size, fmt, force, family, overrides=Overrides.parse(**overrides))
     stats = {k.split(".", 1)[1]: v for k, v in result.metadata.items() if k.startswith("abswin.")}
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
@@ -108,7 +112,3 @@ def demo_command(out_dir: str | None, as_json: bool) -> None:
 from .push_cli import push_command  # noqa: E402
 
 main.add_command(push_command)
-
-from .zoo_cli import zoo_command  # noqa: E402
-
-main.add_command(zoo_command)

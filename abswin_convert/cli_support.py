@@ -49,3 +49,18 @@ def emit(data: dict, as_json: bool, lines: list[str]) -> None:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
 family_option = click.option("--family", default=None, help="Skip detection and read the checkpoint as this family.")
+
+
+def override_options(func: Callable) -> Callable:
+    """``--key/--layout/--window/--patch-stride``: read a checkpoint of a family we do not know, or correct one."""
+    from .grid import LAYOUTS
+
+    options = [
+        click.option("--key", default=None, help="Position tensor to convert (a family we do not know)."),
+        click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Layout of --key's tensor."),
+        click.option("--window", default=None, help="Window in tokens, N or HxW (overrides the family's)."),
+        click.option("--patch-stride", type=int, default=None, help="Pixels per token (overrides the family's)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func

@@ -11,6 +11,7 @@ from . import families
 from .checkpoint import Checkpoint
 from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, read_position
+from .families.generic import Overrides
 from .grid import format_size, parse_size
 from .hub import ResolvedHubFile, open_source
 from .plan import Plan
@@ -52,17 +53,19 @@ def _as_size(value: int | str | Size | None) -> Size | None:
     return (int(value[0]), int(value[1]))
 
 
-def load(source: str | Path, family: str | None = None) -> tuple[Checkpoint, Detection, ResolvedHubFile | None]:
-    """Open a source (a local path or a Hub name) and detect its family; the Hub file it came from, or None
-    for a local source."""
+def load(
+    source: str | Path, family: str | None = None, overrides: Overrides | None = None
+) -> tuple[Checkpoint, Detection, ResolvedHubFile | None]:
+    """Open a source (a local path or a Hub name) and detect its family (``overrides``: what the user said about
+    key, layout, window, stride); the Hub file it came from, or None for a local source."""
     ckpt, hub_file = open_source(source)
-    _, det = families.detect(ckpt, family)
+    _, det = families.detect(ckpt, family, overrides)
     return ckpt, det, hub_file
 
 
-def inspect(source: str | Path, family: str | None = None) -> dict:
+def inspect(source: str | Path, family: str | None = None, overrides: Overrides | None = None) -> dict:
     """Everything ``abswin-convert inspect`` reports, as a JSON-ready dict."""
-    ckpt, det, hub_file = load(source, family)
+    ckpt, det, hub_file = load(source, family, overrides)
     pos = read_position(ckpt, det)
     energy = aw.window_energy(pos.grid, det.window)
     return {
@@ -101,13 +104,14 @@ def convert(
     fmt: str = "safetensors",
     force: bool = False,
     family: str | None = None,
+    overrides: Overrides | None = None,
     provenance: dict[str, str] | None = None,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there)."""
     if fmt not in ("safetensors", "pt"):
         raise AbswinError(f"unknown output format {fmt!r}; use safetensors or pt")
-    ckpt, det, hub_file = load(source, family)
+    ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
     module = families.FAMILIES[det.family]
     weights_path, config_path = _output_paths(Path(output), ckpt, fmt)

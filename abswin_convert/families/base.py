@@ -32,6 +32,7 @@ class Detection:
     targets: tuple[str, ...]
     prefix_tokens: int = 0
     details: dict = field(default_factory=dict)  # family-specific facts (stage depths, video keys, ...)
+    pads_windows: bool = False  # the runtime pads the grid to whole windows (SAM, ViTDet): any whole patch count works
 
     @property
     def native_input(self) -> Size:
@@ -81,12 +82,16 @@ def decompose(grid: torch.Tensor, det: Detection, global_size: Size | None) -> D
 
 
 def output_grid(det: Detection, img_size: Size) -> Size:
-    """Token grid at ``img_size``; the size must be a whole number of windows of patches."""
-    step = det.patch_stride * det.window[0], det.patch_stride * det.window[1]
+    """Token grid at ``img_size``: a whole number of windows of patches, or of patches when the runtime pads."""
+    if det.pads_windows:
+        step = det.patch_stride, det.patch_stride
+        why = f"patch stride {det.patch_stride}; windows are padded, so any whole number of patches works"
+    else:
+        step = det.patch_stride * det.window[0], det.patch_stride * det.window[1]
+        why = f"patch stride {det.patch_stride} x window {format_size(det.window)}"
     if img_size[0] % step[0] or img_size[1] % step[1]:
         raise AbswinError(
-            f"--img-size {format_size(img_size)} is not a multiple of {step[0]}x{step[1]} "
-            f"(patch stride {det.patch_stride} x window {format_size(det.window)}); "
+            f"--img-size {format_size(img_size)} is not a multiple of {step[0]}x{step[1]} ({why}); "
             f"try {format_size(_round_up(img_size, step))}"
         )
     return (img_size[0] // det.patch_stride, img_size[1] // det.patch_stride)

@@ -1,0 +1,96 @@
+"""SAM (Segment Anything) image encoders: segment-anything ``.pth``, transformers ``Sam*`` and timm ``samvit_*``.
+
+SAM's ViT adds a learned ``pos_embed [1, 64, 64, C]`` (NHWC; 1024 px, patch 16) and attends in 14x14 windows,
+padding the grid at the bottom-right (64 -> 70), so windows are anchored at the top-left token and any whole number
+of patches works. The embedding splits into its 14-periodic window part and a global part that SAM-style runtimes
+resize with plain bicubic. The global blocks' relative-position tables are resized for the new grid the way SAM's
+own ``get_rel_pos`` would, so a model built for the new size loads the result with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ..checkpoint import Checkpoint
+from ..grid import format_size
+from ..plan import Plan
+from ..resize import BICUBIC, Size
+from . import base, generic, relpos
+from .base import ConvertRequest, Detection
+
+name = "sam"
+WINDOW = (14, 14)
+# (format, position key, patch-embedding weight)
+FORMATS = (
+    ("segment-anything", "image_encoder.pos_embed", "image_encoder.patch_embed.proj.weight"),
+    ("transformers", "vision_encoder.pos_embed", "vision_encoder.patch_embed.projection.weight"),
+    ("timm", "pos_embed", "patch_embed.proj.weight"),
+)
+# segment-anything and transformers take one int as the image size; timm takes (H, W).
+_SQUARE_ONLY = ("segment-anything", "transformers")
+
+
+def detect(ckpt: Checkpoint) -> Detection | None:
+    """A 4-D NHWC ``pos_embed`` whose last axis is the patch embedding's width."""
+    for fmt, pos_key, patch_key in FORMATS:
+        if pos_key not in ckpt or patch_key not in ckpt:
+            continue
+        pos_shape, patch_shape = ckpt.shape(pos_key), ckpt.shape(patch_key)
+        if len(pos_shape) != 4 or len(patch_shape) != 4 or pos_shape[-1] != patch_shape[0]:
+            continue
+        vision = _vision_config(ckpt.config)
+        window = (vision["window_size"],) * 2 if vision.get("window_size") else relpos.window_of(ckpt) or WINDOW
+        global_ = relpos.global_blocks(ckpt, vision.get("global_attn_indexes"))
+        return Detection(
+            name, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, ("baked",),
+            details={"global_blocks": global_, "rel_pos_tables": len(relpos.tables(ckpt))}, pads_windows=True,
+        )
+    return None
+
+
+def _vision_config(config: dict | None) -> dict:
+    """The vision part of a transformers config (``SamConfig.vision_config``, or a ``SamVisionConfig`` itself)."""
+    if not config:
+        return {}
+    vision = config.get("vision_config", config)
+    return vision if isinstance(vision, dict) else {}
+
+
+def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
+    """The NHWC embedding baked for ``img_size``, the global blocks' tables resized to match."""
+    if det.format in _SQUARE_ONLY:
+        generic.require_square(det, request.img_size, f"SAM ({det.format})")
+    result = generic.baked_plan(ckpt, det, request)
+    out_grid = base.output_grid(det, request.img_size)
+    relpos.resize_tables(ckpt, det.details["global_blocks"], det.window, out_grid, result)
+    if det.format == "transformers":
+        result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride)
+    result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None))
+    return result
+
+
+def _updated_config(config: dict | None, img_size: int, patch_stride: int) -> dict | None:
+    """transformers config.json with every record of the input size changed."""
+    if not config:
+        return None
+    updated = copy.deepcopy(config)
+    _vision_config(updated)["image_size"] = img_size
+    prompt = updated.get("prompt_encoder_config")
+    if isinstance(prompt, dict):
+        prompt["image_size"] = img_size
+        prompt["image_embedding_size"] = img_size // patch_stride
+    return updated
+
+
+def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool) -> str:
+    """How to build the model that loads the output."""
+    n, g = img_size[0], grid[0]
+    if det.format == "segment-anything":
+        return (
+            f"build ImageEncoderViT(img_size={n}, ...) and PromptEncoder(image_embedding_size=({g}, {g}), "
+            f"input_image_size=({n}, {n}), ...); sam_model_registry's builders fix 1024"
+        )
+    if det.format == "transformers":
+        done = "written to config.json" if wrote_config else "set them in the model config"
+        return f"vision_config.image_size={n}, prompt_encoder_config.image_size={n} ({done})"
+    return f"timm.create_model('samvit_...', img_size={format_size(img_size).replace('x', ', ')}) loads it with strict=True"

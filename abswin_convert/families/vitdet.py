@@ -1,0 +1,141 @@
+"""ViTDet and the plain ViTs it starts from: detectron2 (``.pkl`` / ``.pth``), transformers ``VitDet``, MAE and timm
+``vit_*``. All hold a flat embedding with a cls row, ``[1, 1 + 14*14, C]`` for 224 px at patch 16.
+
+The paper's ViTDet recipe: the pretrained grid itself is the window part (resized to the window when the sizes
+differ), tiled into every window at the target size; the global part is zero. ``--global-size GHxGW`` moves into a
+global part what a GHxGW grid can express of the pretrained grid through the resize (least squares), leaving the
+rest to the window part: composed at the pretrained size that is still exactly the pretrained grid, and
+``--global-size`` equal to the pretrained grid gives the naive resize back. The cls row stays first, so detectron2's
+``get_abs_pos`` and transformers' ``get_absolute_positions`` see a grid of the input's size and do not interpolate.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from .. import absolute_win as aw
+from ..checkpoint import Checkpoint
+from ..grid import PositionGrid, format_size, from_grid, to_grid
+from ..plan import Plan
+from ..resize import BICUBIC, Size
+from . import base, generic, relpos
+from .base import ConvertRequest, Decomposition, Detection
+
+name = "vitdet"
+WINDOW = (14, 14)  # ViTDet's windowed blocks
+_HIERA_STEM = 7  # Hiera's overlapping 7x7 stem: a Hiera checkpoint, not a ViT
+MAE_DECODER_KEY = "decoder_pos_embed"
+# (format, position key, patch-embedding weight); "timm" covers MAE, told apart by its wrapper or decoder.
+FORMATS = (
+    ("detectron2", "backbone.net.pos_embed", "backbone.net.patch_embed.proj.weight"),
+    ("transformers", "embeddings.position_embeddings", "embeddings.projection.weight"),
+    ("timm", "pos_embed", "patch_embed.proj.weight"),
+)
+_SQUARE_ONLY = {"detectron2": "detectron2's ViT (pretrain_img_size)", "transformers": "transformers VitDet (pretrain_image_size)"}
+
+
+def detect(ckpt: Checkpoint) -> Detection | None:
+    """A flat ``[1, P + H*W, C]`` embedding beside a square, non-overlapping patch embedding."""
+    for fmt, pos_key, patch_key in FORMATS:
+        if pos_key not in ckpt or patch_key not in ckpt:
+            continue
+        pos_shape, patch_shape = ckpt.shape(pos_key), ckpt.shape(patch_key)
+        if len(pos_shape) != 3 or len(patch_shape) != 4 or patch_shape[-1] == _HIERA_STEM:
+            continue
+        if fmt == "transformers" and ckpt.config and ckpt.config.get("model_type", "vitdet") != "vitdet":
+            continue
+        prefix = _prefix_tokens(ckpt, pos_shape[1])
+        if prefix is None:
+            continue
+        side = math.isqrt(pos_shape[1] - prefix)
+        config = ckpt.config or {}
+        window = (config["window_size"],) * 2 if config.get("window_size") else WINDOW
+        configured = None
+        if "window_block_indices" in config:
+            configured = [i for i in range(config.get("num_hidden_layers", 0)) if i not in config["window_block_indices"]]
+        if fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
+            fmt = "mae"
+        return Detection(
+            name, fmt, pos_key, "flat_cls", (side, side), window, patch_shape[-1], BICUBIC, ("baked",), prefix,
+            details={"global_blocks": relpos.global_blocks(ckpt, configured), "rel_pos_tables": len(relpos.tables(ckpt))},
+            pads_windows=True,
+        )
+    return None
+
+
+def _prefix_tokens(ckpt: Checkpoint, tokens: int) -> int | None:
+    """How many rows precede the grid: the cls (and register) tokens when the rest is square, else none."""
+    registers = ckpt.shape("reg_token")[1] if "reg_token" in ckpt else 0
+    for prefix in dict.fromkeys((1 + registers, 1, 0)):
+        if tokens > prefix and math.isqrt(tokens - prefix) ** 2 == tokens - prefix:
+            return prefix
+    return None
+
+
+def recipe(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
+    """The pretrained grid as window part (+ a least-squares global part when ``global_size`` is given)."""
+    if global_size is None:
+        global_ = grid.new_zeros(1, 1, grid.shape[-1])  # resizes to zero at any size
+        local = grid
+    else:
+        global_, _ = aw.fit_global(grid, global_size, det.resize)
+        local = grid - det.resize.apply(global_, det.grid)
+    window = local if tuple(local.shape[:2]) == det.window else det.resize.apply(local, det.window)
+    residual = aw.relative_error(aw.compose(window, global_, det.grid, det.resize), grid)
+    return Decomposition(window, global_, residual, aw.normalized_window_energy(grid, det.window))
+
+
+def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
+    """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
+    generic.require_target(det, request.target)
+    if det.format in _SQUARE_ONLY:
+        generic.require_square(det, request.img_size, _SQUARE_ONLY[det.format])
+    out_grid = base.output_grid(det, request.img_size)
+    pos = base.read_position(ckpt, det)
+    parts = recipe(pos.grid, det, request.global_size)
+    result = Plan(stats=base.decomposition_stats(det, parts, request))
+    result.stats["recipe"] = "vitdet: pretrained grid tiled per window" + ("" if request.global_size else ", global part zero")
+    if request.global_size is None:
+        result.stats["global_size"] = "none"
+    result.replace[det.pos_key] = base.bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
+    relpos.resize_tables(ckpt, det.details["global_blocks"], det.window, out_grid, result)
+    if MAE_DECODER_KEY in ckpt:
+        _resize_decoder(ckpt, det, out_grid, result)
+    if det.format == "transformers":
+        result.config = _updated_config(ckpt.config, request.img_size[0])
+    result.notes.append(_config_note(det, request.img_size, result))
+    return result
+
+
+def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Plan) -> None:
+    """MAE's decoder attends globally over the whole grid: its (fixed sin-cos) embedding is resized plainly."""
+    pos = to_grid(ckpt.tensor(MAE_DECODER_KEY), "flat_cls", det.prefix_tokens)
+    resized = PositionGrid(BICUBIC.apply(pos.grid, out_grid), pos.prefix)
+    result.replace[MAE_DECODER_KEY] = from_grid(resized, "flat_cls").to(ckpt.dtype(MAE_DECODER_KEY))
+    result.notes.append(f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)")
+
+
+def _updated_config(config: dict | None, img_size: int) -> dict | None:
+    if not config:
+        return None
+    updated = copy.deepcopy(config)
+    updated["pretrain_image_size"] = img_size
+    updated["image_size"] = img_size
+    return updated
+
+
+def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
+    """The one config change that makes the runtime take the embedding as it is."""
+    n = img_size[0]
+    if det.format == "detectron2":
+        resized = any(k.endswith(("rel_pos_h", "rel_pos_w")) for k in result.replace)
+        extra = f" and img_size={n}" if resized else ""
+        return f"detectron2: set pretrain_img_size={n}{extra} on the ViT backbone, so get_abs_pos does not interpolate"
+    if det.format == "transformers":
+        done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
+        return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
+    size = n if img_size[0] == img_size[1] else tuple(img_size)
+    return f"build the ViT with img_size={size} (timm.create_model(arch, img_size={size}); MAE's models_vit take img_size too)"

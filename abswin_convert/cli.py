@@ -112,3 +112,7 @@ def demo_command(out_dir: str | None, as_json: bool) -> None:
 from .push_cli import push_command  # noqa: E402
 
 main.add_command(push_command)
+
+from .zoo_cli import zoo_command  # noqa: E402
+
+main.add_command(zoo_command)

@@ -10,7 +10,7 @@ from . import absolute_win as aw
 from . import families
 from .checkpoint import Checkpoint
 from .errors import AbswinError
-from .families.base import ConvertRequest, Detection, read_position
+from .families.base import ConvertRequest, Detection, native_grid
 from .families.generic import Overrides
 from .grid import format_size, parse_size
 from .hub import ResolvedHubFile, open_source
@@ -66,8 +66,8 @@ def load(
 def inspect(source: str | Path, family: str | None = None, overrides: Overrides | None = None) -> dict:
     """Everything ``abswin-convert inspect`` reports, as a JSON-ready dict."""
     ckpt, det, hub_file = load(source, family, overrides)
-    pos = read_position(ckpt, det)
-    energy = aw.window_energy(pos.grid, det.window)
+    grid = native_grid(ckpt, det)  # split (absolute-win) checkpoints are composed at the native size
+    energy = aw.window_energy(grid, det.window)
     return {
         "source": str(source),
         "file": str(ckpt.path),
@@ -87,7 +87,7 @@ def inspect(source: str | Path, family: str | None = None, overrides: Overrides 
         "patch_stride": det.patch_stride,
         "native_input": format_size(det.native_input),
         "window_energy": round(energy, 4),
-        "window_energy_normalized": round(aw.normalized_window_energy(pos.grid, det.window), 4),
+        "window_energy_normalized": round(aw.normalized_window_energy(grid, det.window), 4),
         "chance_share": round(aw.chance_share(det.grid, det.window), 4),
         "targets": list(det.targets),
         "resize": det.resize.name,
@@ -162,12 +162,14 @@ def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
 
 
 def _torch_object(ckpt: Checkpoint, plan: Plan) -> dict:
-    """The state dict for ``--format pt``, inside the source's own wrapper."""
+    """The state dict for ``--format pt``, inside the source's own wrapper (or the one the target needs)."""
     state = {}
     for key in ckpt.keys():
         if key not in plan.drop:
             state[plan.output_key(key)] = plan.replace.get(key, ckpt.tensor(key))
     state.update(plan.add)
+    if plan.wrapper is not None and plan.wrapper != ckpt.wrapper:
+        return {plan.wrapper: state}  # another model's file: the source's other entries do not belong in it
     if ckpt.wrapper is None:
         return state
     return {**ckpt.extra, ckpt.wrapper: state}

@@ -22,6 +22,7 @@ class Plan:
     stats: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     config: dict | None = None  # config.json for the output folder, when the source had one
+    wrapper: str | None = None  # the dict key --format pt wraps the state dict in when the target needs one
 
     def output_key(self, key: str) -> str:
         return self.rename.get(key, key)

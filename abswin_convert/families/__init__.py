@@ -7,9 +7,11 @@ from types import ModuleType
 from ..checkpoint import Checkpoint
 from ..errors import AbswinError
 from . import generic, hiera, sam, vitdet
+from . import sam2
 from .base import Detection
 
 FAMILIES: dict[str, ModuleType] = {hiera.name: hiera}
+FAMILIES[sam2.name] = sam2
 FAMILIES[sam.name] = sam
 FAMILIES[vitdet.name] = vitdet
 FAMILIES[generic.name] = generic  # only ever chosen by --family generic or --key/--layout

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -79,6 +79,31 @@ def decompose(grid: torch.Tensor, det: Detection, global_size: Size | None) -> D
     window, global_ = aw.split(grid, det.window)
     fitted, residual = aw.fit_global(global_, global_size or det.grid, det.resize)
     return Decomposition(window, fitted, residual, aw.normalized_window_energy(grid, det.window))
+
+
+def read_window(ckpt: Checkpoint, det: Detection) -> torch.Tensor | None:
+    """The window part ``[wh, ww, C]`` of an already-split checkpoint (``details['window_key']``), else None."""
+    key = det.details.get("window_key")
+    if key is None:
+        return None
+    return read_position(ckpt, replace(det, pos_key=key, layout="nchw")).grid
+
+
+def native_grid(ckpt: Checkpoint, det: Detection) -> torch.Tensor:
+    """The embedding the model adds at its native size: split checkpoints are composed as their runtime does."""
+    grid = read_position(ckpt, det).grid
+    window = read_window(ckpt, det)
+    return grid if window is None else aw.compose(window, grid, det.grid, det.resize)
+
+
+def refit_split(window: torch.Tensor, global_: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
+    """Parts of an already-split checkpoint. Asked for another global size, the global part is refitted to its
+    own resize at the native grid and the learned window part is kept, so the same size gives back the same parts."""
+    residual = 0.0
+    if global_size and tuple(global_size) != tuple(global_.shape[:2]):
+        global_, residual = aw.fit_global(det.resize.apply(global_, det.grid), global_size, det.resize)
+    composed = aw.compose(window, global_, det.grid, det.resize)
+    return Decomposition(window, global_, residual, aw.normalized_window_energy(composed, det.window))
 
 
 def output_grid(det: Detection, img_size: Size) -> Size:

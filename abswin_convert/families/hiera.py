@@ -17,7 +17,7 @@ from ..errors import AbswinError
 from ..grid import format_size, grid_size_of, to_grid
 from ..plan import Plan
 from ..resize import BICUBIC, BICUBIC_ANTIALIAS, Size
-from . import base
+from . import base, sam2
 from .base import ConvertRequest, Detection
 
 name = "hiera"
@@ -28,6 +28,7 @@ DECODER_KEYS = ("decoder_pos_embed", "decoder.decoder_position_embeddings")
 # Parts of the official MAE model that a classification Hiera has no place for.
 MAE_ONLY_PREFIXES = ("decoder", "mask_token", "multi_scale_fusion_heads")
 _HF_PREFIXES = ("hiera.", "")
+IMAGE_TARGETS = ("baked", "timm-abswin", "sam2")
 
 
 def detect(ckpt: Checkpoint) -> Detection | None:
@@ -35,14 +36,16 @@ def detect(ckpt: Checkpoint) -> Detection | None:
     if "pos_embed_spatial" in ckpt and "pos_embed_temporal" in ckpt:
         return _detection(ckpt, "official-video", "pos_embed_spatial", "flat", ("baked",))
     if "pos_embed" in ckpt and "pos_embed_win" in ckpt and len(ckpt.shape("pos_embed")) == 4:
-        return _detection(ckpt, "timm-abswin", "pos_embed", "nchw", ("baked", "timm-abswin"))
+        return _detection(ckpt, "timm-abswin", "pos_embed", "nchw", IMAGE_TARGETS)
     if "pos_embed" in ckpt and _has_hiera_stem(ckpt, "patch_embed.proj.weight") and "blocks.0.attn.qkv.weight" in ckpt:
+        if sam2.WINDOW_KEY in ckpt:  # a SAM2 trunk (timm sam2_hiera_*), not a Hiera
+            return None
         is_timm = any(k.startswith(("head.fc.", "head.norm.")) for k in ckpt.keys())
-        return _detection(ckpt, "timm" if is_timm else "official", "pos_embed", "flat", ("baked", "timm-abswin"))
+        return _detection(ckpt, "timm" if is_timm else "official", "pos_embed", "flat", IMAGE_TARGETS)
     for prefix in _HF_PREFIXES:
         key = f"{prefix}embeddings.position_embeddings"
         if key in ckpt and _has_hiera_stem(ckpt, f"{prefix}embeddings.patch_embeddings.projection.weight"):
-            return _detection(ckpt, "transformers", key, "flat", ("baked", "timm-abswin"), hf_prefix=prefix)
+            return _detection(ckpt, "transformers", key, "flat", IMAGE_TARGETS, hf_prefix=prefix)
     return None
 
 
@@ -95,9 +98,11 @@ def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tu
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
-    """Baked (same keys, new size) or timm abswin (split parts, timm key names)."""
+    """Baked (same keys, new size), timm abswin (split parts, timm key names) or a SAM2 trunk (sam2.py)."""
     if request.target not in det.targets:
         raise AbswinError(f"target {request.target!r} is not available for Hiera {det.format}; use one of {', '.join(det.targets)}")
+    if request.target == "sam2":
+        return sam2.plan_from_hiera(ckpt, det, read_parts(ckpt, det, None)[0], timm_key_map(ckpt, det), request)
     out_grid = base.output_grid(det, request.img_size)
     parts, prefix = read_parts(ckpt, det, request.global_size)
     dtype = ckpt.dtype(det.pos_key)

@@ -1,0 +1,254 @@
+"""SAM2 / SAM2.1 image-encoder trunk (HieraDet) in its three spellings, and Hiera -> SAM2 trunk.
+
+- ``sam2`` ``.pt`` ``{'model': sd}``: trunk under ``image_encoder.trunk.``, MLPs ``mlp.layers.0/1``
+- transformers ``Sam2Model``: under ``vision_encoder.backbone.`` (``backbone.`` in ``Sam2VisionModel``),
+  ``layer_norm1/2``, ``mlp.proj_in/out``, ``patch_embed.projection``; sizes in ``config.json``
+- timm ``sam2_hiera_*``: flat, ``mlp.fc1/fc2``, a ``head.*`` classifier on top
+
+SAM2 already is absolute win: ``pos_embed [1, C, gh, gw]`` is the global ("background") part and
+``pos_embed_window [1, C, 8, 8]`` the window part. All three runtimes compose them on every forward as
+``F.interpolate(pos_embed, (h, w), mode="bicubic")`` (no antialias) plus the window tiled ``h // 8 x w // 8``
+times: floor division, so input sides must be multiples of 32 px. Hence "baked" keeps that two-part layout and
+the same keys (only the global part changes, when ``--global-size`` refits it); the file then runs at any such
+size. The ``sam2`` target writes the ``sam2`` package's own names.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import replace
+
+import torch
+
+from ..checkpoint import Checkpoint
+from ..errors import AbswinError
+from ..grid import format_size, grid_size_of
+from ..plan import Plan
+from ..resize import BICUBIC, Size
+from . import base
+from .base import ConvertRequest, Decomposition, Detection
+
+name = "sam2"
+PATCH_STRIDE = 4
+NATIVE_INPUT = 1024  # SAM2 trains at 1024 px; a transformers config.json may say otherwise
+SAM2_PREFIX = "image_encoder.trunk."
+SAM2_WRAPPER = "model"
+WINDOW_KEY = "pos_embed_window"  # SAM2's mark: Hiera's timm abswin names its window part pos_embed_win
+TARGETS = ("baked", "sam2")
+
+# Per format, a key (after the trunk prefix) that only that spelling has.
+_FORMAT_MARKERS = (
+    ("transformers", "patch_embed.projection.weight"),
+    ("timm", "blocks.0.mlp.fc1.weight"),
+    ("sam2", "blocks.0.mlp.layers.0.weight"),
+)
+# Per format, (old, new) substrings that turn a trunk key into SAM2's; timm Hiera shares timm HieraDet's names.
+_RENAMES = {
+    "sam2": (),
+    "timm": (("mlp.fc1.", "mlp.layers.0."), ("mlp.fc2.", "mlp.layers.1.")),
+    "transformers": (
+        ("patch_embed.projection.", "patch_embed.proj."),
+        ("layer_norm1.", "norm1."),
+        ("layer_norm2.", "norm2."),
+        ("mlp.proj_in.", "mlp.layers.0."),
+        ("mlp.proj_out.", "mlp.layers.1."),
+    ),
+}
+# Every parameter of sam2.modeling.backbones.hieradet.Hiera.
+_SAM2_TRUNK_KEY = re.compile(
+    r"pos_embed|pos_embed_window|patch_embed\.proj\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|proj|mlp\.layers\.[01])\.(weight|bias)"
+)
+_BACKGROUND_FIELD = "window_positional_embedding_background_size"  # transformers' name for gh x gw
+
+
+def detect(ckpt: Checkpoint) -> Detection | None:
+    """A SAM2 trunk: ``pos_embed`` (4-D) beside ``pos_embed_window``, under any prefix."""
+    prefix = _trunk_prefix(ckpt)
+    if prefix is None:
+        return None
+    fmt = next((f for f, marker in _FORMAT_MARKERS if prefix + marker in ckpt), None)
+    if fmt is None:
+        return None
+    pos_key = prefix + "pos_embed"
+    details = {
+        "prefix": prefix,
+        "window_key": prefix + WINDOW_KEY,
+        "background": format_size(grid_size_of(ckpt.shape(pos_key), "nchw")),
+    }
+    window: Size = tuple(ckpt.shape(prefix + WINDOW_KEY)[2:])  # type: ignore[assignment]
+    side = NATIVE_INPUT // PATCH_STRIDE
+    grid = _configured_grid(ckpt.config) or (side, side)
+    return Detection(name, fmt, pos_key, "nchw", grid, window, PATCH_STRIDE, BICUBIC, TARGETS, details=details)
+
+
+def _trunk_prefix(ckpt: Checkpoint) -> str | None:
+    for key in ckpt.keys():
+        if not key.endswith(WINDOW_KEY):
+            continue
+        prefix = key[: -len(WINDOW_KEY)]
+        if (prefix == "" or prefix.endswith(".")) and prefix + "pos_embed" in ckpt:
+            if len(ckpt.shape(key)) == 4 and len(ckpt.shape(prefix + "pos_embed")) == 4:
+                return prefix
+    return None
+
+
+def _backbone_config(config: dict | None) -> dict | None:
+    """The (possibly nested) transformers ``Sam2HieraDetConfig`` in a config.json."""
+    if not isinstance(config, dict):
+        return None
+    if _BACKGROUND_FIELD in config:
+        return config
+    for value in config.values():
+        if (found := _backbone_config(value)) is not None:
+            return found
+    return None
+
+
+def _configured_grid(config: dict | None) -> Size | None:
+    size = (_backbone_config(config) or {}).get("image_size")
+    if size is None:
+        return None
+    height, width = (size, size) if isinstance(size, int) else size[-2:]
+    return (int(height) // PATCH_STRIDE, int(width) // PATCH_STRIDE)
+
+
+def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> Decomposition:
+    """The checkpoint's own window and global parts; the global part refitted when another size is asked for."""
+    window = base.read_window(ckpt, det)
+    return base.refit_split(window, base.read_position(ckpt, det).grid, det, global_size)  # type: ignore[arg-type]
+
+
+def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
+    """``baked``: same keys, same two-part layout; ``sam2``: the ``sam2`` package's trunk names."""
+    if request.target not in det.targets:
+        raise AbswinError(f"target {request.target!r} is not available for SAM2 ({det.format}); use one of {', '.join(det.targets)}")
+    base.output_grid(det, request.img_size)  # the runtime tiles h // 8 windows: sides must be multiples of 32
+    parts = read_parts(ckpt, det, request.global_size)
+    result = Plan(stats=base.decomposition_stats(det, parts, request))
+    result.replace[det.pos_key] = base.nchw(parts.global_).to(ckpt.dtype(det.pos_key))
+    background: Size = tuple(parts.global_.shape[:2])  # type: ignore[assignment]
+    if request.target == "baked":
+        result.config = _updated_config(ckpt.config, request.img_size, background)
+        result.notes.append(_runtime_note(det.format, request.img_size, background, result.config is not None))
+        return result
+    rename, result.drop = trunk_rename(ckpt.keys(), det.details["prefix"], det.format)
+    result.rename = {k: v for k, v in rename.items() if k != v}
+    if det.format != "sam2":
+        result.wrapper = SAM2_WRAPPER
+        result.notes.append(f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors")
+    result.notes.append(_runtime_note("sam2", request.img_size, background, False))
+    return result
+
+
+def trunk_rename(keys: list[str], prefix: str, fmt: str) -> tuple[dict[str, str], set[str]]:
+    """Source key -> ``image_encoder.trunk.*`` key for the trunk, and the keys the output has no place for.
+
+    A ``sam2`` checkpoint keeps the rest of its model (neck, decoder, memory) under its own names.
+    """
+    rename, drop = {}, set()
+    for key in keys:
+        trunk_key = sam2_trunk_key(key[len(prefix):], fmt) if key.startswith(prefix) else None
+        if trunk_key is not None:
+            rename[key] = SAM2_PREFIX + trunk_key
+        elif fmt != "sam2":
+            drop.add(key)
+    return rename, drop
+
+
+def sam2_trunk_key(key: str, fmt: str) -> str | None:
+    """A trunk key in ``fmt``'s spelling (``timm`` for Hiera too) as SAM2 names it; None for a classifier head."""
+    if key.startswith("head."):
+        return None
+    for old, new in _RENAMES[fmt]:
+        key = key.replace(old, new)
+    if not _SAM2_TRUNK_KEY.fullmatch(key):
+        raise AbswinError(f"{key} ({fmt}) has no counterpart in SAM2's Hiera trunk; it cannot be converted to a SAM2 trunk")
+    return key
+
+
+def _runtime_note(fmt: str, img_size: Size, background: Size, config_written: bool) -> str:
+    field_name = {"sam2": "window_pos_embed_bkg_spatial_size", "timm": "global_pos_size"}.get(fmt, _BACKGROUND_FIELD)
+    where = "written to config.json" if config_written else f"{field_name}=({background[0]}, {background[1]})"
+    return (
+        f"SAM2 composes pos_embed + pos_embed_window at run time, so these weights run at {format_size(img_size)} "
+        f"and at any input whose sides are multiples of 32; build the trunk with {where}"
+    )
+
+
+def _updated_config(config: dict | None, img_size: Size, background: Size) -> dict | None:
+    """A transformers config.json with the input size, the feature sizes that follow it, and the background size."""
+    backbone = _backbone_config(config)
+    if backbone is None:
+        return None
+    updated = copy.deepcopy(config)
+    backbone = _backbone_config(updated)
+    backbone["image_size"] = list(img_size)  # type: ignore[index]
+    backbone[_BACKGROUND_FIELD] = list(background)  # type: ignore[index]
+    vision = updated.get("vision_config", updated)  # type: ignore[union-attr]
+    if isinstance(vision.get("backbone_feature_sizes"), list):
+        levels = len(vision["backbone_feature_sizes"])  # strides 4, 8, 16, ...
+        vision["backbone_feature_sizes"] = [[img_size[0] // (4 << i), img_size[1] // (4 << i)] for i in range(levels)]
+    prompt = updated.get("prompt_encoder_config")  # type: ignore[union-attr]
+    if isinstance(prompt, dict) and img_size[0] == img_size[1]:
+        prompt["image_size"] = img_size[0]  # transformers' prompt encoder takes one side only
+    return updated
+
+
+def plan_from_hiera(ckpt: Checkpoint, det: Detection, parts: Decomposition, timm_names: dict[str, str], request: ConvertRequest) -> Plan:
+    """A Hiera checkpoint as a SAM2 image-encoder trunk (``image_encoder.trunk.*``), loadable with ``strict=True``.
+
+    ``parts`` are the Hiera checkpoint's own parts (composed with Hiera's resize); ``timm_names`` maps its keys to
+    timm Hiera names, which differ from SAM2's in the MLP names only. SAM2 resizes without antialias, so the
+    embedding is composed at the native size and split again for SAM2's resize.
+    """
+    native = base.aw.compose(parts.window, parts.global_, det.grid, det.resize)
+    sam2_det = replace(det, resize=BICUBIC)
+    base.output_grid(sam2_det, request.img_size)
+    sam2_parts = base.decompose(native, sam2_det, request.global_size)
+    result = Plan(stats=base.decomposition_stats(sam2_det, sam2_parts, request), wrapper=SAM2_WRAPPER)
+    for key in ckpt.keys():
+        trunk_key = None
+        if key == det.pos_key:
+            trunk_key = "pos_embed"
+        elif key in timm_names and timm_names[key] != "pos_embed_win":  # timm abswin's window: replaced below
+            trunk_key = sam2_trunk_key(timm_names[key], "timm")
+        if trunk_key is None:
+            result.drop.add(key)
+        else:
+            result.rename[key] = SAM2_PREFIX + trunk_key
+    dtype = ckpt.dtype(det.pos_key)
+    result.replace[det.pos_key] = base.nchw(sam2_parts.global_).to(dtype)
+    result.add[SAM2_PREFIX + WINDOW_KEY] = base.nchw(sam2_parts.window).to(dtype)
+    if result.drop:
+        result.notes.append(f"dropped {len(result.drop)} tensors a SAM2 trunk has no place for (classifier head, final norm, MAE decoder)")
+    background: Size = tuple(sam2_parts.global_.shape[:2])  # type: ignore[assignment]
+    result.notes.append(_hiera_trunk_note(ckpt, det, timm_names, request.img_size, background))
+    return result
+
+
+def _hiera_trunk_note(ckpt: Checkpoint, det: Detection, timm_names: dict[str, str], img_size: Size, background: Size) -> str:
+    """The SAM2 ``Hiera(...)`` call that loads the output and computes what the Hiera computed.
+
+    SAM2 has no global attention in a block that pools (its window unpartition divides by the window size), so
+    Hiera's global stages 3-4 become windows as large as those stages' grids: exact for square inputs only.
+    """
+    by_name = {v: k for k, v in timm_names.items()}
+    embed_dim = ckpt.shape(by_name["patch_embed.proj.weight"])[0]
+    depth = 1 + max(int(n.split(".")[1]) for n in by_name if n.startswith("blocks."))
+    starts = [0] + [i for i in range(1, depth) if f"blocks.{i}.proj.weight" in by_name] + [depth]
+    stages = tuple(b - a for a, b in zip(starts, starts[1:]))
+    config = ckpt.config or {}
+    heads = config.get("num_heads", "<stage-1 heads>")
+    heads = heads[0] if isinstance(heads, list) else heads
+    q_pool = config.get("q_pool", config.get("num_query_pool", len(stages) - 1))
+    grid = (img_size[0] // PATCH_STRIDE, img_size[1] // PATCH_STRIDE)
+    window = det.window[0]
+    spec = tuple(window >> s for s in range(2)) + tuple(grid[0] >> s for s in range(2, len(stages)))
+    square = "" if grid[0] == grid[1] else f" (windows are square: at {format_size(img_size)} stages 3-4 are not global)"
+    return (
+        f"sam2.modeling.backbones.hieradet.Hiera(embed_dim={embed_dim}, num_heads={heads}, stages={stages}, "
+        f"q_pool={q_pool}, window_spec={spec}, global_att_blocks=(), "
+        f"window_pos_embed_bkg_spatial_size={background}) reproduces the Hiera at {format_size(img_size)}{square}"
+    )

@@ -456,6 +456,8 @@ def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path) -> dict[str, dict]:
             results[hook.name] = run_hook(hook.name, weights, hook.options)
         except AbswinError as error:
             raise AbswinError(f"hook {hook.name}: {error}") from None
+        except Exception as error:  # a hook is somebody's code: its crash fails this output, named as its own
+            raise AbswinError(f"hook {hook.name} raised {error.__class__.__name__}: {error}") from None
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from abswin_convert.checkpoint import open_checkpoint
@@ -17,3 +18,9 @@ def weight_stats(checkpoint: Path, options: dict) -> dict:
 def always_fails(checkpoint: Path, options: dict) -> dict:
     """A hook that raises, as a broken evaluation would."""
     raise RuntimeError(f"planned failure on {Path(checkpoint).name}")
+
+
+def pause(checkpoint: Path, options: dict) -> dict:
+    """Take ``seconds`` (a slow evaluation), so a test can interrupt a run while this output is being built."""
+    time.sleep(float(options.get("seconds", 1)))
+    return {"slept_s": float(options.get("seconds", 1))}

@@ -1,0 +1,239 @@
+"""The zoo: a manifest of conversions against the local hub, interrupted with SIGKILL and run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from abswin_convert.cli import main
+from abswin_convert.outputs import read_output
+from abswin_convert.zoo import load_manifest, run_zoo
+from tests import hiera_models as hm
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("abswin-convert")  # the console script of this environment
+
+HUB_MANIFEST = """\
+[defaults]
+out = "zoo-out"
+
+[[model]]
+source = "test-org/timm@main"
+img_size = [448, 512]
+to = "timm-abswin"
+push_to = "test-org/timm-abswin-{size}"
+hooks = ["tests.zoo_hooks:weight_stats"]
+
+[[model]]
+source = "test-org/official"
+img_size = 448
+hooks = [{name = "tests.zoo_hooks:pause", seconds = 2}]
+
+[[model]]
+source = "hf://test-org/hf@main/model.safetensors"
+name = "hf"
+img_size = "448x320"
+global_size = "28x28"
+
+[[model]]
+source = "test-org/broken"
+img_size = 448
+"""
+GOOD = {"timm-timm-abswin-448x448", "timm-timm-abswin-512x512", "official-baked-448x448", "hf-baked-448x320"}
+BROKEN = "broken-baked-448x448"
+
+
+def upload_zoo_sources(local_hub, root: Path) -> None:
+    folders = {name: root / name for name in ("timm", "official", "broken")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    hm.save_timm(folders["timm"])
+    hm.save_official(folders["official"])
+    (folders["broken"] / "model.safetensors").write_bytes(b"\x00" * 64)
+    _, folders["hf"] = hm.save_transformers(root)
+    for name, folder in folders.items():
+        local_hub.upload_folder(f"test-org/{name}", folder)
+
+
+def zoo_process(manifest: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # HF_ENDPOINT, HF_TOKEN, HF_HOME: set by local_hub
+    command = [str(CLI), "zoo", str(manifest), "--jobs", "2", "--json"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished_outputs(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} if out.exists() else set()
+
+
+def leftovers(out: Path) -> list[Path]:
+    """Anything a half-done write leaves: hidden staging folders, writer temp files."""
+    return [p for p in out.rglob("*") if p.name.startswith(".") or "abswin-tmp" in p.name]
+
+
+def test_zoo_killed_midway_then_rerun_finishes_only_what_is_missing(local_hub, tmp_path):
+    upload_zoo_sources(local_hub, tmp_path / "sources")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(HUB_MANIFEST)
+    out = tmp_path / "zoo-out"
+
+    first = zoo_process(manifest)
+    deadline = time.monotonic() + 120
+    while not finished_outputs(out) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+    done_before = finished_outputs(out)
+    assert done_before and done_before < GOOD  # interrupted partway
+    for name in done_before:  # what is there is whole: weights with their provenance
+        assert read_output(out / name).provenance["img_size"] in name
+
+    second = zoo_process(manifest)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 1, stderr  # the broken entry fails the run, after all the others ran
+    report = json.loads(stdout)
+    rows = {row["output"]: row for row in report["outputs"]}
+    assert set(rows) == GOOD | {BROKEN}
+    for name in GOOD:
+        assert rows[name]["status"] == ("skipped" if name in done_before else "converted"), rows[name]
+        assert rows[name]["error"] is None and rows[name]["window_energy"] > 0.5
+    assert rows[BROKEN]["status"] == "failed"
+    assert "hf://test-org/broken@" in rows[BROKEN]["error"] and "not a checkpoint" in rows[BROKEN]["error"]
+
+    # every good output exactly once, the two reports, and nothing partial anywhere
+    assert sorted(p.name for p in out.iterdir()) == sorted(GOOD | {"report.json", "report.md"})
+    assert leftovers(out) == []
+    assert json.loads((out / "report.json").read_text())["outputs"] == report["outputs"]
+    markdown = (out / "report.md").read_text()
+    broken_line = next(line for line in markdown.splitlines() if BROKEN in line)
+    assert "| failed |" in broken_line and "not a checkpoint" in broken_line
+    skipped = len(done_before)
+    counts = f"{4 - skipped} converted, 1 failed" + (f", {skipped} skipped" if skipped else "")
+    assert f"5 outputs: {counts}." in markdown
+
+    # hooks ran on the timm outputs and their metrics are in the report and in the pushed card
+    for size in ("448x448", "512x512"):
+        row = rows[f"timm-timm-abswin-{size}"]
+        stats = row["hooks"]["tests.zoo_hooks:weight_stats"]
+        assert stats["tensors"] == len(hm.timm_model().state_dict()) + 1  # + pos_embed_win
+        repo = f"test-org/timm-abswin-{size}"
+        assert local_hub.commit_count(repo) == 1 and len(row["pushed"]) == 40
+        assert "tests.zoo_hooks:weight_stats" in (out / row["output"] / "abswin-hooks.json").read_text()
+
+    # a third run has nothing left to do but the broken entry, and pushes nothing new
+    third = run_zoo(manifest, jobs=2)
+    assert {row.output: row.status for row in third.rows} == {**{n: "skipped" for n in GOOD}, BROKEN: "failed"}
+    assert all(local_hub.commit_count(f"test-org/timm-abswin-{s}") == 1 for s in ("448x448", "512x512"))
+
+
+LOCAL_MANIFEST = """\
+[defaults]
+to = "timm-abswin"
+
+[[model]]
+source = "src/hiera_timm.safetensors"
+name = "fails"
+img_size = 448
+hooks = ["tests.zoo_hooks:always_fails"]
+
+[[model]]
+source = "src/hiera_timm.safetensors"
+name = "tiny"
+img_size = [448, "256x512"]
+global_size = "{global_size}"
+hooks = [{{name = "tests.zoo_hooks:weight_stats", key = "pos_embed_win"}}]
+"""
+
+
+@pytest.fixture
+def local_manifest(tmp_path):
+    (tmp_path / "src").mkdir()
+    hm.save_timm(tmp_path / "src")
+
+    def write(global_size: str = "full") -> Path:
+        path = tmp_path / "zoo.toml"
+        path.write_text(LOCAL_MANIFEST.format(global_size=global_size))
+        return path
+
+    return write
+
+
+def test_failed_hook_keeps_the_output_out_and_changed_options_rebuild(local_manifest, tmp_path):
+    out = tmp_path / "converted"
+    first = run_zoo(local_manifest(), jobs=2)
+    status = {row.output: row.status for row in first.rows}
+    assert status == {"fails-timm-abswin-448x448": "failed", "tiny-timm-abswin-448x448": "converted",
+                      "tiny-timm-abswin-256x512": "converted"}
+    failed = first.rows[0]
+    assert "hook tests.zoo_hooks:always_fails" in failed.error and "planned failure" in failed.error
+    assert not (out / "fails-timm-abswin-448x448").exists() and leftovers(out) == []
+    tiny = read_output(out / "tiny-timm-abswin-256x512")
+    assert tiny.provenance["global_size"] == "56x56" and tiny.hooks["tests.zoo_hooks:weight_stats"]["tensors"] > 0
+
+    refit = run_zoo(local_manifest("28x28"), jobs=1)  # another global size: both tiny outputs are rebuilt
+    assert [row.status for row in refit.rows[1:]] == ["converted", "converted"]
+    assert read_output(out / "tiny-timm-abswin-256x512").provenance["global_size"] == "28x28"
+    again = run_zoo(local_manifest("28x28"), jobs=1)
+    assert [row.status for row in again.rows[1:]] == ["skipped", "skipped"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "report.json", "report.md", "tiny-timm-abswin-256x512", "tiny-timm-abswin-448x448"
+    ]
+
+
+def test_dry_run_writes_nothing_and_says_what_is_up_to_date(local_manifest, tmp_path):
+    manifest = local_manifest()
+    result = CliRunner().invoke(main, ["zoo", str(manifest), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {row["status"] for row in json.loads(result.stdout)["outputs"]} == {"would convert"}
+    assert not (tmp_path / "converted").exists()
+    run_zoo(manifest)
+    planned = json.loads(CliRunner().invoke(main, ["zoo", str(manifest), "--dry-run", "--json"]).stdout)
+    assert [row["status"] for row in planned["outputs"]] == ["would convert", "up to date", "up to date"]
+
+
+def test_out_option_and_text_output(local_manifest, tmp_path):
+    result = CliRunner().invoke(main, ["zoo", str(local_manifest()), "--out", str(tmp_path / "elsewhere")])
+    assert result.exit_code == 1  # the entry whose hook fails
+    assert result.stdout.splitlines()[-1] == (
+        f"3 outputs: 2 converted, 1 failed (report in {tmp_path / 'elsewhere'}/report.md)"
+    )
+    assert (tmp_path / "elsewhere" / "report.md").is_file() and not (tmp_path / "converted").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nto = "nope"\n', "to = 'nope'; use one of baked"),
+        ('[[model]]\nsource = "a/b"\nimg_sise = 448\n', "unknown key(s) img_sise"),
+        ('[[model]]\nsource = "a/b"\n', "has no img_size"),
+        ('[defaults]\nto = "baked"\n', "no [[model]] entries"),
+        ('[[model]]\nsource = "a/b"\nimg_size = [448, 512]\npush_to = "o/x"\n', "put {size} in push_to"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\n[[model]]\nsource = "c/b"\nimg_size = 448\n', "share the output"),
+        ('[[model]\n', "not valid TOML"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = [3]\n', "hook 3 is neither"),
+    ],
+)
+def test_bad_manifests_are_refused_in_one_line(tmp_path, text, message):
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(text)
+    result = CliRunner().invoke(main, ["zoo", str(manifest)])
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "converted").exists()
+
+
+def test_manifest_paths_are_relative_to_the_manifest(local_manifest, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "src")  # neither the source nor `out` depends on the working folder
+    out, jobs = load_manifest(local_manifest())
+    assert out == tmp_path / "converted"
+    assert {job.source for job in jobs} == {str(tmp_path / "src" / "hiera_timm.safetensors")}
+    assert [job.folder.name for job in jobs] == [
+        "fails-timm-abswin-448x448", "tiny-timm-abswin-448x448", "tiny-timm-abswin-256x512"
+    ]

@@ -230,3 +230,19 @@ def test_timm_abswin_source_bakes_back_into_plain_timm_hiera(tmp_path, cli):
     assert "pos_embed_win" not in a
     assert torch.allclose(a["pos_embed"], b["pos_embed"], atol=1e-6)
     hm.timm_model(img_size=448).load_state_dict(a, strict=True)
+
+
+def test_timm_config_follows_the_conversion(tmp_path, cli):
+    """A timm folder (config.json as save_for_hf writes it) gets a config that builds the converted model."""
+    from abswin_convert.demo import example_path
+
+    out = tmp_path / "abswin"
+    assert cli("convert", example_path(), "-o", out, "--img-size", 448, "--to", "timm-abswin", "--global-size", 14).exit_code == 0
+    config = hm.read_json(out / "config.json")
+    assert config["model_args"]["abs_win_pos_embed"] is True
+    assert config["model_args"]["global_pos_size"] == [14, 14]
+    assert config["pretrained_cfg"]["input_size"] == [3, 448, 448]
+    import timm
+
+    model = timm.create_model(config["architecture"], num_classes=config["num_classes"], **config["model_args"])
+    model.load_state_dict(load_file(out / "model.safetensors"), strict=True)

@@ -114,7 +114,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         if det.format == "timm-abswin":
             result.drop.add("pos_embed_win")
         _resize_decoder(ckpt, det, out_grid, result)
-        result.config = _updated_config(ckpt.config, request.img_size)
+        result.config = _updated_config(ckpt.config, request, parts.global_.shape[:2])
         return result
     mapping = timm_key_map(ckpt, det)
     result.rename = {k: v for k, v in mapping.items() if k != v}
@@ -124,6 +124,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     if result.drop:
         result.notes.append(f"dropped {len(result.drop)} tensors timm's Hiera has no place for (e.g. {sorted(result.drop)[0]})")
     gh, gw = parts.global_.shape[:2]
+    if det.format in ("timm", "timm-abswin"):  # other formats' configs do not describe a timm model
+        result.config = _updated_config(ckpt.config, request, (gh, gw))
     result.notes.append(
         f"timm.create_model(arch, abs_win_pos_embed=True, global_pos_size=({gh}, {gw}), img_size={request.img_size[0]})"
     )
@@ -143,15 +145,27 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
         result.notes.append(f"{key} (MAE decoder, global attention) resized {format_size(units)} -> {format_size(new_units)}")
 
 
-def _updated_config(config: dict | None, img_size: Size) -> dict | None:
-    """The source's config.json with the input size changed, when it records one."""
+def _updated_config(config: dict | None, request: ConvertRequest, global_size: Size) -> dict | None:
+    """The source's config.json for the output: input size changed wherever the config records it."""
     if not config:
         return None
     updated = copy.deepcopy(config)
-    if "image_size" in updated:
-        updated["image_size"] = list(img_size)
-    if "input_size" in updated:
-        updated["input_size"] = list(updated["input_size"][:-2]) + list(img_size)
+    size = list(request.img_size)
+    if "image_size" in updated:  # transformers
+        updated["image_size"] = size
+    if "input_size" in updated:  # official hub mixin: the constructor's arguments
+        updated["input_size"] = list(updated["input_size"][:-2]) + size
+    if "architecture" in updated:  # timm's save_for_hf
+        args = updated.setdefault("model_args", {})
+        args["img_size"] = size
+        pretrained_cfg = updated.get("pretrained_cfg", {})
+        if "input_size" in pretrained_cfg:
+            pretrained_cfg["input_size"] = list(pretrained_cfg["input_size"][:1]) + size
+        if request.target == "timm-abswin":
+            args.update(abs_win_pos_embed=True, global_pos_size=list(global_size))
+        else:
+            args.pop("abs_win_pos_embed", None)
+            args.pop("global_pos_size", None)
     return updated
 
 

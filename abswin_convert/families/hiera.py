@@ -60,6 +60,7 @@ def _detection(ckpt: Checkpoint, fmt: str, pos_key: str, layout: str, targets: t
         window = tuple(ckpt.shape("pos_embed_win")[2:])  # type: ignore[assignment]
         grid = _configured_grid(ckpt.config) or (224 // PATCH_STRIDE, 224 // PATCH_STRIDE)
         details["global_grid"] = grid_size_of(ckpt.shape(pos_key), layout)
+        details["window_key"] = "pos_embed_win"
     elif ckpt.config and "masked_unit_size" in ckpt.config:
         window = tuple(ckpt.config["masked_unit_size"])[-2:]  # type: ignore[assignment]
     if fmt == "official-video":
@@ -81,20 +82,12 @@ def _configured_grid(config: dict | None) -> Size | None:
 
 def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tuple[base.Decomposition, torch.Tensor]:
     """Window + global parts of the checkpoint (split from a flat embedding, or read from timm abswin)."""
-    if det.format != "timm-abswin":
+    window = base.read_window(ckpt, det)
+    if window is None:
         pos = base.read_position(ckpt, det)
         return base.decompose(pos.grid, det, global_size), pos.prefix
-    # Already split: the global part is refitted only when asked; at the native size composition is exact.
-    window = to_grid(ckpt.tensor("pos_embed_win"), "nchw").grid
     global_ = base.read_position(ckpt, det).grid
-    residual = 0.0
-    if global_size and global_size != tuple(global_.shape[:2]):
-        native = BICUBIC_ANTIALIAS.apply(global_, det.grid)
-        fitted, residual = base.aw.fit_global(native, global_size, det.resize)
-        global_ = fitted
-    composed = base.aw.compose(window, global_, det.grid, det.resize)
-    energy = base.aw.normalized_window_energy(composed, det.window)
-    return base.Decomposition(window, global_, residual, energy), torch.zeros(0, window.shape[-1])
+    return base.refit_split(window, global_, det, global_size), torch.zeros(0, window.shape[-1])
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:

@@ -79,7 +79,8 @@ class OutputJob:
     """One output of one manifest entry."""
 
     entry: int  # index of the [[model]] table, from 0
-    source: str
+    source: str  # as the manifest writes it (the report shows this)
+    location: str  # what is opened: a Hub name, or a local path resolved against the manifest's folder
     name: str
     img_size: Size
     target: str
@@ -229,7 +230,7 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
     entry.pop("out", None)
     if not isinstance(entry.get("source"), str) or not entry["source"]:
         raise AbswinError(f"{path}: {where} has no source; give a Hub name or a checkpoint path")
-    source = _source(entry["source"], here)
+    location = _location(entry["source"], here)
     target = str(entry.get("to", "baked"))
     if target not in TARGETS:
         raise AbswinError(f"{path}: {where} has to = {target!r}; use one of {', '.join(TARGETS)}")
@@ -249,7 +250,8 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
         jobs.append(
             OutputJob(
                 entry=index,
-                source=source,
+                source=entry["source"],
+                location=location,
                 name=name,
                 img_size=size,
                 target=target,
@@ -265,7 +267,7 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
     return jobs
 
 
-def _source(text: str, here: Path) -> str:
+def _location(text: str, here: Path) -> str:
     """A local path relative to the manifest's folder when it exists there; otherwise the text as written."""
     local = here / text
     return str(local) if not Path(text).is_absolute() and local.exists() else text
@@ -357,7 +359,7 @@ def _run_entries(
 
 def _run_entry(jobs: list[OutputJob], progress: Progress) -> list[OutputRow]:
     """The outputs of one manifest entry, one after the other (they share the source download and its hash)."""
-    source_sha = functools.cache(lambda: _source_sha256(jobs[0].source))
+    source_sha = functools.cache(lambda: _source_sha256(jobs[0].location))
     rows = []
     for job in jobs:
         progress.started(job)
@@ -388,13 +390,15 @@ def _run_job(job: OutputJob, source_sha: Callable[[], str]) -> OutputRow:
 
 
 def _plan_entry(jobs: list[OutputJob], progress: Progress) -> list[OutputRow]:
-    source_sha = functools.cache(lambda: _source_sha256(jobs[0].source))
+    """What a run would do with each output; a source that cannot be fetched or read fails here already."""
+    source_sha = functools.cache(lambda: _source_sha256(jobs[0].location))
     rows = []
     for job in jobs:
         progress.started(job)
         start = time.monotonic()
         row = OutputRow(job.folder.name, job.source, job.size, job.target, "would convert")
         try:
+            source_sha()
             if _up_to_date(job, source_sha):
                 row.status = "up to date"
                 _fill_from_output(row, job.folder)
@@ -431,7 +435,7 @@ def _build(job: OutputJob) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         result = convert(
-            job.source,
+            job.location,
             staging,
             job.img_size,
             job.target,

@@ -22,12 +22,12 @@ class TerminalProgress(Progress):
     def started(self, job: OutputJob) -> None:
         with self._lock:
             if not self._bar.disable:
-                self._bar.write(f"  start  {job.folder.name}  ({job.source})", file=sys.stderr)
+                self._bar.write(f"  start     {job.folder.name}  ({job.source})", file=sys.stderr)
 
     def finished(self, row: OutputRow) -> None:
         with self._lock:
             if not self._bar.disable:
-                self._bar.write(f"  {row.status:<7} {row.output}  {row.seconds:.1f}s {row.error or ''}", file=sys.stderr)
+                self._bar.write(f"  {row.status:<9} {row.output}  {row.seconds:.1f}s {row.error or ''}", file=sys.stderr)
             self._bar.update(1)
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from transformers import HieraForImageClassification
 from abswin_convert.cli import main
 from abswin_convert.outputs import read_output
 from tests import hiera_models as hm
+from tests import test_sam2 as sam2_tests
 from tests.hub_fixtures import TEST_TOKEN
 
 TIMM_REPO = "test-org/hiera-tiny-timm"
@@ -171,6 +172,28 @@ def test_transformers_round_trip_with_updated_config(local_hub, hf_repo, tmp_pat
     assert "license" not in front  # the source repo has no card, so no license is claimed
     assert f"| source commit | `{hf_repo}` |" in card and "| target | `baked` |" in card
     assert "strict=True" in card
+
+
+def test_sam2_pt_round_trip_with_its_provenance_sidecar(local_hub, tmp_path):
+    """A SAM2 repo holds one .pt (like facebook/sam2.1-hiera-large): converted with a refitted 14x14 background,
+    pushed as .pt + .abswin.json sidecar, downloaded and loaded strictly into sam2's own model."""
+    (tmp_path / "sam2").mkdir()
+    sam2_tests.save_native("sam2", tmp_path / "sam2")
+    commit = local_hub.upload_folder("test-org/sam2.1-hiera-tiny", tmp_path / "sam2")
+    out = tmp_path / "converted"
+    run_ok("convert", "test-org/sam2.1-hiera-tiny", "-o", out, "--img-size", 512, "--global-size", "14x14",
+           "--format", "pt", "--push-to", "test-org/sam2-abswin-512")
+    back = Path(snapshot_download("test-org/sam2-abswin-512", local_dir=tmp_path / "download"))
+    weights = back / "sam2.1_hiera_tiny.pt"
+    model = sam2_tests.load_converted("sam2", weights, background=(14, 14))  # strict=True inside
+    assert len(sam2_tests.trunk_features(model, "sam2", sam2_tests.image(512))) == 4
+    provenance = read_output(weights).provenance  # from the downloaded sidecar
+    assert (provenance["source"], provenance["source_commit"], provenance["global_size"]) == (
+        "test-org/sam2.1-hiera-tiny", commit, "14x14"
+    )
+    front, card = card_of(back)
+    assert front["library_name"] == "sam2" and front["base_model"] == "test-org/sam2.1-hiera-tiny"
+    assert f"| residual of the global fit | `{provenance['residual']}` |" in card
 
 
 def test_dry_run_lists_exactly_what_would_be_uploaded_and_sends_nothing(local_hub, tmp_path):

@@ -199,6 +199,14 @@ def test_dry_run_writes_nothing_and_says_what_is_up_to_date(local_manifest, tmp_
     assert [row["status"] for row in planned["outputs"]] == ["would convert", "up to date", "up to date"]
 
 
+def test_dry_run_fails_a_source_it_cannot_read(tmp_path):
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[[model]]\nsource = "gone.pt"\nimg_size = 448\n')
+    result = CliRunner().invoke(main, ["zoo", str(manifest), "--dry-run"])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == "failed        gone-baked-448x448: gone.pt: no such file or folder"
+
+
 def test_out_option_and_text_output(local_manifest, tmp_path):
     result = CliRunner().invoke(main, ["zoo", str(local_manifest()), "--out", str(tmp_path / "elsewhere")])
     assert result.exit_code == 1  # the entry whose hook fails
@@ -233,7 +241,8 @@ def test_manifest_paths_are_relative_to_the_manifest(local_manifest, tmp_path, m
     monkeypatch.chdir(tmp_path / "src")  # neither the source nor `out` depends on the working folder
     out, jobs = load_manifest(local_manifest())
     assert out == tmp_path / "converted"
-    assert {job.source for job in jobs} == {str(tmp_path / "src" / "hiera_timm.safetensors")}
+    assert {job.location for job in jobs} == {str(tmp_path / "src" / "hiera_timm.safetensors")}
+    assert {job.source for job in jobs} == {"src/hiera_timm.safetensors"}  # the report shows it as written
     assert [job.folder.name for job in jobs] == [
         "fails-timm-abswin-448x448", "tiny-timm-abswin-448x448", "tiny-timm-abswin-256x512"
     ]

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from sam2.modeling.backbones.hieradet import Hiera as Sam2Trunk
 from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
 from sam2.modeling.position_encoding import PositionEmbeddingSine
+from timm.models._hub import save_for_hf
 from transformers import Sam2Config, Sam2Model
 
 from abswin_convert import convert, inspect
@@ -180,6 +181,20 @@ def test_global_size_refit_loads_strict_with_the_new_background_and_reports_the_
         assert config["vision_config"]["backbone_feature_sizes"] == [[128, 128], [64, 64], [32, 32]]
         with torch.no_grad():
             assert converted.get_image_embeddings(image(512))[-1].shape[-2:] == (32, 32)
+
+
+def test_timm_hub_folder_gets_its_config_updated_and_builds_the_model_that_loads_it(tmp_path):
+    model = build("timm")
+    source = tmp_path / "timm_hub"
+    save_for_hf(model, source, model_args={"embed_dim": EMBED_DIM, "stages": STAGES, "global_att_blocks": GLOBAL_BLOCKS},
+                safe_serialization=True)
+    result = convert(source, tmp_path / "out", 512, global_size="14x14")
+    config = json.loads(result.config.read_text())
+    assert config["model_args"]["global_pos_size"] == [14, 14]
+    assert config["pretrained_cfg"]["input_size"] == [3, 512, 512]
+    rebuilt = timm.create_model(config["architecture"], pretrained=False, **config["model_args"]).eval()
+    rebuilt.load_state_dict(load_file(result.output), strict=True)
+    assert rebuilt(image(512)).shape == (1, CHANNELS[0])
 
 
 def test_refit_to_the_same_background_size_is_exact(tmp_path):

@@ -9,8 +9,10 @@ SAM2 already is absolute win: ``pos_embed [1, C, gh, gw]`` is the global ("backg
 ``pos_embed_window [1, C, 8, 8]`` the window part. All three runtimes compose them on every forward as
 ``F.interpolate(pos_embed, (h, w), mode="bicubic")`` (no antialias) plus the window tiled ``h // 8 x w // 8``
 times: floor division, so input sides must be multiples of 32 px. Hence "baked" keeps that two-part layout and
-the same keys (only the global part changes, when ``--global-size`` refits it); the file then runs at any such
-size. The ``sam2`` target writes the ``sam2`` package's own names.
+the same keys; the file then runs at any such size. ``--global-size full`` keeps the background as it is (exact);
+``GHxGW`` refits it through SAM2's resize to the background at the native grid, keeping the learned window part
+(at the same size that gives back the same background, which re-splitting the composed grid would not). The
+``sam2`` target writes the ``sam2`` package's own names.
 """
 
 from __future__ import annotations
@@ -135,8 +137,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         return result
     rename, result.drop = trunk_rename(ckpt.keys(), det.details["prefix"], det.format)
     result.rename = {k: v for k, v in rename.items() if k != v}
+    result.wrapper = SAM2_WRAPPER  # what sam2's loader reads, with --format pt
     if det.format != "sam2":
-        result.wrapper = SAM2_WRAPPER
         result.notes.append(f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors")
     result.notes.append(_runtime_note("sam2", request.img_size, background, False))
     return result
@@ -170,7 +172,7 @@ def sam2_trunk_key(key: str, fmt: str) -> str | None:
 
 def _runtime_note(fmt: str, img_size: Size, background: Size, config_written: bool) -> str:
     field_name = {"sam2": "window_pos_embed_bkg_spatial_size", "timm": "global_pos_size"}.get(fmt, _BACKGROUND_FIELD)
-    where = "written to config.json" if config_written else f"{field_name}=({background[0]}, {background[1]})"
+    where = f"{field_name} as written to config.json" if config_written else f"{field_name}=({background[0]}, {background[1]})"
     return (
         f"SAM2 composes pos_embed + pos_embed_window at run time, so these weights run at {format_size(img_size)} "
         f"and at any input whose sides are multiples of 32; build the trunk with {where}"
@@ -178,21 +180,27 @@ def _runtime_note(fmt: str, img_size: Size, background: Size, config_written: bo
 
 
 def _updated_config(config: dict | None, img_size: Size, background: Size) -> dict | None:
-    """A transformers config.json with the input size, the feature sizes that follow it, and the background size."""
-    backbone = _backbone_config(config)
-    if backbone is None:
+    """The source's config.json with the input size, the feature sizes that follow it, and the background size,
+    where it records them (transformers' Sam2 configs, timm's hub config); anything else passes through."""
+    if not config:
         return None
     updated = copy.deepcopy(config)
     backbone = _backbone_config(updated)
-    backbone["image_size"] = list(img_size)  # type: ignore[index]
-    backbone[_BACKGROUND_FIELD] = list(background)  # type: ignore[index]
-    vision = updated.get("vision_config", updated)  # type: ignore[union-attr]
-    if isinstance(vision.get("backbone_feature_sizes"), list):
-        levels = len(vision["backbone_feature_sizes"])  # strides 4, 8, 16, ...
-        vision["backbone_feature_sizes"] = [[img_size[0] // (4 << i), img_size[1] // (4 << i)] for i in range(levels)]
-    prompt = updated.get("prompt_encoder_config")  # type: ignore[union-attr]
-    if isinstance(prompt, dict) and img_size[0] == img_size[1]:
-        prompt["image_size"] = img_size[0]  # transformers' prompt encoder takes one side only
+    if backbone is not None:
+        backbone["image_size"] = list(img_size)
+        backbone[_BACKGROUND_FIELD] = list(background)
+        vision = updated.get("vision_config", updated)
+        if isinstance(vision.get("backbone_feature_sizes"), list):
+            levels = len(vision["backbone_feature_sizes"])  # strides 4, 8, 16, ...
+            vision["backbone_feature_sizes"] = [[img_size[0] // (4 << i), img_size[1] // (4 << i)] for i in range(levels)]
+        prompt = updated.get("prompt_encoder_config")
+        if isinstance(prompt, dict) and img_size[0] == img_size[1]:
+            prompt["image_size"] = img_size[0]  # transformers' prompt encoder takes one side only
+    if "architecture" in updated and isinstance(updated.get("model_args"), dict):  # timm's save_for_hf
+        updated["model_args"]["global_pos_size"] = list(background)
+        pretrained_cfg = updated.get("pretrained_cfg", {})
+        if "input_size" in pretrained_cfg:
+            pretrained_cfg["input_size"] = list(pretrained_cfg["input_size"][:1]) + list(img_size)
     return updated
 
 

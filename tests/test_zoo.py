@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from huggingface_hub import hf_hub_download
 
 from abswin_convert.cli import main
 from abswin_convert.outputs import read_output
@@ -127,6 +128,9 @@ def test_zoo_killed_midway_then_rerun_finishes_only_what_is_missing(local_hub, t
         repo = f"test-org/timm-abswin-{size}"
         assert local_hub.commit_count(repo) == 1 and len(row["pushed"]) == 40
         assert "tests.zoo_hooks:weight_stats" in (out / row["output"] / "abswin-hooks.json").read_text()
+        card = Path(hf_hub_download(repo, "README.md", revision=row["pushed"])).read_text()
+        assert f"| tests.zoo_hooks:weight_stats | tensors | {stats['tensors']} |" in card
+        assert f"| target input | `{size}` |" in card
 
     # a third run has nothing left to do but the broken entry, and pushes nothing new
     third = run_zoo(manifest, jobs=2)

@@ -19,26 +19,11 @@ from transformers import SamConfig, SamModel
 from abswin_convert import convert, inspect
 from abswin_convert.errors import AbswinError
 from abswin_convert.synthetic import structured_grid
+from tests.random_weights import randomize
 
 DIM, HEADS, DEPTH, GLOBAL = 32, 2, 2, (1,)  # block 1 attends globally, block 0 in 14x14 windows
 FORMATS = ["segment-anything", "transformers", "timm"]
 POS_KEY = {"segment-anything": "image_encoder.pos_embed", "transformers": "vision_encoder.pos_embed", "timm": "pos_embed"}
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights of a trained model's scale everywhere (SAM zero-initialises pos_embed and the relative-position
-    tables, transformers' Sam initialises near zero), so that every tensor visibly shapes the output."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if name.endswith(("rel_pos_h", "rel_pos_w")):
-                p.copy_(noise * 0.5)
-            elif p.ndim == 1:  # norm scales around 1, biases around 0
-                p.copy_(noise * 0.1 + (1.0 if name.endswith("weight") and "norm" in name else 0.0))
-            else:
-                p.copy_(noise / p[0].numel() ** 0.5)
-    return model.eval()
 
 
 def sa_model(img_size: int = 1024) -> Sam:

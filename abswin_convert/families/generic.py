@@ -63,8 +63,9 @@ def detect(ckpt: Checkpoint, overrides: Overrides | None = None) -> Detection:
     prefix = 1 if overrides.layout == "flat_cls" else 0
     grid = grid_size_of(ckpt.shape(overrides.key), overrides.layout, prefix)
     stride = overrides.patch_stride or _patch_stride(ckpt)
+    # We cannot know whether the runtime pads to whole windows, so the output grid must be whole windows.
     return Detection(name, "override", overrides.key, overrides.layout, grid, overrides.window, stride, BICUBIC,
-                     ("baked",), prefix_tokens=prefix, pads_windows=True)
+                     ("baked",), prefix_tokens=prefix)
 
 
 def _patch_stride(ckpt: Checkpoint) -> int:
@@ -97,6 +98,11 @@ def require_square(det: Detection, img_size: Size, runtime: str) -> None:
             f"{runtime} builds square models only (its image size is one int); "
             f"pass a square --img-size such as {max(img_size)}, not {format_size(img_size)}"
         )
+
+
+def size_arg(img_size: Size) -> str:
+    """``img_size`` as a model constructor takes it: ``1024``, or ``(512, 768)`` when not square."""
+    return str(img_size[0]) if img_size[0] == img_size[1] else f"({img_size[0]}, {img_size[1]})"
 
 
 def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 
 from ..checkpoint import Checkpoint
-from ..grid import format_size
 from ..plan import Plan
 from ..resize import BICUBIC, Size
 from . import base, generic, relpos
@@ -93,4 +92,4 @@ def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool) 
     if det.format == "transformers":
         done = "written to config.json" if wrote_config else "set them in the model config"
         return f"vision_config.image_size={n}, prompt_encoder_config.image_size={n} ({done})"
-    return f"timm.create_model('samvit_...', img_size={format_size(img_size).replace('x', ', ')}) loads it with strict=True"
+    return f"timm.create_model('samvit_...', img_size={generic.size_arg(img_size)}) loads it with strict=True"

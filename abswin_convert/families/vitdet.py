@@ -60,7 +60,8 @@ def detect(ckpt: Checkpoint) -> Detection | None:
             fmt = "mae"
         return Detection(
             name, fmt, pos_key, "flat_cls", (side, side), window, patch_shape[-1], BICUBIC, ("baked",), prefix,
-            details={"global_blocks": relpos.global_blocks(ckpt, configured), "rel_pos_tables": len(relpos.tables(ckpt))},
+            details={"global_blocks": relpos.global_blocks(ckpt, configured), "rel_pos_tables": len(relpos.tables(ckpt)),
+                     "recipe": f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero"},
             pads_windows=True,
         )
     return None
@@ -137,5 +138,5 @@ def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
     if det.format == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
-    size = n if img_size[0] == img_size[1] else tuple(img_size)
+    size = generic.size_arg(img_size)
     return f"build the ViT with img_size={size} (timm.create_model(arch, img_size={size}); MAE's models_vit take img_size too)"

@@ -129,13 +129,14 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     if not magic:
         raise AbswinError(f"{path}: the file is empty")
     config = _read_config(config_path) if config_path else None
+    # safetensors first: its header length is little-endian, so 1 file in 32 starts with the pickle byte 0x80
+    if len(magic) == 9 and magic[8:9] == b"{" and int.from_bytes(magic[:8], "little") <= path.stat().st_size - 8:
+        entries, metadata = read_header(path)
+        return Checkpoint(path, "safetensors", None, config, entries=entries, metadata=metadata)
     if magic.startswith(_ZIP_MAGIC) or (magic[:1] == b"\x80" and path.suffix != ".pkl"):
         return _open_torch(path, config)
     if magic[:1] == b"\x80":
         return _open_pickle(path, config)
-    if len(magic) == 9 and magic[8:9] == b"{":
-        entries, metadata = read_header(path)
-        return Checkpoint(path, "safetensors", None, config, entries=entries, metadata=metadata)
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
 
 

@@ -162,3 +162,16 @@ def test_window_override_on_a_known_family(tmp_path):
     assert (report["family"], report["window"]) == ("sam", "16x16")
     with pytest.raises(AbswinError, match="--patch-stride must be a positive"):
         Overrides.parse(patch_stride=0)
+
+
+def test_a_safetensors_file_whose_header_length_starts_with_0x80_is_read_as_safetensors(tmp_path):
+    """The header length is little-endian, so its first byte is the pickle marker 0x80 in 1 file of 32 (seen with a
+    transformers ViT); such a file must still open lazily as safetensors."""
+    path = tmp_path / "x.safetensors"
+    for pad in range(256):
+        save_file({"pos": torch.zeros(1, 4, 4, 8)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    report = inspect(path, overrides=Overrides(key="pos", layout="nhwc", window=(2, 2), patch_stride=4))
+    assert (report["container"], report["grid"]) == ("safetensors", "4x4")

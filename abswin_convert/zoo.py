@@ -175,9 +175,13 @@ class ZooReport:
             )
             for r in self.rows
         ]
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts().items()))
         title = f"# abswin-convert zoo: {self.manifest.name}"
-        return f"{title}\n\n{len(self.rows)} outputs: {counts}.\n\n{markdown_table(header, rows)}\n"
+        return f"{title}\n\n{self.summary()}.\n\n{markdown_table(header, rows)}\n"
+
+    def summary(self) -> str:
+        """E.g. ``5 outputs: 3 converted, 1 failed, 1 skipped``."""
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts().items()))
+        return f"{len(self.rows)} outputs: {counts}"
 
 
 class Progress:
@@ -237,6 +241,8 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
     sizes = _sizes(entry.get("img_size"), f"{path}: {where}")
     name = _NAME_UNSAFE.sub("_", str(entry.get("name") or _default_name(entry["source"])))
     push_to = entry.get("push_to")
+    if not isinstance(push_to, (str, type(None))) or not isinstance(entry.get("private", False), bool):
+        raise AbswinError(f"{path}: {where}: push_to must be a string (org/name) and private true or false")
     if push_to and len(sizes) > 1 and "{size}" not in push_to:
         raise AbswinError(
             f"{path}: {where} pushes {len(sizes)} sizes to one repo {push_to!r}; put {{size}} in push_to, "

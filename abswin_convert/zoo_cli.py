@@ -62,6 +62,5 @@ def zoo_command(manifest: str, jobs: int, out: str | None, dry_run: bool, as_jso
 
 def zoo_lines(report: ZooReport) -> list[str]:
     lines = [f"{row.status:<13} {row.output}" + (f": {row.error}" if row.error else "") for row in report.rows]
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts().items()))
     where = "dry run, nothing written" if report.dry_run else f"report in {report.out}/report.md"
-    return lines + [f"{len(report.rows)} outputs: {counts} ({where})"]
+    return lines + [f"{report.summary()} ({where})"]

@@ -2,7 +2,7 @@
 
 Starts tests/hubserver.HubServer on 127.0.0.1, uploads tiny random-weight Hiera checkpoints in three native
 formats (timm safetensors, official .pth, transformers folder) plus one broken repo, writes a manifest, and runs
-`abswin-convert zoo` against it with HF_ENDPOINT pointing at the local hub; then prints report.md.
+`abswin-convert zoo` against it twice with HF_ENDPOINT pointing at the local hub, printing report.md each time.
 
     python scripts/zoo_demo.py [--work DIR] [--jobs N]
 
@@ -94,10 +94,11 @@ def main() -> int:
             "PYTHONPATH": str(ROOT),  # for the tests.zoo_hooks hook
         }
         command = ["abswin-convert", "zoo", str(manifest), "--jobs", str(args.jobs)]
-        print("$", " ".join(command), f"  (HF_ENDPOINT={hub.endpoint})", flush=True)
-        status = subprocess.run(command, env=env).returncode
-    print(f"\nexit status {status}; {work / 'converted' / 'report.md'}:\n")
-    print((work / "converted" / "report.md").read_text())
+        for run in ("first run", "second run: everything done is skipped, the broken source fails again"):
+            print(f"\n# {run}\n$", " ".join(command), f"  (HF_ENDPOINT={hub.endpoint})", flush=True)
+            status = subprocess.run(command, env=env).returncode
+            print(f"\nexit status {status}; {work / 'converted' / 'report.md'}:\n")
+            print((work / "converted" / "report.md").read_text(), flush=True)
     return 0
 
 

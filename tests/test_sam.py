@@ -217,6 +217,14 @@ def test_resized_tables_match_sams_own_get_rel_pos(saved, cli, tmp_path, fmt):
     assert (encode(fmt, converted, 768) - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
+def test_segment_anything_pth_output_loads_with_torch_load(saved, cli, tmp_path):
+    """--format pt keeps the official flat .pth form, read the way sam_model_registry's builders read it."""
+    _, path = saved("segment-anything")
+    assert cli("convert", path, "-o", tmp_path / "out", "--img-size", 768, "--format", "pt").exit_code == 0
+    state = torch.load(tmp_path / "out" / path.name, weights_only=True)
+    sa_model(768).load_state_dict(state, strict=True)
+
+
 def test_transformers_folder_gets_config_for_the_new_size(saved, cli, tmp_path):
     _, path = saved("transformers")
     assert cli("convert", path, "-o", tmp_path / "out", "--img-size", 768).exit_code == 0

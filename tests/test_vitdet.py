@@ -160,6 +160,35 @@ def test_detectron2_at_another_size_resizes_the_global_tables(sources, tmp_path)
     assert any("pretrain_img_size=768 and img_size=768" in n for n in result.notes)
 
 
+def test_detectron2_global_size_of_the_pretrained_grid_keeps_what_get_abs_pos_computed(sources, tmp_path):
+    """A finetuned ViTDet ran with get_abs_pos's interpolation: a global part of the full 14x14 grid (and no window
+    part) bakes exactly that, so pretrain_img_size=1024 with this file is the original model."""
+    path, state = sources["detectron2-pkl"]
+    result = convert(path, tmp_path / "out.safetensors", 1024, global_size="14x14")
+    out = load_file(tmp_path / "out.safetensors")["backbone.net.pos_embed"]
+    source_pos = state["backbone.net.pos_embed"]
+    assert torch.allclose(get_abs_pos(out, True, (64, 64)), get_abs_pos(source_pos, True, (64, 64)), atol=1e-6)
+    assert not any("finetuned ViTDet" in n for n in result.notes)
+    assert any("--global-size 14x14 keeps exactly that" in n for n in convert(path, tmp_path / "t.safetensors", 1024).notes)
+
+
+def test_transformers_vitdet_at_1024_is_unchanged_with_the_full_global_part(sources, cli, tmp_path):
+    """transformers' VitDet at image_size 1024 interpolates its 224 embedding on every pass; the converted model
+    (pretrain_image_size 1024, --global-size 14x14) computes the same without interpolating."""
+    folder = tmp_path / "src"
+    original = randomize(VitDetModel(vitdet_config(img_size=1024)), seed=7)
+    original.save_pretrained(folder)
+    assert cli("convert", folder, "-o", tmp_path / "out", "--img-size", 1024, "--global-size", "14x14").exit_code == 0
+    model, info = VitDetModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert all(not v for v in info.values()), info
+    assert model.config.pretrain_image_size == 1024
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = original(x).last_hidden_state
+        got = model.eval()(x).last_hidden_state
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
 @pytest.mark.parametrize("name", ["timm", "mae"])
 def test_plain_vits_load_strict_at_1024_with_the_tiled_grid(sources, cli, tmp_path, name):
     path, original = sources[name]

@@ -108,6 +108,12 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     if det.format == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0])
     result.notes.append(_config_note(det, request.img_size, result))
+    if request.global_size is None and det.format in _SQUARE_ONLY:
+        g = f"{det.grid[0]}x{det.grid[1]}"
+        result.notes.append(
+            f"a finetuned ViTDet learned with the interpolated embedding: --global-size {g} keeps exactly that, "
+            "the default tiles the pretrained grid (the paper's recipe for starting a finetune)"
+        )
     return result
 
 

@@ -51,11 +51,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         if prefix is None:
             continue
         side = math.isqrt(pos_shape[1] - prefix)
-        config = ckpt.config or {}
-        window = (config["window_size"],) * 2 if config.get("window_size") else WINDOW
-        configured = None
-        if "window_block_indices" in config:
-            configured = [i for i in range(config.get("num_hidden_layers", 0)) if i not in config["window_block_indices"]]
+        window, configured = _configured(ckpt.config or {})
         if fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
             fmt = "mae"
         return Detection(
@@ -65,6 +61,14 @@ def detect(ckpt: Checkpoint) -> Detection | None:
             pads_windows=True,
         )
     return None
+
+
+def _configured(config: dict) -> tuple[Size, list[int] | None]:
+    """Window and global blocks from a transformers ``VitDetConfig``; ViTDet's window (and no list) otherwise."""
+    window = (config["window_size"],) * 2 if config.get("window_size") else WINDOW
+    if "window_block_indices" not in config:
+        return window, None
+    return window, [i for i in range(config.get("num_hidden_layers", 0)) if i not in config["window_block_indices"]]
 
 
 def _prefix_tokens(ckpt: Checkpoint, tokens: int) -> int | None:

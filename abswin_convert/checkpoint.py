@@ -10,6 +10,8 @@ import argparse
 import json
 import pickle
 import re
+import sys
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ class Checkpoint:
         tensors: dict[str, torch.Tensor] | None = None,
         extra: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
+        stored: dict[str, TensorEntry] | None = None,
     ) -> None:
         self.path = path
         self.format = format  # "safetensors" | "torch" | "pickle"
@@ -76,6 +79,7 @@ class Checkpoint:
         self.metadata = metadata or {}  # safetensors __metadata__
         self._entries = entries
         self._tensors = tensors
+        self._stored = stored or {}  # byte ranges of a torch file's tensors, where they can be copied raw
 
     def keys(self) -> list[str]:
         return list(self._entries if self._entries is not None else self._tensors)  # type: ignore[arg-type]
@@ -99,8 +103,8 @@ class Checkpoint:
         return self._tensors[key]  # type: ignore[index]
 
     def raw_entry(self, key: str) -> TensorEntry | None:
-        """The byte range of a tensor in a safetensors file (for raw copying), else None."""
-        return self._entries[key] if self._entries is not None else None
+        """The byte range of a tensor in the file (safetensors, or an uncompressed torch zip), for raw copying."""
+        return self._entries[key] if self._entries is not None else self._stored.get(key)
 
     def describe(self) -> str:
         wrapped = f"{{'{self.wrapper}': ...}}" if self.wrapper else "flat"
@@ -121,6 +125,8 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
         path = path / chosen
     if not path.exists():
         raise AbswinError(f"{path}: no such file or folder")
+    if not path.is_file():  # reading a pipe or a device would block or never end
+        raise AbswinError(f"{path}: not a regular file; give the path of a weight file")
     try:
         with open(path, "rb") as f:
             magic = f.read(9)
@@ -129,8 +135,10 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     if not magic:
         raise AbswinError(f"{path}: the file is empty")
     config = _read_config(config_path) if config_path else None
-    # safetensors first: its header length is little-endian, so 1 file in 32 starts with the pickle byte 0x80
-    if len(magic) == 9 and magic[8:9] == b"{" and int.from_bytes(magic[:8], "little") <= path.stat().st_size - 8:
+    # safetensors first: its header length is little-endian, so 1 file in 32 starts with the pickle byte 0x80.
+    # A .safetensors name is trusted even when the length is wrong, so that read_header says what is wrong.
+    plausible = int.from_bytes(magic[:8], "little") <= path.stat().st_size - 8 or path.suffix == ".safetensors"
+    if len(magic) == 9 and magic[8:9] == b"{" and plausible:
         entries, metadata = read_header(path)
         return Checkpoint(path, "safetensors", None, config, entries=entries, metadata=metadata)
     if magic.startswith(_ZIP_MAGIC) or (magic[:1] == b"\x80" and path.suffix != ".pkl"):
@@ -155,15 +163,53 @@ def _open_torch(path: Path, config: dict | None) -> Checkpoint:
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            stored = _stored_ranges(path)
         except RuntimeError as exc:
             if "mmap" not in str(exc):  # legacy (non-zip) torch files cannot be memory-mapped
                 raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
-            obj = _torch_load_unmapped(path)
+            obj, stored = _torch_load_unmapped(path), {}
         except pickle.UnpicklingError as exc:
             raise AbswinError(_refused_pickle(path, exc)) from None
         except Exception as exc:  # torch raises many types for corrupt zips
             raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
-    return _from_object(path, "torch", obj, config)
+    return _from_object(path, "torch", obj, config, stored)
+
+
+def _stored_ranges(path: Path) -> dict[str, TensorEntry]:
+    """Where each tensor's bytes sit in a torch zip file, so that the writer copies them raw, not through memory.
+
+    A second load onto the meta device reads only the pickle, and torch records there each storage's offset in the
+    zip (``_checkpoint_offset``). Only contiguous tensors of a little-endian file get a range; any surprise means
+    no ranges: the tensors are then written from the memory map, slower but the same bytes.
+    """
+    if sys.byteorder != "little" or not _little_endian_zip(path):
+        return {}
+    try:
+        obj = torch.load(path, map_location="meta", weights_only=True)
+    except Exception:  # the real load succeeded; a failure here only costs speed
+        return {}
+    _, state, _ = _unwrap(obj) if isinstance(obj, dict) else (None, {}, {})
+    size = path.stat().st_size
+    ranges = {}
+    for key, t in state.items():
+        offset = getattr(t.untyped_storage(), "_checkpoint_offset", None) if isinstance(t, torch.Tensor) else None
+        if offset is None or not t.is_contiguous():
+            continue
+        start = offset + t.storage_offset() * t.element_size()
+        end = start + t.numel() * t.element_size()
+        if end <= size:
+            ranges[str(key)] = TensorEntry(t.dtype, tuple(t.shape), start, end)
+    return ranges
+
+
+def _little_endian_zip(path: Path) -> bool:
+    """torch records the byte order it saved with (absent in old files, which are little-endian)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/byteorder")]
+            return not names or archive.read(names[0]).strip() == b"little"
+    except Exception:  # zipfile raises many types for odd archives; then we simply do not copy raw
+        return False
 
 
 def _torch_load_unmapped(path: Path) -> Any:
@@ -219,18 +265,34 @@ def _open_pickle(path: Path, config: dict | None) -> Checkpoint:
     return _from_object(path, "pickle", obj, config)
 
 
-def _from_object(path: Path, format: str, obj: Any, config: dict | None) -> Checkpoint:
-    if not isinstance(obj, dict):
-        raise AbswinError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
+def _unwrap(obj: dict) -> tuple[str | None, dict, dict]:
+    """The wrapper key (or None), the state dict inside it, and the wrapper's other entries."""
     wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
     state = obj[wrapper] if wrapper else obj
     extra = {k: v for k, v in obj.items() if k != wrapper} if wrapper else {}
+    return wrapper, state, extra
+
+
+def _from_object(
+    path: Path, format: str, obj: Any, config: dict | None, stored: dict[str, TensorEntry] | None = None
+) -> Checkpoint:
+    if not isinstance(obj, dict):
+        raise AbswinError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
+    wrapper, state, extra = _unwrap(obj)
     tensors = {}
     for key, value in state.items():
         if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
+            value = _numeric_array(path, key, value)
         if isinstance(value, torch.Tensor):
             tensors[str(key)] = value
     if not tensors:
         raise AbswinError(f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)})")
-    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra)
+    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra, stored=stored)
+
+
+def _numeric_array(path: Path, key: object, value: np.ndarray) -> torch.Tensor:
+    """A numpy array as a tensor; arrays of Python objects or strings are not weights."""
+    try:
+        return torch.from_numpy(np.ascontiguousarray(value))
+    except TypeError:
+        raise AbswinError(f"{path.name}: {key} is a numpy array of {value.dtype}, not numbers; this is not a weight file") from None

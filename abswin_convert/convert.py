@@ -118,9 +118,10 @@ def convert(
     check_destination(weights_path, [ckpt.path], force)
     plan = module.plan(ckpt, det, request)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
-    metadata = output_metadata(str(source), ckpt.path, plan.stats, extra)
-    if fmt == "safetensors":
-        write_safetensors(weights_path, output_tensors(ckpt, plan), metadata)
+    streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
+    metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
+    if streamed:
+        write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
     else:
         write_torch(weights_path, _torch_object(ckpt, plan))
         _write_json(weights_path.with_name(weights_path.name + ".abswin.json"), metadata)

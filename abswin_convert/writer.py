@@ -1,12 +1,15 @@
 """Write outputs safely: a temp file in the destination folder, fsync, rename. Nothing is left half-written.
 
 The safetensors writer streams: the header is computed from shapes alone, then each tensor is written in turn;
-a tensor the plan does not touch is copied from the source file as raw bytes, never decoded.
+a tensor the plan does not touch is copied from the source file as raw bytes, never decoded, inside the kernel
+(``copy_file_range``) where it can. The source's sha256 is hashed in a thread alongside the copy and patched into
+the header (its placeholder has the same length).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,10 +22,13 @@ from typing import BinaryIO
 import torch
 
 from .errors import AbswinError
+from .provenance import SOURCE_SHA256, SourceDigest
 from .safetensors_header import DTYPE_NAMES
 
 TEMP_MARK = ".abswin-tmp-"
-_COPY_CHUNK = 16 * 1024 * 1024
+_COPY_CHUNK = 64 * 1024 * 1024
+# copy_file_range refuses some pairs of files (other file systems, old kernels, sandboxes): copy through a buffer.
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM}
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,10 @@ def _pid_alive(pid: int) -> bool:
 @contextlib.contextmanager
 def atomic_file(dest: Path) -> Iterator[BinaryIO]:
     """Yield a temp file beside ``dest``; on success fsync and rename it over ``dest``, else delete it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AbswinError(f"cannot create the folder {dest.parent}: {exc.strerror or exc}") from None
     remove_stale_temps(dest)
     temp = dest.parent / f".{dest.name}{TEMP_MARK}{os.getpid()}"
     try:
@@ -95,6 +104,9 @@ def atomic_file(dest: Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, dest)
+    except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a crash
+        temp.unlink(missing_ok=True)
+        raise AbswinError(f"cannot write {dest}: {exc.strerror or exc}") from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -114,6 +126,8 @@ def safetensors_header(tensors: list[OutputTensor], metadata: dict[str, str]) ->
     header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
     offset = 0
     for t in tensors:
+        if t.dtype not in DTYPE_NAMES:
+            raise AbswinError(f"tensor {t.name!r} has dtype {t.dtype}, which safetensors cannot hold; use --format pt")
         header[t.name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
         offset += t.nbytes
     body = json.dumps(header, separators=(",", ":")).encode()
@@ -121,32 +135,74 @@ def safetensors_header(tensors: list[OutputTensor], metadata: dict[str, str]) ->
     return struct.pack("<Q", len(body)) + body
 
 
-def write_safetensors(dest: Path, tensors: list[OutputTensor], metadata: dict[str, str]) -> None:
-    """Stream ``tensors`` (in the given order) into a safetensors file at ``dest``, atomically."""
+def write_safetensors(dest: Path, tensors: list[OutputTensor], metadata: dict[str, str], hash_source: Path | None = None) -> None:
+    """Stream ``tensors`` (in the given order) into a safetensors file at ``dest``, atomically.
+
+    With ``hash_source``, that file's sha256 is computed while the data is written and recorded as
+    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place).
+    """
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise AbswinError("the conversion would write a key twice; this is a bug, please report it")
+    digest = SourceDigest(hash_source) if hash_source is not None else None
+    if digest is not None:
+        metadata[SOURCE_SHA256] = digest.PLACEHOLDER
+    header = safetensors_header(tensors, metadata)
     with atomic_file(dest) as out:
-        out.write(safetensors_header(tensors, metadata))
+        out.write(header)
         for t in tensors:
             _write_tensor(out, t.data)
+        if digest is not None:
+            metadata[SOURCE_SHA256] = digest.hexdigest()
+            _patch_header(out, header, SOURCE_SHA256, digest.PLACEHOLDER, metadata[SOURCE_SHA256])
+
+
+def _patch_header(out: BinaryIO, header: bytes, key: str, placeholder: str, value: str) -> None:
+    """Overwrite a metadata placeholder in the written header with its final value of the same length."""
+    entry = f"{json.dumps(key)}:{json.dumps(placeholder)}".encode()
+    at = header.find(entry)
+    if at < 0 or len(value) != len(placeholder) or header.find(entry, at + 1) >= 0:
+        raise AbswinError(f"cannot place {key} in the safetensors header; this is a bug, please report it")
+    end = out.tell()
+    out.seek(at + len(entry) - len(placeholder) - 1)
+    out.write(value.encode())
+    out.seek(end)
 
 
 def _write_tensor(out: BinaryIO, data: RawBytes | torch.Tensor) -> None:
     if isinstance(data, RawBytes):
-        with open(data.path, "rb") as src:
-            src.seek(data.start)
-            remaining = data.nbytes
-            while remaining:
-                chunk = src.read(min(_COPY_CHUNK, remaining))
-                if not chunk:
-                    raise AbswinError(f"{data.path.name} ended while copying; the input is truncated")
-                out.write(chunk)
-                remaining -= len(chunk)
+        _copy_range(out, data)
         return
     flat = data.detach().contiguous().reshape(-1)
     if flat.numel():
         out.write(memoryview(flat.view(torch.uint8).numpy()))
+
+
+def _copy_range(out: BinaryIO, data: RawBytes) -> None:
+    """Append a byte range of another file to ``out``, without passing the bytes through Python when possible."""
+    out.flush()
+    position = out.tell()
+    with open(data.path, "rb") as src:
+        done = 0
+        while done < data.nbytes:
+            count = min(_COPY_CHUNK, data.nbytes - done)
+            copied = _copy_chunk(src.fileno(), out.fileno(), data.start + done, position + done, count)
+            if not copied:
+                raise AbswinError(f"{data.path.name} ended while copying; the input is truncated")
+            done += copied
+    out.seek(position + data.nbytes)
+
+
+def _copy_chunk(src: int, dst: int, src_offset: int, dst_offset: int, count: int) -> int:
+    """Copy up to ``count`` bytes between file offsets; the number copied, 0 at the end of ``src``."""
+    if hasattr(os, "copy_file_range"):
+        try:
+            return os.copy_file_range(src, dst, count, src_offset, dst_offset)
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+    chunk = os.pread(src, count, src_offset)
+    return os.pwrite(dst, chunk, dst_offset) if chunk else 0
 
 
 def write_torch(dest: Path, obj: object) -> None:

@@ -63,6 +63,11 @@ def _detection(ckpt: Checkpoint, fmt: str, pos_key: str, layout: str, targets: t
         details["window_key"] = "pos_embed_win"
     elif ckpt.config and "masked_unit_size" in ckpt.config:
         window = tuple(ckpt.config["masked_unit_size"])[-2:]  # type: ignore[assignment]
+    if grid[0] % window[0] or grid[1] % window[1]:  # Hiera unrolls its tokens into whole mask units
+        raise AbswinError(
+            f"{pos_key}: a {format_size(grid)} token grid is not a whole number of Hiera's {format_size(window)} "
+            "mask units; the checkpoint is damaged, or its config.json gives the wrong image size"
+        )
     if fmt == "official-video":
         details["temporal_key"] = "pos_embed_temporal"
     return Detection(name, fmt, pos_key, layout, grid, window, PATCH_STRIDE, BICUBIC_ANTIALIAS, targets, details=details)

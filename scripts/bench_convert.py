@@ -1,0 +1,362 @@
+"""Benchmark ``abswin-convert`` against ``cp`` on a SAM-ViT-H-sized checkpoint and on a zoo of small ones.
+
+    python scripts/bench_convert.py [--cache .bench-cache] [--runs 5] [--json]
+
+Generates once, and keeps in ``--cache``, a checkpoint with the exact tensor names and shapes of segment_anything's
+``build_sam_vit_h`` (2.56 GB fp32, random values) as safetensors and as a torch ``.pth``, and 20 checkpoints shaped
+like timm's ``hiera_tiny_224`` (110 MB each). Then, in one run, alternating between the commands, one warm-up round
+and ``--runs`` measured rounds, it times each command as a child process and reads its peak RSS (``wait4``):
+
+- ``cp`` of the file, and ``cp`` followed by ``sync`` of the copy (our writer fsyncs before its rename, cp does not);
+- ``abswin-convert --version``: the interpreter and torch start-up every Python command pays;
+- ``abswin-convert convert`` from safetensors and from ``.pth``, to safetensors;
+- the naive route (load everything, interpolate the embedding, ``save_file``), from both inputs.
+
+Ratios are medians over the ``cp`` median of the same run. It also times ``fit_global`` (64x64x1280 -> 7x7) and
+the zoo against copying all 20 files. All files are read from a warm page cache.
+
+``--baseline-tree DIR`` also times the two conversions with the package copy in ``DIR/abswin_convert`` (put first
+on ``PYTHONPATH``), e.g. the code before an optimisation, in the same rounds: a before/after in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from abswin_convert.safetensors_header import read_header
+from abswin_convert.writer import OutputTensor, atomic_file, safetensors_header, write_torch
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [str(Path(sys.executable).with_name("abswin-convert"))]  # the console script of this environment
+SAM_POS_KEY = "image_encoder.pos_embed"
+ZOO_SIZE = 20
+MB = 1024 * 1024
+
+# The route every loader takes today: materialise everything, resize the embedding, save it all again.
+NAIVE = """
+import sys, torch, torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+src, dst, key, grid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+state = load_file(src) if src.endswith(".safetensors") else torch.load(src, map_location="cpu", weights_only=True)
+pos = state[key].permute(0, 3, 1, 2)
+state[key] = F.interpolate(pos, size=(grid, grid), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).contiguous()
+save_file(state, dst, metadata={"format": "pt"})
+"""
+
+# The zoo, when the `zoo` command does not exist yet: every conversion in one process through the library API.
+ZOO_IN_PROCESS = """
+import sys
+from pathlib import Path
+from abswin_convert.convert import convert
+for src in sorted(Path(sys.argv[1]).iterdir()):
+    convert(src, Path(sys.argv[2]) / src.name / "model.safetensors", int(sys.argv[3]))
+"""
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def model_shapes(build) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of a model's state dict, built on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        model = build()
+    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+def sam_vit_h_shapes() -> list[tuple[str, tuple[int, ...]]]:
+    from segment_anything.build_sam import build_sam_vit_h
+
+    return model_shapes(build_sam_vit_h)
+
+
+def hiera_tiny_shapes() -> list[tuple[str, tuple[int, ...]]]:
+    import timm
+
+    return model_shapes(lambda: timm.create_model("hiera_tiny_224", pretrained=False))
+
+
+def write_random_safetensors(dest: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: int) -> None:
+    """A float32 safetensors file with random values, one tensor in memory at a time."""
+    tensors = [OutputTensor(k, torch.float32, s, torch.empty(s, device="meta")) for k, s in shapes]
+    generator = torch.Generator().manual_seed(seed)
+    with atomic_file(dest) as out:
+        out.write(safetensors_header(tensors, {"format": "pt"}))
+        for _, shape in shapes:
+            values = torch.randn(shape, generator=generator) * 0.02
+            out.write(memoryview(values.reshape(-1).numpy()))
+
+
+def write_torch_copy(source: Path, dest: Path) -> None:
+    """The same state dict as a flat torch zip file (as segment_anything ships it), read through a mmap."""
+    entries, _ = read_header(source)
+    data = np.memmap(source, dtype=np.uint8, mode="c")  # copy-on-write: writable views, no copy made
+    state = {
+        key: torch.from_numpy(data[e.start : e.end].view(np.float32).reshape(e.shape)) for key, e in entries.items()
+    }
+    write_torch(dest, state)
+
+
+def prepare(cache: Path) -> dict[str, Path]:
+    """Generate the cached inputs that are missing; return their paths."""
+    cache.mkdir(parents=True, exist_ok=True)
+    sam = cache / "sam_vit_h.safetensors"
+    sam_pth = cache / "sam_vit_h.pth"
+    zoo = cache / "zoo"
+    if not sam.exists():
+        print(f"generating {sam} ...", file=sys.stderr)
+        write_random_safetensors(sam, sam_vit_h_shapes(), seed=0)
+    if not sam_pth.exists():
+        print(f"generating {sam_pth} ...", file=sys.stderr)
+        write_torch_copy(sam, sam_pth)
+    if not (zoo / f"{ZOO_SIZE - 1:02d}" / "model.safetensors").exists():
+        print(f"generating {zoo} ({ZOO_SIZE} hiera_tiny_224-shaped checkpoints) ...", file=sys.stderr)
+        shapes = hiera_tiny_shapes()
+        for i in range(ZOO_SIZE):
+            write_random_safetensors(zoo / f"{i:02d}" / "model.safetensors", shapes, seed=i + 1)
+    return {"sam": sam, "sam_pth": sam_pth, "zoo": zoo}
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Case:
+    """One command to time; ``output`` is removed after every run."""
+
+    name: str
+    argv: list[str]
+    output: Path | None
+    pythonpath: Path | None = None  # a package tree to import instead of the installed one
+
+
+@dataclass
+class Sample:
+    seconds: float
+    peak_rss: int  # bytes
+
+
+def run_child(case: Case) -> Sample:
+    """Run ``case`` as a child; its wall time and its own peak RSS (``wait4`` reports that child alone)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        env = {**os.environ, "PYTHONPATH": str(case.pythonpath)} if case.pythonpath else None
+        proc = subprocess.Popen(case.argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{case.name} failed ({proc.returncode}): {err.read().decode(errors='replace')[-2000:]}")
+    return Sample(seconds, usage.ru_maxrss * 1024)
+
+
+def remove(path: Path | None) -> None:
+    if path is None or not path.exists():
+        return
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def measure(cases: list[Case], runs: int) -> dict[str, list[Sample]]:
+    """One warm-up round, then ``runs`` rounds; within a round every case runs once, in turn."""
+    samples: dict[str, list[Sample]] = {c.name: [] for c in cases}
+    for round_ in range(runs + 1):
+        for case in cases:
+            remove(case.output)
+            os.sync()  # start each run without someone else's dirty pages to write back
+            sample = run_child(case)
+            if round_:
+                samples[case.name].append(sample)
+            remove(case.output)
+        print(f"  round {round_}/{runs} done (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+    return samples
+
+
+def summarise(samples: dict[str, list[Sample]], baseline: str, startup: str | None) -> list[dict]:
+    """Median time and peak RSS per case, as ratios to the baseline's median."""
+    base = statistics.median(s.seconds for s in samples[baseline])
+    start_rss = statistics.median(s.peak_rss for s in samples[startup]) if startup else 0
+    start_s = statistics.median(s.seconds for s in samples[startup]) if startup else 0.0
+    rows = []
+    for name, runs in samples.items():
+        seconds = statistics.median(s.seconds for s in runs)
+        rss = statistics.median(s.peak_rss for s in runs)
+        rows.append(
+            {
+                "case": name,
+                "seconds": round(seconds, 3),
+                "seconds_all": [round(s.seconds, 3) for s in runs],
+                "ratio": round(seconds / base, 2),
+                "ratio_without_startup": round((seconds - start_s) / base, 2) if startup else None,
+                "peak_rss_mb": round(rss / MB, 1),
+                "rss_over_startup_mb": round((rss - start_rss) / MB, 1) if startup else None,
+            }
+        )
+    return rows
+
+
+def time_fit_global(runs: int) -> dict:
+    """``fit_global`` of a 64x64x1280 global part to 7x7 through SAM's bicubic resize, in this process."""
+    from abswin_convert.absolute_win import fit_global
+    from abswin_convert.resize import BICUBIC
+
+    grid = torch.randn(64, 64, 1280, generator=torch.Generator().manual_seed(0))
+    times = []
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        fit_global(grid, (7, 7), BICUBIC)
+        if i:
+            times.append(time.perf_counter() - start)
+    return {"case": "fit_global 64x64x1280 -> 7x7", "seconds": round(statistics.median(times), 3),
+            "seconds_all": [round(t, 3) for t in times], "target_seconds": 1.0}
+
+
+def zoo_command_exists() -> bool:
+    probe = subprocess.run([*CLI, "zoo", "--help"], capture_output=True, cwd=REPO)
+    return probe.returncode == 0
+
+
+def zoo_cases(zoo: Path, work: Path, img_size: int) -> tuple[list[Case], str]:
+    """Copying the 20 files against converting them: the zoo command when it exists, else the library API."""
+    sources = sorted(zoo.iterdir())
+    copies = work / "zoo-cp"
+    out = work / "zoo-out"
+    sync_copies = " ".join(f'"{copies}/{s.name}/model.safetensors"' for s in sources)
+    cases = [
+        Case("zoo: cp -r", ["cp", "-r", str(zoo), str(copies)], copies),
+        Case("zoo: cp -r + sync", ["sh", "-c", f'cp -r "{zoo}" "{copies}" && sync {sync_copies}'], copies),
+    ]
+    if zoo_command_exists():
+        manifest = work / "zoo.toml"
+        entries = "".join(
+            f'\n[[model]]\nname = "{s.name}"\nsource = "{s / "model.safetensors"}"\nimg_size = [{img_size}]\n' for s in sources
+        )
+        manifest.write_text(f'[defaults]\nto = "baked"\nout = "{out}"\n{entries}')
+        cases.append(Case("zoo: abswin-convert zoo", [*CLI, "zoo", str(manifest), "--out", str(out)], out))
+        return cases, "abswin-convert zoo"
+    cases.append(Case("zoo: 20 x convert() in one process", [sys.executable, "-c", ZOO_IN_PROCESS, str(zoo), str(out), str(img_size)], out))
+    return cases, "library API (the zoo command does not exist yet)"
+
+
+def sam_cases(files: dict[str, Path], work: Path, img_size: int, baseline_tree: Path | None) -> list[Case]:
+    sam, sam_pth = files["sam"], files["sam_pth"]
+    copy, out = work / "copy.safetensors", work / "out.safetensors"
+    grid = str(img_size // 16)
+    convert = [*CLI, "convert", "--img-size", str(img_size), "-o", str(out)]
+    baseline = [
+        Case(f"convert {name} -> safetensors [baseline tree]", [*convert, str(src)], out, baseline_tree.resolve())
+        for name, src in (("safetensors", sam), (".pth", sam_pth))
+    ] if baseline_tree else []
+    return [
+        Case("cp", ["cp", str(sam), str(copy)], copy),
+        Case("cp + sync", ["sh", "-c", 'cp "$0" "$1" && sync "$1"', str(sam), str(copy)], copy),
+        Case("start-up (abswin-convert --version)", [*CLI, "--version"], None),
+        Case("convert safetensors -> safetensors", [*convert, str(sam)], out),
+        Case("convert .pth -> safetensors", [*convert, str(sam_pth)], out),
+        Case("naive safetensors (load_file, edit, save_file)", [sys.executable, "-c", NAIVE, str(sam), str(out), SAM_POS_KEY, grid], out),
+        Case("naive .pth (torch.load, edit, save_file)", [sys.executable, "-c", NAIVE, str(sam_pth), str(out), SAM_POS_KEY, grid], out),
+    ] + baseline
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def table(rows: list[dict], targets: dict[str, str]) -> list[str]:
+    lines = [
+        "| command | median s | x cp | x cp+sync | x cp, start-up removed | peak RSS MB | RSS over start-up MB | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['seconds']:.2f} | {r['ratio']:.2f} | {r['ratio_sync']:.2f} | "
+            f"{_opt(r['ratio_without_startup'])} | {r['peak_rss_mb']:.0f} | {_opt(r['rss_over_startup_mb'], 0)} | "
+            f"{targets.get(r['case'], '')} |"
+        )
+    return lines
+
+
+def _opt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def with_sync_ratio(rows: list[dict], sync_case: str) -> list[dict]:
+    base = next(r["seconds"] for r in rows if r["case"] == sync_case)
+    for r in rows:
+        r["ratio_sync"] = round(r["seconds"] / base, 2)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=REPO / ".bench-cache", help="where the inputs are generated once")
+    parser.add_argument("--runs", type=int, default=5, help="measured rounds after one warm-up round")
+    parser.add_argument("--img-size", type=int, default=1024, help="target size for the SAM conversion")
+    parser.add_argument("--zoo-img-size", type=int, default=448, help="target size for the zoo conversions")
+    parser.add_argument("--skip-zoo", action="store_true")
+    parser.add_argument("--baseline-tree", type=Path, help="also time the conversions with DIR/abswin_convert")
+    parser.add_argument("--json", action="store_true", help="print a JSON report instead of Markdown")
+    args = parser.parse_args()
+
+    files = prepare(args.cache)
+    work = args.cache / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    load_before = os.getloadavg()
+
+    print("SAM ViT-H:", file=sys.stderr)
+    sam = with_sync_ratio(summarise(measure(sam_cases(files, work, args.img_size, args.baseline_tree), args.runs), "cp", "start-up (abswin-convert --version)"), "cp + sync")
+    report: dict = {"sam": sam, "fit_global": time_fit_global(args.runs)}
+    if not args.skip_zoo:
+        print("zoo:", file=sys.stderr)
+        cases, how = zoo_cases(files["zoo"], work, args.zoo_img_size)
+        report["zoo"] = with_sync_ratio(summarise(measure(cases, args.runs), "zoo: cp -r", None), "zoo: cp -r + sync")
+        report["zoo_runner"] = how
+    shutil.rmtree(work, ignore_errors=True)
+    report["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "sam_bytes": files["sam"].stat().st_size,
+        "sam_pth_bytes": files["sam_pth"].stat().st_size,
+        "runs": args.runs,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print_markdown(report, args)
+
+
+def print_markdown(report: dict, args: argparse.Namespace) -> None:
+    m = report["machine"]
+    print(f"SAM ViT-H-shaped checkpoint: {m['sam_bytes'] / 1e9:.2f} GB safetensors, {m['sam_pth_bytes'] / 1e9:.2f} GB .pth; "
+          f"--img-size {args.img_size}; median of {m['runs']} after a warm-up; {m['cpus']} CPUs, load average "
+          f"{m['load_average_before'][0]} before, {m['load_average_after'][0]} after; torch {m['torch']}\n")
+    targets = {"convert safetensors -> safetensors": "<= 1.2x cp, RSS <= 300 MB", "convert .pth -> safetensors": "<= 1.6x cp"}
+    print("\n".join(table(report["sam"], targets)))
+    fit = report["fit_global"]
+    print(f"\nfit_global 64x64x1280 -> 7x7: {fit['seconds']:.3f} s median (runs {fit['seconds_all']}; target < 1 s)")
+    if "zoo" in report:
+        print(f"\nZoo of {ZOO_SIZE} hiera_tiny_224-shaped checkpoints, via {report['zoo_runner']}:\n")
+        print("\n".join(table(report["zoo"], {r["case"]: "<= 1.3x cp" for r in report["zoo"] if "cp" not in r["case"]})))
+
+
+if __name__ == "__main__":
+    main()

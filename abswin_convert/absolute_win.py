@@ -100,6 +100,7 @@ def chance_share(size: Size, window: Size) -> float:
 def normalized_window_energy(grid: torch.Tensor, window: Size) -> float:
     """``window_energy`` read against noise: 0 for no structure, 1 for a perfectly periodic grid."""
     chance = chance_share(tuple(grid.shape[:2]), window)
-    if chance >= 1:
+    constant = bool((grid == grid.reshape(-1, grid.shape[-1])[0]).all())
+    if chance >= 1 or constant:  # one window, or nothing but a constant: no pattern to speak of
         return 0.0
     return (window_energy(grid, window) - chance) / (1 - chance)

@@ -119,3 +119,9 @@ def test_naive_resize_breaks_the_window_pattern_and_compose_keeps_it():
     win, glob = aw.split(grid, (8, 8))
     assert aw.normalized_window_energy(aw.compose(win, glob, (112, 112), BICUBIC_ANTIALIAS), (8, 8)) > 0.999
     assert aw.normalized_window_energy(aw.naive(grid, (112, 112), BICUBIC_ANTIALIAS), (8, 8)) < 0.5
+
+
+def test_window_energy_of_a_constant_embedding_is_zero():
+    """Upstream models often zero-initialise the embedding; that is no pattern, not a negative one."""
+    assert aw.normalized_window_energy(torch.zeros(64, 64, 8), (14, 14)) == 0.0
+    assert aw.normalized_window_energy(torch.full((56, 56, 4), 3.0), (8, 8)) == 0.0

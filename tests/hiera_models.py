@@ -54,22 +54,21 @@ def hf_model(image_size=(224, 224)) -> HieraForImageClassification:
     return HieraForImageClassification(hf_config(image_size)).eval()
 
 
-def save_official(folder: Path) -> tuple[hiera.Hiera, Path]:
-    model = official_model()
+def _save_official(model: hiera.Hiera, position: torch.nn.Parameter, path: Path) -> tuple[hiera.Hiera, Path]:
     with torch.no_grad():
-        model.pos_embed.copy_(planted())
-    path = folder / "hiera_official.pth"
+        position.copy_(planted())
     torch.save({"model_state": model.state_dict()}, path)
     return model, path
+
+
+def save_official(folder: Path) -> tuple[hiera.Hiera, Path]:
+    model = official_model()
+    return _save_official(model, model.pos_embed, folder / "hiera_official.pth")
 
 
 def save_official_video(folder: Path) -> tuple[hiera.Hiera, Path]:
     model = official_video_model()
-    with torch.no_grad():
-        model.pos_embed_spatial.copy_(planted())
-    path = folder / "hiera_video.pth"
-    torch.save({"model_state": model.state_dict()}, path)
-    return model, path
+    return _save_official(model, model.pos_embed_spatial, folder / "hiera_video.pth")
 
 
 def save_timm(folder: Path) -> tuple[torch.nn.Module, Path]:

@@ -22,15 +22,22 @@ def main() -> None:
 @click.argument("source")
 @family_option
 @override_options
+@click.option("--plot", "plot_path", default=None, metavar="OUT.png", help="Also draw the embedding and its window part.")
 @json_option
 @user_errors
-def inspect_command(source: str, family: str | None, as_json: bool, **overrides) -> None:
+def inspect_command(source: str, family: str | None, as_json: bool, plot_path: str | None, **overrides) -> None:
     """Report a checkpoint's family, format, position grid, window and window energy."""
     from .convert import inspect
     from .families.generic import Overrides
 
     report = inspect(source, family, Overrides.parse(**overrides))
-    emit(report, as_json, inspect_lines(report))
+    lines = inspect_lines(report)
+    if plot_path:
+        from .plot import plot_checkpoint
+
+        report["plot"] = str(plot_checkpoint(source, plot_path, family, Overrides.parse(**overrides)))
+        lines.append(f"plot           {report['plot']}")
+    emit(report, as_json, lines)
 
 
 def inspect_lines(r: dict) -> list[str]:
@@ -108,6 +115,11 @@ def demo_command(out_dir: str | None, as_json: bool) -> None:
     emit(report, as_json, report["lines"])
     if not report["ok"]:
         sys.exit(1)
+
+from .eval_cli import eval_command, finetune_command  # noqa: E402
+
+main.add_command(eval_command)
+main.add_command(finetune_command)
 
 from .push_cli import push_command  # noqa: E402
 

@@ -17,11 +17,13 @@ from .resize import BICUBIC_ANTIALIAS
 from .verify import load_state, max_logit_difference, native_error, timm_model
 
 EXAMPLE = "hiera_tiny"
-TARGET = 448
+TARGET = 128  # the example is trained at 64 px; absolute win carries it to twice the size
+SLICE = 500  # Fashion-MNIST test images for the accuracy report
 
 
 def example_path() -> Path:
-    """The folder of the shipped example (``model.safetensors`` + timm's ``config.json``)."""
+    """The folder of the shipped example (``model.safetensors`` + timm's ``config.json``): a tiny Hiera trained
+    on Fashion-MNIST at 64 px by ``scripts/replicate_toy.py``."""
     return Path(str(resources.files("abswin_convert") / "examples" / EXAMPLE))
 
 
@@ -47,7 +49,8 @@ def _run(out: Path) -> dict:
         "native_max_abs_error": native_error(ckpt, det, abswin.output),
         **_pattern_kept(ckpt, det, baked.output),
     }
-    report.update(_runtime_checks(source, abswin.output, baked.output))
+    report.update(_runtime_checks(source, abswin.output, baked.output, det.native_input[0]))
+    report["accuracy"] = _accuracy(source, baked.output.parent, det.native_input[0])
     report["lines"] = _lines(report)
     return report
 
@@ -65,7 +68,7 @@ def _pattern_kept(ckpt, det, baked_path: Path) -> dict:
     }
 
 
-def _runtime_checks(source: Path, abswin_path: Path, baked_path: Path) -> dict:
+def _runtime_checks(source: Path, abswin_path: Path, baked_path: Path, native: int) -> dict:
     """Strict loads into timm and logit comparisons; skipped (and said so) when timm is not installed."""
     try:
         import timm  # noqa: F401
@@ -74,17 +77,44 @@ def _runtime_checks(source: Path, abswin_path: Path, baked_path: Path) -> dict:
     config = json.loads((source / "config.json").read_text())
     arch = config["architecture"]
     args = {**config.get("model_args", {}), "num_classes": config["num_classes"]}
-    abswin_args = {**args, "abs_win_pos_embed": True, "global_pos_size": (56, 56)}
-    original = timm_model(arch, args, load_state(source / "model.safetensors"))
+    channels = int(args.get("in_chans", 3))
     abswin_state = load_state(abswin_path)
-    native = timm_model(arch, abswin_args, abswin_state, img_size=224)
-    abswin_big = timm_model(arch, abswin_args, abswin_state, img_size=TARGET)
-    baked_big = timm_model(arch, args, load_state(baked_path), img_size=TARGET)
+    abswin_args = {**args, "abs_win_pos_embed": True, "global_pos_size": tuple(abswin_state["pos_embed"].shape[-2:])}
+    original = timm_model(arch, {**args, "img_size": native}, load_state(source / "model.safetensors"))
+    abswin_native = timm_model(arch, {**abswin_args, "img_size": native}, abswin_state)
+    abswin_big = timm_model(arch, {**abswin_args, "img_size": TARGET}, abswin_state)
+    baked_big = timm_model(arch, {**args, "img_size": TARGET}, load_state(baked_path))
     return {
         "runtime": f"timm {timm.__version__}",
-        "logits_diff_native": max_logit_difference(original, native, 224),
-        "logits_diff_baked_vs_abswin": max_logit_difference(baked_big, abswin_big, TARGET),
+        "logits_diff_native": max_logit_difference(original, abswin_native, native, channels=channels),
+        "logits_diff_baked_vs_abswin": max_logit_difference(baked_big, abswin_big, TARGET, channels=channels),
     }
+
+
+def _accuracy(source: Path, baked: Path, native: int) -> dict | None:
+    """Top-1 on a slice of the Fashion-MNIST test set, when its files are installed: the example at its own
+    size, and at TARGET with the naive-resized embedding and with absolute win (no finetuning)."""
+    from .hooks.data import FASHION_MNIST_DIR
+
+    if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        return None
+    import torch
+
+    from .hooks.data import open_dataset
+    from .hooks.eval import evaluate, make_loader
+    from .hooks.finetune import start_model
+    from .hooks.models import load_classifier
+
+    cpu = torch.device("cpu")
+    results = {}
+    for name, classifier in (
+        (f"example @{native}", load_classifier(source, native)),
+        (f"naive @{TARGET}", start_model(source, TARGET, "naive")),
+        (f"absolute win @{TARGET}", load_classifier(baked, TARGET)),
+    ):
+        data = open_dataset(f"fashion-mnist:{FASHION_MNIST_DIR}", "eval", classifier.preprocess.geometry)
+        results[name] = evaluate(classifier, make_loader(data, 250, cpu, limit=SLICE), cpu, progress=False)["top1"]
+    return results
 
 
 def _lines(r: dict) -> list[str]:
@@ -95,18 +125,23 @@ def _lines(r: dict) -> list[str]:
         f"window {i['window']}, window energy {i['window_energy_normalized']:.3f} (normalised)",
         f"converted      -> {r['outputs'][0]} (timm abswin parts)",
         f"               -> {r['outputs'][1]} (baked for {TARGET}x{TARGET})",
-        f"native check   window + global composed at 56x56 vs source: max abs error {r['native_max_abs_error']:.1e}",
+        f"native check   window + global composed at {i['grid']} vs source: max abs error {r['native_max_abs_error']:.1e}",
         f"pattern        window energy at {TARGET}: absolute win {r['energy_abswin']:.3f}, "
         f"naive bicubic {r['energy_naive']:.3f} (source {r['energy_source']:.3f})",
     ]
     if "logits_diff_native" in r:
         lines += [
-            f"runtime        {r['runtime']}: strict loads at 224 and {TARGET} ok",
-            f"               abswin model at 224 vs original: max logit diff {r['logits_diff_native']:.1e}",
+            f"runtime        {r['runtime']}: strict loads at {i['native_input']} and {TARGET} ok",
+            f"               abswin model at {i['native_input']} vs original: max logit diff {r['logits_diff_native']:.1e}",
             f"               baked {TARGET} model vs abswin {TARGET} model: max logit diff {r['logits_diff_baked_vs_abswin']:.1e}",
         ]
     else:
         lines.append(f"runtime        {r['runtime']}")
+    if r["accuracy"]:
+        lines.append(f"accuracy       Fashion-MNIST, first {SLICE} test images, no finetuning: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in r["accuracy"].items()))
+    else:
+        lines.append("accuracy       skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     ok = r["native_max_abs_error"] < 1e-5 and r.get("logits_diff_native", 0) < 1e-4
     lines.append("verified       OK" if ok else "verified       FAILED")
     r["ok"] = ok

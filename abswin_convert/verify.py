@@ -46,7 +46,7 @@ def timm_model(architecture: str, model_args: dict, state: dict[str, torch.Tenso
 
 
 @torch.no_grad()
-def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, img_size: int, seed: int = 0) -> float:
+def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, img_size: int, seed: int = 0, channels: int = 3) -> float:
     """Max abs difference of two models' outputs on the same random batch."""
-    x = torch.randn(2, 3, img_size, img_size, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(2, channels, img_size, img_size, generator=torch.Generator().manual_seed(seed))
     return float((a(x) - b(x)).abs().max())

@@ -241,8 +241,8 @@ def test_timm_config_follows_the_conversion(tmp_path, cli):
     config = hm.read_json(out / "config.json")
     assert config["model_args"]["abs_win_pos_embed"] is True
     assert config["model_args"]["global_pos_size"] == [14, 14]
-    assert config["pretrained_cfg"]["input_size"] == [3, 448, 448]
+    assert config["pretrained_cfg"]["input_size"] == [1, 448, 448]  # the example is a 1-channel (Fashion-MNIST) model
     import timm
 
-    model = timm.create_model(config["architecture"], num_classes=config["num_classes"], **config["model_args"])
+    model = timm.create_model(config["architecture"], **{**config["model_args"], "num_classes": config["num_classes"]})
     model.load_state_dict(load_file(out / "model.safetensors"), strict=True)

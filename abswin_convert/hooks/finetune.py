@@ -1,0 +1,154 @@
+"""A short finetune at a new input size, from the naive-resized embedding or from absolute win, then eval.
+
+``--pos naive`` resizes the whole learned embedding to the new token grid, as every loader does today.
+``--pos abswin`` splits it into window and global parts and builds timm's absolute-win Hiera, so the two parts
+are separate parameters and train separately, as the paper trains them. On CUDA the steps run in bf16 autocast
+with channels_last inputs, and the loss stays on the device until the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .. import absolute_win as aw
+from .. import families
+from ..errors import AbswinError
+from ..families import hiera
+from ..families.base import nchw, output_grid, read_position
+from ..provenance import output_metadata
+from ..writer import OutputTensor, atomic_file, check_destination, write_safetensors
+from .data import open_dataset
+from .eval import batch_inputs, evaluate, make_loader, prepare, resolve_device
+from .models import Classifier, open_with_config, runtime_of, timm_args, timm_preprocess
+
+POSITIONS = ("naive", "abswin")
+
+
+def start_model(checkpoint: str | Path, img_size: int, pos: str) -> Classifier:
+    """The checkpoint as a timm classifier at ``img_size``, its position embedding set up per ``pos``."""
+    if pos not in POSITIONS:
+        raise AbswinError(f"unknown --pos {pos!r}; use naive or abswin")
+    ckpt = open_with_config(checkpoint)
+    config = ckpt.config or {}
+    if runtime_of(config) != "timm":
+        raise AbswinError("finetune builds timm models; give it a timm checkpoint (config.json with architecture)")
+    _, det = families.detect(ckpt, hiera.name)  # finetune builds timm Hiera; anything else is refused here
+    out_grid = output_grid(det, (img_size, img_size))
+    state = {k: ckpt.tensor(k) for k in ckpt.keys()}
+    dtype = state[det.pos_key].dtype
+    if pos == "abswin":
+        parts, _ = hiera.read_parts(ckpt, det, None)
+        state["pos_embed"], state["pos_embed_win"] = nchw(parts.global_).to(dtype), nchw(parts.window).to(dtype)
+    else:
+        if det.format == "timm-abswin":
+            raise AbswinError("--pos naive needs one flat position embedding; this checkpoint is already split (timm abswin)")
+        resized = aw.naive(read_position(ckpt, det).grid, out_grid, det.resize)
+        state["pos_embed"] = resized.reshape(1, -1, resized.shape[-1]).to(dtype)
+    import timm
+
+    model = timm.create_model(config["architecture"], pretrained=False, **timm_args(config, state, img_size))
+    model.load_state_dict(state, strict=True)
+    return Classifier(model.eval(), timm_preprocess(config, img_size), "timm", int(config["num_classes"]), config)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices only; never on position embeddings, norms or biases (timm's rule)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 or "pos_embed" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _forever(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def train(classifier: Classifier, loader: DataLoader, steps: int, lr: float, device: torch.device,
+          weight_decay: float = 0.05, warmup: int | None = None, cosine: bool = False, eval_at: Sequence[int] = (),
+          on_eval: Callable[[int], None] | None = None) -> dict:
+    """``steps`` AdamW steps, linear warmup then constant ``lr`` (or a cosine decay to 0); ``on_eval(step)`` runs
+    after each step in ``eval_at`` (0 = before training). Returns the mean training loss and the speed."""
+    model = classifier.model
+    warmup = max(1, steps // 10) if warmup is None else warmup
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, steps, cosine))
+    cuda = device.type == "cuda"
+    loss_sum = torch.zeros((), device=device)
+    if on_eval and 0 in eval_at:
+        on_eval(0)
+    start = time.perf_counter()
+    batches = _forever(loader)
+    for step in range(1, steps + 1):
+        model.train()
+        images, labels = next(batches)
+        x = batch_inputs(classifier, images, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = F.cross_entropy(classifier(x).float(), labels.to(device, non_blocking=cuda))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.detach()
+        if on_eval and step in eval_at:
+            on_eval(step)
+    model.eval()
+    seconds = time.perf_counter() - start
+    mean_loss = float(loss_sum) / steps if steps else math.nan
+    return {"train_loss": mean_loss, "train_seconds": round(seconds, 3), "steps_per_s": round(steps / seconds, 3) if steps else None}
+
+
+def _lr_factor(step: int, warmup: int, steps: int, cosine: bool) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def run_finetune(checkpoint: str | Path, data: str, img_size: int, steps: int, pos: str, output: str | Path,
+                 lr: float = 1e-4, batch_size: int = 32, device: str = "auto", seed: int = 0,
+                 eval_limit: int | None = None, force: bool = False, progress: bool = True) -> dict:
+    """``abswin-convert finetune``: finetune at ``img_size``, evaluate, write ``output/model.safetensors`` +
+    ``config.json``; returns the metrics."""
+    if steps < 0:
+        raise AbswinError(f"--steps must be 0 or more, got {steps}")
+    out = Path(output)
+    weights, config_path = out / "model.safetensors", out / "config.json"
+    source = open_with_config(checkpoint).path
+    check_destination(weights, [source], force)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    classifier = prepare(start_model(checkpoint, img_size, pos), dev)
+    train_set = open_dataset(data, "train", classifier.preprocess.geometry)
+    eval_set = open_dataset(data, "eval", classifier.preprocess.geometry)
+    fit = train(classifier, make_loader(train_set, batch_size, dev, shuffle=True, seed=seed), steps, lr, dev)
+    metrics = evaluate(classifier, make_loader(eval_set, max(batch_size, 64), dev, limit=eval_limit), dev, progress)
+    report = {"checkpoint": str(checkpoint), "data": data, "img_size": img_size, "pos": pos, "steps": steps, "lr": lr,
+              "batch_size": batch_size, "seed": seed, "device": str(dev), **fit, **metrics}
+    stats = {"finetune." + k: str(report[k]) for k in ("data", "img_size", "pos", "steps", "lr", "seed", "top1", "loss")}
+    save_timm(classifier, img_size, weights, config_path, output_metadata(str(checkpoint), source, stats))
+    return {**report, "output": str(out)}
+
+
+def save_timm(classifier: Classifier, img_size: int, weights: Path, config_path: Path, metadata: dict[str, str]) -> None:
+    """Write the model's state and a timm ``config.json`` that rebuilds it at ``img_size``."""
+    state = {k: v.detach().cpu().contiguous() for k, v in classifier.model.state_dict().items()}
+    write_safetensors(weights, [OutputTensor(k, v.dtype, tuple(v.shape), v) for k, v in state.items()], metadata)
+    config = json.loads(json.dumps(classifier.config))  # a deep copy
+    model_args = config.setdefault("model_args", {})
+    model_args["img_size"] = [img_size, img_size]
+    if "pos_embed_win" in state:
+        model_args.update(abs_win_pos_embed=True, global_pos_size=list(state["pos_embed"].shape[-2:]))
+    cfg = config.setdefault("pretrained_cfg", {})
+    cfg["input_size"] = [classifier.preprocess.channels, img_size, img_size]
+    with atomic_file(config_path) as f:
+        f.write((json.dumps(config, indent=2, sort_keys=True) + "\n").encode())

@@ -1,0 +1,57 @@
+"""``inspect --plot``: the picture of an embedding, its window part and its global part."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from abswin_convert import absolute_win as aw
+from abswin_convert.demo import example_path
+from abswin_convert.errors import AbswinError
+from abswin_convert.plot import plot_embedding, to_rgb
+from abswin_convert.synthetic import structured_grid
+
+
+def _read_png(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def test_inspect_plot_writes_a_png(tmp_path):
+    out = tmp_path / "pic" / "embedding.png"
+    done = subprocess.run(["abswin-convert", "inspect", str(example_path()), "--plot", str(out), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["plot"] == str(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = _read_png(out)
+    assert image.shape[0] > 200 and image.shape[1] > 3 * image.shape[0] // 2  # three panels side by side
+
+
+def test_periodic_embedding_looks_periodic():
+    """For a perfectly window-periodic grid the tiled window panel is the embedding panel, and the global one is flat."""
+    window = torch.randn(8, 8, 6, generator=torch.Generator().manual_seed(0))
+    grid = aw.tile(window, (32, 32))
+    win, global_ = aw.split(grid, (8, 8))
+    embedding_rgb, window_rgb, global_rgb = to_rgb([grid, aw.tile(win, (32, 32)), global_])
+    assert np.allclose(embedding_rgb, window_rgb, atol=1e-6)
+    assert np.ptp(global_rgb.reshape(-1, 3), axis=0).max() < 1e-6  # one flat colour
+    assert np.ptp(embedding_rgb) > 0.5  # the pattern fills the colour range
+
+
+def test_plot_embedding_of_a_structured_grid(tmp_path):
+    out = plot_embedding(structured_grid((32, 32), 16, (8, 8)), (8, 8), tmp_path / "e.png", title="planted")
+    assert _read_png(out).shape[2] in (3, 4)
+
+
+def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    with pytest.raises(AbswinError, match="pip install"):
+        plot_embedding(structured_grid((16, 16), 4, (8, 8)), (8, 8), tmp_path / "e.png")
+    assert not (tmp_path / "e.png").exists()

@@ -11,6 +11,7 @@ import json
 import pickle
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,10 @@ import torch
 
 from .errors import AbswinError
 from .safetensors_header import TensorEntry, read_header, read_tensor
+
+# torch's weights-only loader warns about pickle protocols it was not written for; the user can do nothing about
+# it, and what matters (the file opens, or a one-line error says why not) is said anyway.
+warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint", category=UserWarning)
 
 WRAPPER_KEYS = ("model_state", "model", "state_dict")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pkl", ".ckpt")
@@ -141,10 +146,10 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     if len(magic) == 9 and magic[8:9] == b"{" and plausible:
         entries, metadata = read_header(path)
         return Checkpoint(path, "safetensors", None, config, entries=entries, metadata=metadata)
-    if magic.startswith(_ZIP_MAGIC) or (magic[:1] == b"\x80" and path.suffix != ".pkl"):
+    if magic.startswith(_ZIP_MAGIC):
         return _open_torch(path, config)
     if magic[:1] == b"\x80":
-        return _open_pickle(path, config)
+        return _open_pickle(path, config) if path.suffix == ".pkl" else _open_legacy_torch(path, config)
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
 
 
@@ -159,20 +164,32 @@ def _read_config(path: Path) -> dict:
 
 
 def _open_torch(path: Path, config: dict | None) -> Checkpoint:
+    """A torch zip file, memory-mapped: tensors are read when touched, or copied raw by the writer."""
     # argparse.Namespace is data only; MAE training saves keep their `args` in one.
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            stored = _stored_ranges(path)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):  # legacy (non-zip) torch files cannot be memory-mapped
-                raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
-            obj, stored = _torch_load_unmapped(path), {}
         except pickle.UnpicklingError as exc:
             raise AbswinError(_refused_pickle(path, exc)) from None
         except Exception as exc:  # torch raises many types for corrupt zips
             raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
+        stored = _stored_ranges(path)
     return _from_object(path, "torch", obj, config, stored)
+
+
+def _open_legacy_torch(path: Path, config: dict | None) -> Checkpoint:
+    """A torch file from before the zip format (it cannot be mapped), or a plain pickle named like one."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as refused:
+            try:  # numpy arrays pickled into a .pth are fine for the numpy-only reader
+                return _open_pickle(path, config)
+            except AbswinError:
+                raise AbswinError(_refused_pickle(path, refused)) from None
+        except Exception as exc:
+            raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
+    return _from_object(path, "torch", obj, config)
 
 
 def _stored_ranges(path: Path) -> dict[str, TensorEntry]:
@@ -210,15 +227,6 @@ def _little_endian_zip(path: Path) -> bool:
             return not names or archive.read(names[0]).strip() == b"little"
     except Exception:  # zipfile raises many types for odd archives; then we simply do not copy raw
         return False
-
-
-def _torch_load_unmapped(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise AbswinError(_refused_pickle(path, exc)) from None
-    except Exception as exc:
-        raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
 
 
 def _refused_pickle(path: Path, exc: Exception) -> str:

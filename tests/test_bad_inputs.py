@@ -202,6 +202,12 @@ def truncated_torch_zip(d: Path, base: Path):
     return [str(d / "model.pth")], "not a readable torch file"
 
 
+def torch_tensors_pickled_without_torch_save(d: Path, base: Path):
+    with open(d / "model.pth", "wb") as f:
+        pickle.dump(load_file(base), f, protocol=4)  # tensors rebuild through torch internals: refused
+    return [str(d / "model.pth")], "refused to unpickle"
+
+
 def torch_file_holding_a_list(d: Path, base: Path):
     torch.save([torch.zeros(3)], d / "model.pth")
     return [str(d / "model.pth")], "holds a list, not a state dict"
@@ -212,7 +218,7 @@ CASES: list[Case] = [
     pickle_that_runs_code, torch_file_that_runs_code, pkl_with_foreign_object, pkl_with_object_array, nan_in_position,
     inf_in_position_torch, shape_fits_no_grid, grid_not_multiple_of_window, img_size_not_multiple, unknown_family,
     output_is_input, existing_output_without_force, folder_without_weights, unreadable_file, fifo_instead_of_file,
-    truncated_torch_zip, torch_file_holding_a_list,
+    truncated_torch_zip, torch_tensors_pickled_without_torch_save, torch_file_holding_a_list,
 ]
 
 

@@ -70,7 +70,8 @@ def _energy_verdict(normalized: float) -> str:
 @click.option("--img-size", required=True, help="Target input size, N or HxW (e.g. 448 or 448x640).")
 @click.option("--to", "target", type=click.Choice(TARGETS), default="baked", show_default=True)
 @click.option("--global-size", default="full", show_default=True, help="'full' (exact) or GHxGW to refit the global part.")
-@click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default="safetensors", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default=None,
+              help="Output format; default: from the output's suffix (.pt/.pth/.bin: pt), else safetensors.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
@@ -78,7 +79,7 @@ def _energy_verdict(normalized: float) -> str:
 @json_option
 @user_errors
 def convert_command(
-    source: str, output: str, img_size: str, target: str, global_size: str, fmt: str, force: bool, family: str | None, as_json: bool,
+    source: str, output: str, img_size: str, target: str, global_size: str, fmt: str | None, force: bool, family: str | None, as_json: bool,
     push_to: str | None, **overrides,
 ) -> None:
     """Rewrite SOURCE's position embedding for --img-size and write it to --output."""

@@ -19,7 +19,7 @@ from .provenance import output_metadata
 from .resize import Size
 from .writer import OutputTensor, RawBytes, atomic_file, check_destination, write_safetensors, write_torch
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".bin": "pt"}
 
 
 @dataclass
@@ -101,16 +101,16 @@ def convert(
     img_size: int | str | Size,
     target: str = "baked",
     global_size: int | str | Size | None = None,
-    fmt: str = "safetensors",
+    fmt: str | None = None,
     force: bool = False,
     family: str | None = None,
     overrides: Overrides | None = None,
     provenance: dict[str, str] | None = None,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
-    ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there)."""
-    if fmt not in ("safetensors", "pt"):
-        raise AbswinError(f"unknown output format {fmt!r}; use safetensors or pt")
+    ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
+    ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors."""
+    fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
     module = families.FAMILIES[det.family]
@@ -132,9 +132,19 @@ def convert(
     return ConversionResult(weights_path, wrote_config, det, metadata, plan.notes)
 
 
+def output_format(output: Path, fmt: str | None) -> str:
+    """The output format: ``fmt`` when given (it must agree with the file's suffix), else the suffix's."""
+    if fmt not in (None, "safetensors", "pt"):
+        raise AbswinError(f"unknown output format {fmt!r}; use safetensors or pt")
+    by_suffix = None if output.is_dir() else SUFFIX_FORMATS.get(output.suffix)
+    if fmt and by_suffix and fmt != by_suffix:
+        raise AbswinError(f"output {output.name} ends in {output.suffix} but --format is {fmt}; rename it or drop --format")
+    return fmt or by_suffix or "safetensors"
+
+
 def _output_paths(output: Path, ckpt: Checkpoint, fmt: str) -> tuple[Path, Path | None]:
     """``-o`` names a weight file, or a folder that gets the weights plus ``config.json``."""
-    if output.suffix in WEIGHT_SUFFIXES and not output.is_dir():
+    if output.suffix in SUFFIX_FORMATS and not output.is_dir():
         return output, None
     name = "model.safetensors" if fmt == "safetensors" else (ckpt.path.name if ckpt.format == "torch" else "model.pt")
     return output / name, output / "config.json"

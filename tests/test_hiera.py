@@ -246,3 +246,13 @@ def test_timm_config_follows_the_conversion(tmp_path, cli):
 
     model = timm.create_model(config["architecture"], **{**config["model_args"], "num_classes": config["num_classes"]})
     model.load_state_dict(load_file(out / "model.safetensors"), strict=True)
+
+
+def test_output_suffix_picks_the_format_and_a_contradiction_is_refused(tmp_path, cli):
+    _, source = hm.save_official(tmp_path)
+    out = tmp_path / "baked.pth"
+    assert cli("convert", source, "-o", out, "--img-size", 448).exit_code == 0
+    assert list(torch.load(out, weights_only=True)) == ["model_state"]
+    clash = cli("convert", source, "-o", tmp_path / "x.pt", "--img-size", 448, "--format", "safetensors")
+    assert clash.exit_code == 2 and "--format" in clash.stderr
+    assert not (tmp_path / "x.pt").exists()

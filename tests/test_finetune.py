@@ -48,7 +48,8 @@ def test_abswin_finetune_trains_window_and_global_apart(tmp_path, data, source_s
     config = read_json(out / "config.json")
     assert config["model_args"]["abs_win_pos_embed"] is True and config["model_args"]["global_pos_size"] == [16, 16]
     assert config["pretrained_cfg"]["input_size"] == [1, 128, 128]
-    assert read_provenance(state.metadata)["finetune.pos"] == "abswin"
+    provenance = read_provenance(state.metadata)
+    assert provenance["finetune.pos"] == "abswin" and provenance["img_size"] == "128x128"
     # The output rebuilds from its own config and scores what finetune reported.
     again = run_eval(out, data, 128, "cpu", limit=100)
     assert again["top1"] == report["top1"] and again["loss"] == pytest.approx(report["loss"], rel=1e-5)

@@ -23,6 +23,7 @@ from .. import families
 from ..errors import AbswinError
 from ..families import hiera
 from ..families.base import nchw, output_grid, read_position
+from ..grid import format_size
 from ..provenance import output_metadata
 from ..writer import OutputTensor, atomic_file, check_destination, write_safetensors
 from .data import open_dataset
@@ -134,7 +135,8 @@ def run_finetune(checkpoint: str | Path, data: str, img_size: int, steps: int, p
     metrics = evaluate(classifier, make_loader(eval_set, max(batch_size, 64), dev, limit=eval_limit), dev, progress)
     report = {"checkpoint": str(checkpoint), "data": data, "img_size": img_size, "pos": pos, "steps": steps, "lr": lr,
               "batch_size": batch_size, "seed": seed, "device": str(dev), **fit, **metrics}
-    stats = {"finetune." + k: str(report[k]) for k in ("data", "img_size", "pos", "steps", "lr", "seed", "top1", "loss")}
+    stats = {"finetune." + k: str(report[k]) for k in ("data", "pos", "steps", "lr", "seed", "top1", "loss")}
+    stats["img_size"] = format_size((img_size, img_size))  # what hooks read as the checkpoint's size
     save_timm(classifier, img_size, weights, config_path, output_metadata(str(checkpoint), source, stats))
     return {**report, "output": str(out)}
 

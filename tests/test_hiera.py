@@ -256,3 +256,11 @@ def test_output_suffix_picks_the_format_and_a_contradiction_is_refused(tmp_path,
     clash = cli("convert", source, "-o", tmp_path / "x.pt", "--img-size", 448, "--format", "safetensors")
     assert clash.exit_code == 2 and "--format" in clash.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_timm_abswin_whose_global_grid_equals_its_width_is_not_mistaken_for_sam(tmp_path, cli):
+    """pos_embed [1, 16, 16, 16] reads as NHWC too; only the Hiera family may claim it."""
+    _, source = hm.save_timm(tmp_path)
+    out = tmp_path / "g16.safetensors"
+    assert cli("convert", source, "-o", out, "--img-size", 448, "--to", "timm-abswin", "--global-size", 16).exit_code == 0
+    assert inspect(out)["family"] == "hiera"

@@ -30,7 +30,10 @@ _SQUARE_ONLY = ("segment-anything", "transformers")
 
 
 def detect(ckpt: Checkpoint) -> Detection | None:
-    """A 4-D NHWC ``pos_embed`` whose last axis is the patch embedding's width."""
+    """A 4-D NHWC ``pos_embed`` whose last axis is the patch embedding's width, beside relative-position tables
+    (every SAM encoder has them; an NCHW abswin Hiera whose global grid happens to equal its width does not)."""
+    if not relpos.tables(ckpt):
+        return None
     for fmt, pos_key, patch_key in FORMATS:
         if pos_key not in ckpt or patch_key not in ckpt:
             continue

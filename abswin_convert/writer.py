@@ -3,7 +3,8 @@
 The safetensors writer streams: the header is computed from shapes alone, then each tensor is written in turn;
 a tensor the plan does not touch is copied from the source file as raw bytes, never decoded, inside the kernel
 (``copy_file_range``) where it can. The source's sha256 is hashed in a thread alongside the copy and patched into
-the header (its placeholder has the same length).
+the header (its placeholder has the same length). Finished parts are handed to the disk while the rest is copied,
+so that the closing fsync has less left to wait for.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .safetensors_header import DTYPE_NAMES
 
 TEMP_MARK = ".abswin-tmp-"
 _COPY_CHUNK = 64 * 1024 * 1024
+_WRITEBACK_STEP = 32 * 1024 * 1024
 # copy_file_range refuses some pairs of files (other file systems, old kernels, sandboxes): copy through a buffer.
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM}
 
@@ -150,8 +152,10 @@ def write_safetensors(dest: Path, tensors: list[OutputTensor], metadata: dict[st
     header = safetensors_header(tensors, metadata)
     with atomic_file(dest) as out:
         out.write(header)
+        handed_over = 0
         for t in tensors:
             _write_tensor(out, t.data)
+            handed_over = _start_writeback(out, handed_over)
         if digest is not None:
             metadata[SOURCE_SHA256] = digest.hexdigest()
             _patch_header(out, header, SOURCE_SHA256, digest.PLACEHOLDER, metadata[SOURCE_SHA256])
@@ -167,6 +171,20 @@ def _patch_header(out: BinaryIO, header: bytes, key: str, placeholder: str, valu
     out.seek(at + len(entry) - len(placeholder) - 1)
     out.write(value.encode())
     out.seek(end)
+
+
+def _start_writeback(out: BinaryIO, handed_over: int) -> int:
+    """Have the kernel start writing out what was written after ``handed_over``; the new mark.
+
+    ``POSIX_FADV_DONTNEED`` starts the writeback of dirty pages without waiting for it (and drops pages already
+    written). Many files in a row (a zoo) then overlap their copying with the disk instead of taking turns.
+    """
+    position = out.tell()
+    if position - handed_over < _WRITEBACK_STEP or not hasattr(os, "posix_fadvise"):
+        return handed_over
+    out.flush()
+    os.posix_fadvise(out.fileno(), handed_over, position - handed_over, os.POSIX_FADV_DONTNEED)
+    return position
 
 
 def _write_tensor(out: BinaryIO, data: RawBytes | torch.Tensor) -> None:

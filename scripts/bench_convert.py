@@ -57,6 +57,22 @@ state[key] = F.interpolate(pos, size=(grid, grid), mode="bicubic", align_corners
 save_file(state, dst, metadata={"format": "pt"})
 """
 
+# Runs a command as its child and prints its wall time, peak RSS and exit status. A small fresh interpreter forks
+# it: a child forked straight from this torch-sized process would inherit its RSS high-water mark (ru_maxrss).
+LAUNCH = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        os.execvp(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - start, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status))
+"""
+
 # The zoo, when the `zoo` command does not exist yet: every conversion in one process through the library API.
 ZOO_IN_PROCESS = """
 import sys
@@ -150,18 +166,17 @@ class Sample:
 
 
 def run_child(case: Case) -> Sample:
-    """Run ``case`` as a child; its wall time and its own peak RSS (``wait4`` reports that child alone)."""
+    """Run ``case`` through ``LAUNCH``; its wall time and its own peak RSS."""
+    env = {**os.environ, "PYTHONPATH": str(case.pythonpath)} if case.pythonpath else None
     with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        env = {**os.environ, "PYTHONPATH": str(case.pythonpath)} if case.pythonpath else None
-        proc = subprocess.Popen(case.argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        launcher = subprocess.run(
+            [sys.executable, "-S", "-c", LAUNCH, *case.argv], stdout=subprocess.PIPE, stderr=err, cwd=REPO, env=env
+        )
+        seconds, peak_rss, status = launcher.stdout.split()
+        if launcher.returncode or int(status):
             err.seek(0)
-            raise SystemExit(f"{case.name} failed ({proc.returncode}): {err.read().decode(errors='replace')[-2000:]}")
-    return Sample(seconds, usage.ru_maxrss * 1024)
+            raise SystemExit(f"{case.name} failed ({status}): {err.read().decode(errors='replace')[-2000:]}")
+    return Sample(float(seconds), int(peak_rss))
 
 
 def remove(path: Path | None) -> None:
@@ -311,6 +326,7 @@ def main() -> None:
     parser.add_argument("--skip-zoo", action="store_true")
     parser.add_argument("--baseline-tree", type=Path, help="also time the conversions with DIR/abswin_convert")
     parser.add_argument("--json", action="store_true", help="print a JSON report instead of Markdown")
+    parser.add_argument("--save-json", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
 
     files = prepare(args.cache)
@@ -338,6 +354,8 @@ def main() -> None:
         "sam_pth_bytes": files["sam_pth"].stat().st_size,
         "runs": args.runs,
     }
+    if args.save_json:
+        args.save_json.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report, indent=2))
         return

@@ -5,6 +5,7 @@ the conversion does not touch comes out bit for bit, from safetensors and from t
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,16 @@ def test_format_pt_keeps_the_dtype_and_the_untouched_tensors(tmp_path):
     written = torch.load(tmp_path / "out.pth", weights_only=True)["model"]
     assert {t.dtype for t in written.values()} == {torch.bfloat16}
     assert {k for k in state if digest(written[k]) != digest(state[k])} == {"pos_embed"}
+
+
+def test_bytes_survive_the_copy_between_file_systems(tmp_path):
+    """Across file systems copy_file_range refuses (EXDEV) and the writer copies through a buffer: same bytes."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second file system (/dev/shm) beside the temp folder")
+    state = low_precision_state(torch.float16)
+    source = save(state, tmp_path, "safetensors")
+    convert(source, tmp_path / "same.safetensors", 448)
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        convert(source, Path(other) / "other.safetensors", 448)
+        assert (Path(other) / "other.safetensors").read_bytes() == (tmp_path / "same.safetensors").read_bytes()

@@ -172,7 +172,7 @@ def _open_torch(path: Path, config: dict | None) -> Checkpoint:
         except pickle.UnpicklingError as exc:
             raise AbswinError(_refused_pickle(path, exc)) from None
         except Exception as exc:  # torch raises many types for corrupt zips
-            raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
+            raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)}); is it truncated?") from None
         stored = _stored_ranges(path)
     return _from_object(path, "torch", obj, config, stored)
 
@@ -185,8 +185,9 @@ def _open_legacy_torch(path: Path, config: dict | None) -> Checkpoint:
         except pickle.UnpicklingError as refused:
             try:  # numpy arrays pickled into a .pth are fine for the numpy-only reader
                 return _open_pickle(path, config)
-            except AbswinError:
-                raise AbswinError(_refused_pickle(path, refused)) from None
+            except AbswinError as also_refused:  # say what was refused, in whichever words name it
+                named = "GLOBAL" in str(refused)
+                raise AbswinError(_refused_pickle(path, refused) if named else str(also_refused)) from None
         except Exception as exc:
             raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
     return _from_object(path, "torch", obj, config)
@@ -231,16 +232,17 @@ def _little_endian_zip(path: Path) -> bool:
 
 def _refused_pickle(path: Path, exc: Exception) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-    what = f" ({found.group(1)})" if found else ""
+    what = found.group(1) if found else "an object that is not a tensor"
     return (
-        f"{path.name}: refused to unpickle an object that is not a tensor{what}; "
-        "only weights-only checkpoints are read, nothing in the file was run"
+        f"{path.name}: refused to unpickle {what}; only weights-only checkpoints (tensors, numpy arrays) are read, "
+        "nothing in the file was run"
     )
 
 
 def _first_line(exc: Exception) -> str:
+    """The first sentence of an exception's message (torch's run on for lines)."""
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else exc.__class__.__name__
+    return text[0].split(". ")[0][:160] if text else exc.__class__.__name__
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

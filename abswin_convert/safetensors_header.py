@@ -47,11 +47,15 @@ class TensorEntry:
         return self.end - self.start
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     seen: dict = {}
     for key, value in pairs:
         if key in seen:
-            raise AbswinError(f"duplicate key {key!r} in the safetensors header")
+            raise _DuplicateKey(key)
         seen[key] = value
     return seen
 
@@ -66,13 +70,15 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > min(MAX_HEADER_BYTES, file_size - 8):
             raise AbswinError(
-                f"{path.name}: safetensors header claims {header_len} bytes but the file has {file_size}; "
-                "the file is truncated or not safetensors"
+                f"{path.name}: the safetensors header claims {header_len} bytes but only {file_size - 8} follow its "
+                "length; the file is truncated or not safetensors"
             )
         raw = f.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except _DuplicateKey as exc:
+        raise AbswinError(f"{path.name}: the safetensors header names {exc.args[0]!r} twice; the file is corrupt") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise AbswinError(f"{path.name}: the safetensors header is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(header, dict):
         raise AbswinError(f"{path.name}: the safetensors header is not a JSON object")
@@ -88,8 +94,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
 def _entry(file_name: str, name: str, spec: object, data_start: int) -> TensorEntry:
     try:
         dtype = DTYPES[spec["dtype"]]  # type: ignore[index]
-        shape = tuple(int(d) for d in spec["shape"])  # type: ignore[index]
-        begin, end = (int(o) for o in spec["data_offsets"])  # type: ignore[index]
+        shape = tuple(_whole(d) for d in spec["shape"])  # type: ignore[index]
+        begin, end = (_whole(o) for o in spec["data_offsets"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
         raise AbswinError(f"{file_name}: header entry {name!r} is malformed or has an unknown dtype") from None
     if min(shape, default=0) < 0 or begin < 0 or end < begin:
@@ -103,6 +109,13 @@ def _entry(file_name: str, name: str, spec: object, data_start: int) -> TensorEn
             f"the header gives {end - begin}"
         )
     return TensorEntry(dtype, shape, data_start + begin, data_start + end)
+
+
+def _whole(value: object) -> int:
+    """A JSON integer; floats, strings and booleans are not sizes."""
+    if type(value) is not int:
+        raise TypeError(value)
+    return value
 
 
 def _check_layout(file_name: str, entries: dict[str, TensorEntry], data_size: int, data_start: int) -> None:

@@ -6,15 +6,11 @@ from types import ModuleType
 
 from ..checkpoint import Checkpoint
 from ..errors import AbswinError
-from . import generic, hiera, sam, vitdet
-from . import sam2
+from . import generic, hiera, sam, sam2, vitdet
 from .base import Detection
 
-FAMILIES: dict[str, ModuleType] = {hiera.name: hiera}
-FAMILIES[sam2.name] = sam2
-FAMILIES[sam.name] = sam
-FAMILIES[vitdet.name] = vitdet
-FAMILIES[generic.name] = generic  # only ever chosen by --family generic or --key/--layout
+# generic is only ever chosen by --family generic or --key/--layout.
+FAMILIES: dict[str, ModuleType] = {m.name: m for m in (hiera, sam, vitdet, sam2, generic)}
 
 
 def detect(ckpt: Checkpoint, family: str | None = None, overrides: generic.Overrides | None = None) -> tuple[ModuleType, Detection]:

@@ -139,7 +139,7 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
         raise AbswinError(f"{path}: cannot read ({exc.strerror})") from None
     if not magic:
         raise AbswinError(f"{path}: the file is empty")
-    config = _read_config(config_path) if config_path else None
+    config = read_json_object(config_path) if config_path else None
     # safetensors first: its header length is little-endian, so 1 file in 32 starts with the pickle byte 0x80.
     # A .safetensors name is trusted even when the length is wrong, so that read_header says what is wrong.
     plausible = int.from_bytes(magic[:8], "little") <= path.stat().st_size - 8 or path.suffix == ".safetensors"
@@ -153,14 +153,15 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
 
 
-def _read_config(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON file holding one object (config.json and our sidecars), or a one-line error."""
     try:
-        config = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AbswinError(f"{path}: cannot read config.json ({exc.__class__.__name__})") from None
-    if not isinstance(config, dict):
-        raise AbswinError(f"{path}: config.json is not a JSON object")
-    return config
+        raise AbswinError(f"{path}: cannot read it as JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise AbswinError(f"{path}: holds no JSON object")
+    return data
 
 
 def _open_torch(path: Path, config: dict | None) -> Checkpoint:

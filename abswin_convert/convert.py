@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from .hub import ResolvedHubFile, open_source
 from .plan import Plan
 from .provenance import output_metadata
 from .resize import Size
-from .writer import OutputTensor, RawBytes, atomic_file, check_destination, write_safetensors, write_torch
+from .writer import OutputTensor, RawBytes, check_destination, write_json, write_safetensors, write_torch
 
 SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".bin": "pt"}
 
@@ -124,10 +123,10 @@ def convert(
         write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
     else:
         write_torch(weights_path, _torch_object(ckpt, plan))
-        _write_json(weights_path.with_name(weights_path.name + ".abswin.json"), metadata)
+        write_json(weights_path.with_name(weights_path.name + ".abswin.json"), metadata)
     wrote_config = None
     if plan.config is not None and config_path is not None:
-        _write_json(config_path, plan.config)
+        write_json(config_path, plan.config)
         wrote_config = config_path
     return ConversionResult(weights_path, wrote_config, det, metadata, plan.notes)
 
@@ -184,9 +183,4 @@ def _torch_object(ckpt: Checkpoint, plan: Plan) -> dict:
     if ckpt.wrapper is None:
         return state
     return {**ckpt.extra, ckpt.wrapper: state}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_file(path) as f:
-        f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 

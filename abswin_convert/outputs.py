@@ -7,15 +7,14 @@ what is read here, and the zoo reads it to decide whether an output is already u
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import WEIGHT_SUFFIXES, WeightFileChoiceError, choose_weight_file
+from .checkpoint import WEIGHT_SUFFIXES, WeightFileChoiceError, choose_weight_file, read_json_object
 from .errors import AbswinError
 from .provenance import read_provenance
 from .safetensors_header import read_header
-from .writer import atomic_file
+from .writer import write_json
 
 CONFIG_FILE = "config.json"
 HOOKS_FILE = "abswin-hooks.json"
@@ -50,7 +49,7 @@ def read_output(path: Path) -> ConvertedOutput:
         provenance=provenance,
         config=folder / CONFIG_FILE if folder and (folder / CONFIG_FILE).is_file() else None,
         sidecar=sidecar if sidecar.is_file() else None,
-        hooks=_read_json(hooks_file) if hooks_file else {},
+        hooks=read_json_object(hooks_file) if hooks_file else {},
         hooks_file=hooks_file,
     )
 
@@ -69,7 +68,7 @@ def _provenance(weights: Path, sidecar: Path) -> dict[str, str]:
     if weights.suffix == ".safetensors":
         _, metadata = read_header(weights)
     else:
-        metadata = _read_json(sidecar) if sidecar.is_file() else {}
+        metadata = read_json_object(sidecar) if sidecar.is_file() else {}
     provenance = read_provenance(metadata)
     if not provenance:
         raise AbswinError(
@@ -79,19 +78,8 @@ def _provenance(weights: Path, sidecar: Path) -> dict[str, str]:
     return provenance
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise AbswinError(f"{path}: cannot read it as JSON ({error.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise AbswinError(f"{path}: holds no JSON object")
-    return data
-
-
 def write_hooks(folder: Path, results: dict[str, dict]) -> Path:
     """Store hook results beside the weights, where ``push`` and the model card find them."""
     path = folder / HOOKS_FILE
-    with atomic_file(path) as f:
-        f.write((json.dumps(results, indent=2, sort_keys=True, default=str) + "\n").encode())
+    write_json(path, results)
     return path

@@ -223,6 +223,12 @@ def _copy_chunk(src: int, dst: int, src_offset: int, dst_offset: int, count: int
     return os.pwrite(dst, chunk, dst_offset) if chunk else 0
 
 
+def write_json(dest: Path, data: object) -> None:
+    """A JSON file (indented, keys sorted), through the same temp-file-and-rename path."""
+    with atomic_file(dest) as out:
+        out.write((json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
 def write_torch(dest: Path, obj: object) -> None:
     """``torch.save`` through the same temp-file-and-rename path."""
     with atomic_file(dest) as out:

@@ -48,7 +48,7 @@ from .outputs import read_output, write_hooks
 from .provenance import sha256_of
 from .push import push
 from .resize import Size
-from .writer import atomic_file
+from .writer import atomic_file, write_json
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -511,8 +511,7 @@ def _fill_from_output(row: OutputRow, folder: Path) -> None:
 
 
 def _write_reports(report: ZooReport) -> None:
-    with atomic_file(report.out / REPORT_JSON) as f:
-        f.write((json.dumps(report.to_json(), indent=2, sort_keys=True, default=str) + "\n").encode())
+    write_json(report.out / REPORT_JSON, report.to_json())
     with atomic_file(report.out / REPORT_MD) as f:
         f.write(report.markdown().encode())
 

@@ -17,7 +17,6 @@ loads with ``strict=True``. Then the question whether the SAM2 trunk computes wh
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 from safetensors.torch import load_file, save_file
 from sam2.modeling.backbones.hieradet import Hiera as Sam2Trunk

@@ -21,7 +21,6 @@ import copy
 import re
 from dataclasses import replace
 
-import torch
 
 from ..checkpoint import Checkpoint
 from ..errors import AbswinError

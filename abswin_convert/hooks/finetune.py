@@ -25,7 +25,7 @@ from ..families import hiera
 from ..families.base import nchw, output_grid, read_position
 from ..grid import format_size
 from ..provenance import output_metadata
-from ..writer import OutputTensor, atomic_file, check_destination, write_safetensors
+from ..writer import OutputTensor, check_destination, write_json, write_safetensors
 from .data import open_dataset
 from .eval import batch_inputs, evaluate, make_loader, prepare, resolve_device
 from .models import Classifier, open_with_config, runtime_of, timm_args, timm_preprocess
@@ -152,5 +152,4 @@ def save_timm(classifier: Classifier, img_size: int, weights: Path, config_path:
         model_args.update(abs_win_pos_embed=True, global_pos_size=list(state["pos_embed"].shape[-2:]))
     cfg = config.setdefault("pretrained_cfg", {})
     cfg["input_size"] = [classifier.preprocess.channels, img_size, img_size]
-    with atomic_file(config_path) as f:
-        f.write((json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    write_json(config_path, config)

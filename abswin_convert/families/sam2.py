@@ -21,7 +21,6 @@ import copy
 import re
 from dataclasses import replace
 
-
 from ..checkpoint import Checkpoint
 from ..errors import AbswinError
 from ..grid import format_size, grid_size_of

@@ -9,8 +9,11 @@ Whatever opens is read in full, and a tensor the writer would copy raw must hold
 from __future__ import annotations
 
 import pickle
+import random
 import signal
+import struct
 import tempfile
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -144,3 +147,37 @@ def test_random_bytes_open_or_fail_clearly(scratch, suffix, head, body):
     path = scratch / f"random{suffix}"
     path.write_bytes(head + body)
     read_everything(path)
+
+
+def test_a_huge_memo_index_costs_no_memory(scratch):
+    """Found by this fuzzing: ``LONG_BINPUT n`` made the C unpickler grow its memo array to n entries (a 200 kB file
+    took 23 GB). The reader's memo is a dict now; n = 50 million would cost the old reader 800 MB."""
+    path = scratch / "memo.pkl"
+    path.write_bytes(b"\x80\x02}r" + struct.pack("<I", 50_000_000) + b".")  # {} stored at memo[50_000_000]
+    tracemalloc.start()
+    try:
+        with pytest.raises(AbswinError, match="no tensors found"):
+            open_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.pth"])
+def test_damage_inside_tensor_data_is_read_and_copied_as_it_is(seeds, scratch, name):
+    """Bytes changed inside the tensors (not the header, not the zip directory) still open, and the ranges the
+    writer would copy raw hold exactly the bytes the tensors now read."""
+    ckpt = open_checkpoint(seeds[name])
+    ranges = [ckpt.raw_entry(k) for k in ckpt.keys()]
+    rng = random.Random(0)
+    for trial in range(20):
+        data = bytearray(seeds[name].read_bytes())
+        for entry in rng.sample(ranges, 3):
+            at = rng.randrange(entry.start, entry.end)
+            data[at] ^= 0xFF
+        path = scratch / f"damaged{trial}{Path(name).suffix}"
+        path.write_bytes(bytes(data))
+        damaged = open_checkpoint(path)
+        assert any(not torch.equal(damaged.tensor(k), ckpt.tensor(k)) for k in ckpt.keys())
+        read_everything(path)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import AbswinError
+from .safe_pickle import load_numpy_pickle
 from .safetensors_header import TensorEntry, read_header, read_tensor
 
 # torch's weights-only loader warns about pickle protocols it was not written for; the user can do nothing about
@@ -232,7 +233,7 @@ def _little_endian_zip(path: Path) -> bool:
 
 
 def _refused_pickle(path: Path, exc: Exception) -> str:
-    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    found = re.search(r"GLOBAL (\S+)", str(exc))
     what = found.group(1) if found else "an object that is not a tensor"
     return (
         f"{path.name}: refused to unpickle {what}; only weights-only checkpoints (tensors, numpy arrays) are read, "
@@ -246,33 +247,10 @@ def _first_line(exc: Exception) -> str:
     return text[0].split(". ")[0][:160] if text else exc.__class__.__name__
 
 
-class _NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
-    """Admits numpy arrays and plain containers; any other class or function is refused, never called.
-
-    Built on the pure-Python unpickler: its memo is a dict, where the C one grows an array to the largest index a
-    PUT names, so that a 200 kB pickle saying ``LONG_BINPUT 1482859195`` made it allocate 23 GB (found by fuzzing).
-    """
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("collections", "OrderedDict"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
-
-
 def _open_pickle(path: Path, config: dict | None) -> Checkpoint:
     try:
         with open(path, "rb") as f:
-            obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+            obj = load_numpy_pickle(f)
     except pickle.UnpicklingError as exc:
         raise AbswinError(_refused_pickle(path, exc)) from None
     except Exception as exc:  # truncated or garbled pickles raise EOFError, ValueError, ...
@@ -307,7 +285,10 @@ def _from_object(
 
 def _numeric_array(path: Path, key: object, value: np.ndarray) -> torch.Tensor:
     """A numpy array as a tensor; arrays of Python objects or strings are not weights."""
+    array = np.ascontiguousarray(value)
+    if not array.flags.writeable:  # torch warns about read-only arrays (protocol 5 may give them)
+        array = array.copy()
     try:
-        return torch.from_numpy(np.ascontiguousarray(value))
+        return torch.from_numpy(array)
     except TypeError:
         raise AbswinError(f"{path.name}: {key} is a numpy array of {value.dtype}, not numbers; this is not a weight file") from None

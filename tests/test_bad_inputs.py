@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numpy._core.multiarray import _reconstruct as np_reconstruct
 from safetensors.torch import load_file, save_file
 
 from tests import hiera_models as hm
@@ -127,12 +129,26 @@ def pkl_with_foreign_object(d: Path, base: Path):
     return [str(d / "model_final.pkl")], "refused to unpickle datetime.date"
 
 
+class CrashesNumpy:
+    """numpy's own pickle form of an array, with a state that makes ``ndarray.__setstate__`` segfault."""
+
+    def __reduce__(self):
+        return (np_reconstruct, (np.ndarray, (0,), b"b"), (1, (1 << 28,), np.dtype("O"), False, [1]))
+
+
+def pkl_whose_array_state_crashes_numpy(d: Path, base: Path):
+    state = {k: v.numpy() for k, v in load_file(base).items()}
+    with open(d / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": {**state, "pos_embed": CrashesNumpy()}}, f)
+    return [str(d / "model_final.pkl")], "refused to unpickle numpy.dtype(|O)"
+
+
 def pkl_with_object_array(d: Path, base: Path):
     state = {k: v.numpy() for k, v in load_file(base).items()}
     state["pos_embed"] = np.array(["not", "numbers"], dtype=object)
     with open(d / "model_final.pkl", "wb") as f:
         pickle.dump({"model": state}, f)
-    return [str(d / "model_final.pkl")], "numpy array of object, not numbers"
+    return [str(d / "model_final.pkl")], "refused to unpickle numpy.dtype(|O)"
 
 
 def nan_in_position(d: Path, base: Path):
@@ -215,7 +231,8 @@ def torch_file_holding_a_list(d: Path, base: Path):
 
 CASES: list[Case] = [
     empty_file, text_file, truncated_safetensors, header_lies_about_offsets, header_longer_than_file, duplicate_keys,
-    pickle_that_runs_code, torch_file_that_runs_code, pkl_with_foreign_object, pkl_with_object_array, nan_in_position,
+    pickle_that_runs_code, torch_file_that_runs_code, pkl_with_foreign_object, pkl_whose_array_state_crashes_numpy,
+    pkl_with_object_array, nan_in_position,
     inf_in_position_torch, shape_fits_no_grid, grid_not_multiple_of_window, img_size_not_multiple, unknown_family,
     output_is_input, existing_output_without_force, folder_without_weights, unreadable_file, fifo_instead_of_file,
     truncated_torch_zip, torch_tensors_pickled_without_torch_save, torch_file_holding_a_list,
@@ -299,6 +316,13 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, base, case
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert snapshot(tmp_path) == before  # no output, no temp file, inputs untouched
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_the_crashing_state_is_live(tmp_path, base):
+    """The control: plain ``pickle.load`` of that file kills the interpreter with a segfault."""
+    args, _ = pkl_whose_array_state_crashes_numpy(tmp_path, base)
+    load = f"import pickle; pickle.load(open({args[0]!r}, 'rb'))"
+    assert subprocess.run([sys.executable, "-c", load], capture_output=True).returncode == -signal.SIGSEGV
 
 
 @pytest.mark.parametrize("case", [pickle_that_runs_code, torch_file_that_runs_code], ids=lambda c: c.__name__)

@@ -29,10 +29,13 @@ FORMATS = (
 _SQUARE_ONLY = ("segment-anything", "transformers")
 
 
+SPLIT_WINDOW_KEYS = ("pos_embed_win", "pos_embed_window")
+
+
 def detect(ckpt: Checkpoint) -> Detection | None:
-    """A 4-D NHWC ``pos_embed`` whose last axis is the patch embedding's width, beside relative-position tables
-    (every SAM encoder has them; an NCHW abswin Hiera whose global grid happens to equal its width does not)."""
-    if not relpos.tables(ckpt):
+    """A 4-D NHWC ``pos_embed`` whose last axis is the patch embedding's width, and no separate window part
+    (an NCHW absolute-win ``pos_embed`` whose global grid happens to equal its width reads as NHWC too)."""
+    if any(key.endswith(SPLIT_WINDOW_KEYS) for key in ckpt.keys()):
         return None
     for fmt, pos_key, patch_key in FORMATS:
         if pos_key not in ckpt or patch_key not in ckpt:

@@ -13,8 +13,7 @@ from .absolute_win import compose
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import AbswinError
 from .families import hiera
-from .families.base import read_position
-from .grid import to_grid
+from .families.base import read_position, read_window
 
 
 def native_error(source: Checkpoint, source_det: hiera.Detection, output: Path) -> float:
@@ -24,8 +23,7 @@ def native_error(source: Checkpoint, source_det: hiera.Detection, output: Path) 
     out_det = hiera.detect(out)
     if out_det is None or out_det.format != "timm-abswin":
         raise AbswinError(f"{output} holds no split absolute-win embedding to check")
-    window = to_grid(out.tensor("pos_embed_win"), "nchw").grid
-    global_ = to_grid(out.tensor("pos_embed"), "nchw").grid
+    window, global_ = read_window(out, out_det), read_position(out, out_det).grid
     composed = compose(window, global_, source_det.grid, out_det.resize)
     return float((composed - read_position(source, source_det).grid).abs().max())
 

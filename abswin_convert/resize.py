@@ -45,10 +45,3 @@ class Resize:
 BICUBIC = Resize(antialias=False)
 BICUBIC_ANTIALIAS = Resize(antialias=True)
 
-
-def resize_by_name(name: str) -> Resize:
-    """Inverse of ``Resize.name``, for reading provenance back."""
-    for resize in (BICUBIC, BICUBIC_ANTIALIAS):
-        if resize.name == name:
-            return resize
-    raise ValueError(f"unknown resize {name!r}")

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,12 +58,19 @@ class OutputTensor:
 def check_destination(dest: Path, inputs: list[Path], force: bool) -> None:
     """Refuse to write onto an input, or over an existing file without ``force``."""
     for source in inputs:
-        if dest.exists() and source.exists() and os.path.samefile(dest, source) or dest.resolve() == source.resolve():
+        if _same_file(dest, source):
             raise AbswinError(f"output {dest} is the input file; choose another output path")
     if dest.exists() and not force:
         raise AbswinError(f"output {dest} already exists; pass --force to overwrite it")
     if dest.exists() and dest.is_dir():
         raise AbswinError(f"output {dest} is a folder; give a file name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or two names (links) of one existing file."""
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
 def remove_stale_temps(dest: Path) -> list[Path]:
@@ -234,8 +240,3 @@ def write_torch(dest: Path, obj: object) -> None:
     with atomic_file(dest) as out:
         torch.save(obj, out)
 
-
-def copy_file(source: Path, dest: Path) -> None:
-    """Copy a small side file (config.json) atomically."""
-    with atomic_file(dest) as out, open(source, "rb") as src:
-        shutil.copyfileobj(src, out)

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .convert import ConversionResult, convert, inspect  # noqa: E402
+from .api import ConversionResult, InspectReport, convert, inspect
 
-__all__ = ["ConversionResult", "convert", "inspect", "__version__"]
+__all__ = ["ConversionResult", "InspectReport", "__version__", "convert", "inspect"]

@@ -1,4 +1,4 @@
-"""The one exception type for problems a user can cause (bad files, bad options)."""
+"""The one exception type for problems a user can cause (bad files, bad options), and how errors read."""
 
 
 class AbswinError(Exception):
@@ -6,3 +6,12 @@ class AbswinError(Exception):
 
     The CLI prints it as one line on stderr and exits with status 2.
     """
+
+
+def first_line(error: BaseException, sentence: bool = False) -> str:
+    """The first line of an exception's message (libraries run on for lines); with ``sentence``, only its first
+    sentence, at most 160 characters (torch's messages)."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    return lines[0].split(". ")[0][:160] if sentence else lines[0]

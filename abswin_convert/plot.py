@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import absolute_win as aw
 from .errors import AbswinError
-from .resize import Size
+from .maths import absolute_win as aw
+from .maths.resize import Size
 
 
 def _pyplot():
     try:
         import matplotlib
-    except ImportError:
-        raise AbswinError("plotting needs matplotlib; pip install 'abswin-convert[plot]' (or matplotlib)") from None
+    except ImportError as exc:
+        raise AbswinError("plotting needs matplotlib; pip install 'abswin-convert[plot]' (or matplotlib)") from exc
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
@@ -82,9 +82,9 @@ def plot_embedding(grid: torch.Tensor, window: Size, output: str | Path, title: 
 
 def plot_checkpoint(source: str | Path, output: str | Path, family: str | None = None, overrides=None) -> Path:
     """``inspect --plot``: the picture of a checkpoint's embedding (composed at its native size when split)."""
-    from .convert import load
+    from .api import load
     from .families.base import native_grid
-    from .grid import format_size
+    from .maths.grid import format_size
 
     ckpt, det = load(source, family, overrides)[:2]  # a local path or a Hub name
     title = f"{Path(str(source)).name}: {det.family} ({det.format}), {det.pos_key} grid {format_size(det.grid)}, window {format_size(det.window)}"

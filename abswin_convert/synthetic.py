@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from .absolute_win import tile
-from .resize import BICUBIC, Size
+from .maths.absolute_win import tile
+from .maths.resize import BICUBIC, Size
 
 
 def structured_grid(size: Size, channels: int, window: Size, seed: int = 0, noise: float = 0.05) -> torch.Tensor:

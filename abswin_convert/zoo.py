@@ -37,18 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .checkpoint import WEIGHT_SUFFIXES
-from .convert import convert
+from .api import convert
 from .errors import AbswinError
 from .families.base import TARGETS
-from .grid import format_size, parse_size
-from .hub import open_source, parse_hub_source
-from .model_card import format_value, markdown_table
-from .outputs import read_output, write_hooks
-from .provenance import sha256_of
-from .push import push
-from .resize import Size
-from .writer import atomic_file, write_json
+from .hub.model_card import format_value, markdown_table
+from .hub.push import push
+from .hub.sources import open_source, parse_hub_source
+from .io.jsonfile import write_json
+from .io.outputs import WEIGHT_SUFFIXES, read_output, write_hooks
+from .io.provenance import sha256_of
+from .io.writer import atomic_file
+from .maths.grid import format_size, parse_size
+from .maths.resize import Size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -202,9 +202,9 @@ def load_manifest(path: Path, out: Path | None = None) -> tuple[Path, list[Outpu
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as error:
-        raise AbswinError(f"{path}: cannot read the manifest ({error.strerror})") from None
+        raise AbswinError(f"{path}: cannot read the manifest ({error.strerror})") from error
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise AbswinError(f"{path}: not valid TOML ({error})") from None
+        raise AbswinError(f"{path}: not valid TOML ({error})") from error
     unknown = sorted(set(data) - {"defaults", "model"})
     if unknown:
         raise AbswinError(f"{path}: unknown table(s) {', '.join(unknown)}; a manifest has [defaults] and [[model]]")
@@ -444,9 +444,9 @@ def _build(job: OutputJob) -> None:
             job.location,
             staging,
             job.img_size,
-            job.target,
-            job.global_size,
-            job.fmt,
+            target=job.target,
+            global_size=job.global_size,
+            fmt=job.fmt,
             family=job.family,
             provenance={"zoo_options": job.options()},
         )
@@ -458,16 +458,16 @@ def _build(job: OutputJob) -> None:
 
 
 def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path) -> dict[str, dict]:
-    from .hooks import run_hook
+    from .evaluation.hooks import run_hook
 
     results = {}
     for hook in hooks:
         try:
             results[hook.name] = run_hook(hook.name, weights, hook.options)
         except AbswinError as error:
-            raise AbswinError(f"hook {hook.name}: {error}") from None
+            raise AbswinError(f"hook {hook.name}: {error}") from error
         except Exception as error:  # a hook is somebody's code: its crash fails this output, named as its own
-            raise AbswinError(f"hook {hook.name} raised {error.__class__.__name__}: {error}") from None
+            raise AbswinError(f"hook {hook.name} raised {error.__class__.__name__}: {error}") from error
     return results
 
 
@@ -496,8 +496,8 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AbswinError(f"another zoo run is writing to {out_dir}; wait for it, or use another --out") from None
+        except BlockingIOError as exc:
+            raise AbswinError(f"another zoo run is writing to {out_dir}; wait for it, or use another --out") from exc
         yield
     finally:
         os.close(fd)

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from abswin_convert.safetensors_header import read_header
-from abswin_convert.writer import OutputTensor, atomic_file, safetensors_header, write_torch
+from abswin_convert.io.safetensors_header import read_header
+from abswin_convert.io.writer import OutputTensor, atomic_file, safetensors_header, write_torch
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [str(Path(sys.executable).with_name("abswin-convert"))]  # the console script of this environment
@@ -84,7 +84,7 @@ print(time.perf_counter() - start, usage.ru_maxrss * 1024, os.waitstatus_to_exit
 ZOO_IN_PROCESS = """
 import sys
 from pathlib import Path
-from abswin_convert.convert import convert
+from abswin_convert.api import convert
 for src in sorted(Path(sys.argv[1]).iterdir()):
     convert(src, Path(sys.argv[2]) / src.name / "model.safetensors", int(sys.argv[3]))
 """
@@ -244,8 +244,8 @@ def median_sample(runs: list[Sample]) -> Sample:
 
 def time_fit_global(runs: int) -> dict:
     """``fit_global`` of a 64x64x1280 global part to 7x7 through SAM's bicubic resize, in this process."""
-    from abswin_convert.absolute_win import fit_global
-    from abswin_convert.resize import BICUBIC
+    from abswin_convert.maths.absolute_win import fit_global
+    from abswin_convert.maths.resize import BICUBIC
 
     grid = torch.randn(64, 64, 1280, generator=torch.Generator().manual_seed(0))
     times = []

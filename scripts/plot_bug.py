@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from abswin_convert import absolute_win as aw
+from abswin_convert.maths import absolute_win as aw
+from abswin_convert.maths.resize import BICUBIC_ANTIALIAS
 from abswin_convert.plot import save_panels
-from abswin_convert.resize import BICUBIC_ANTIALIAS
 from abswin_convert.synthetic import structured_grid
 
 
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/window_bug.png"))
     args = parser.parse_args()
     if args.source:
-        from abswin_convert.convert import load
+        from abswin_convert.api import load
         from abswin_convert.families.base import native_grid
 
         ckpt, det = load(args.source)[:2]

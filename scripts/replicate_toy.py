@@ -4,7 +4,7 @@ Train a tiny Hiera (timm, 1 input channel) at 64 px, then move it to 128 px two 
 
 - naive:  the learned embedding resized with timm's antialiased bicubic (what loaders do today);
 - abswin: the embedding split into window part (tiled) + global part (resized), as two separate parameters of
-          timm's absolute-win Hiera (``abswin_convert.hooks.finetune.start_model``).
+          timm's absolute-win Hiera (``abswin_convert.evaluation.hooks.finetune.start_model``).
 
 Both are evaluated zero-shot and after each of a few finetune steps, over several seeds. ``--mae-steps N`` adds a
 second arm that first pretrains the encoder with hiera-transformer's masked autoencoder, to see whether MAE
@@ -29,17 +29,17 @@ import torch
 import torch.nn.functional as F
 from timm.models._hub import save_for_hf
 
-from abswin_convert import absolute_win as aw
 from abswin_convert import families
-from abswin_convert.checkpoint import open_checkpoint
+from abswin_convert.evaluation.classifier import Classifier, load_classifier
+from abswin_convert.evaluation.data import FASHION_MNIST_DIR, Preprocess, open_dataset
+from abswin_convert.evaluation.eval import evaluate, make_loader, prepare, resolve_device
+from abswin_convert.evaluation.finetune import start_model, train
 from abswin_convert.families import hiera as hiera_family
-from abswin_convert.grid import to_grid
-from abswin_convert.hooks.data import FASHION_MNIST_DIR, Preprocess, open_dataset
-from abswin_convert.hooks.eval import evaluate, make_loader, prepare, resolve_device
-from abswin_convert.hooks.finetune import start_model, train
-from abswin_convert.hooks.models import Classifier, load_classifier
+from abswin_convert.io.checkpoint import open_checkpoint
+from abswin_convert.maths import absolute_win as aw
+from abswin_convert.maths.grid import to_grid
+from abswin_convert.maths.resize import BICUBIC_ANTIALIAS
 from abswin_convert.plot import draw_panels
-from abswin_convert.resize import BICUBIC_ANTIALIAS
 
 ARCH = "hiera_tiny_224"
 # q_pool=2 as the official MAE Hiera-T; at 64 px the 16x16 token grid holds 2x2 mask units of 8x8.
@@ -132,7 +132,7 @@ def mae_pretrain(classifier: Classifier, args: argparse.Namespace, seed: int, de
     path = work / f"mae-{seed}.pth"
     torch.save({"model_state": {k: v.detach().cpu() for k, v in mae.state_dict().items()}}, path)
     ckpt = open_checkpoint(path)
-    _, det = families.detect(ckpt)
+    det = families.detect(ckpt)
     mapping = hiera_family.timm_key_map(ckpt, det)
     state = {mapping[k]: ckpt.tensor(k) for k in mapping if not mapping[k].startswith("head.")}
     missing, unexpected = classifier.model.load_state_dict(state, strict=False)

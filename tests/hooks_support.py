@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from abswin_convert.checkpoint import open_checkpoint
-from abswin_convert.hooks.data import FASHION_MNIST_DIR, read_idx
+from abswin_convert.evaluation.data import FASHION_MNIST_DIR, read_idx
+from abswin_convert.io.checkpoint import open_checkpoint
 
 REAL = (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file()
 EVAL_IMAGES = 300

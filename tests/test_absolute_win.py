@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from abswin_convert import absolute_win as aw
-from abswin_convert.resize import BICUBIC, BICUBIC_ANTIALIAS
+from abswin_convert.maths import absolute_win as aw
+from abswin_convert.maths.resize import BICUBIC, BICUBIC_ANTIALIAS
 
 RESIZES = st.sampled_from([BICUBIC, BICUBIC_ANTIALIAS])
 

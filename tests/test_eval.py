@@ -15,9 +15,9 @@ from PIL import Image
 
 from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
-from abswin_convert.hooks.data import Preprocess, open_dataset, parse_spec, read_idx
-from abswin_convert.hooks.eval import run_eval
-from abswin_convert.hooks.models import load_classifier
+from abswin_convert.evaluation.classifier import load_classifier
+from abswin_convert.evaluation.data import Preprocess, open_dataset, parse_spec, read_idx
+from abswin_convert.evaluation.eval import run_eval
 from tests.hooks_support import EVAL_IMAGES, REAL, make_idx_folder, save_timm, write_idx
 
 

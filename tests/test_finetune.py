@@ -8,16 +8,16 @@ import subprocess
 import pytest
 import torch
 
-from abswin_convert import absolute_win as aw
-from abswin_convert.checkpoint import open_checkpoint
-from abswin_convert.convert import convert
+from abswin_convert.api import convert
 from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
-from abswin_convert.grid import to_grid
-from abswin_convert.hooks.eval import run_eval
-from abswin_convert.hooks.finetune import run_finetune, start_model
-from abswin_convert.provenance import read_provenance
-from abswin_convert.resize import BICUBIC_ANTIALIAS
+from abswin_convert.evaluation.eval import run_eval
+from abswin_convert.evaluation.finetune import run_finetune, start_model
+from abswin_convert.io.checkpoint import open_checkpoint
+from abswin_convert.io.provenance import read_provenance
+from abswin_convert.maths import absolute_win as aw
+from abswin_convert.maths.grid import to_grid
+from abswin_convert.maths.resize import BICUBIC_ANTIALIAS
 from tests.hooks_support import make_idx_folder, read_json
 
 STEPS = 3
@@ -68,7 +68,7 @@ def test_starting_points_match_convert_and_the_naive_resize(tmp_path, source_sta
     baked = convert(example_path(), tmp_path / "baked", 128, target="baked")
     x = torch.randn(4, 1, 128, 128, generator=torch.Generator().manual_seed(0))
     abswin = start_model(example_path(), 128, "abswin")
-    from abswin_convert.hooks.models import load_classifier
+    from abswin_convert.evaluation.classifier import load_classifier
 
     baked_model = load_classifier(baked.output.parent, 128)
     with torch.no_grad():

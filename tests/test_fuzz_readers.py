@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from abswin_convert.checkpoint import open_checkpoint
 from abswin_convert.errors import AbswinError
+from abswin_convert.io.checkpoint import open_checkpoint
 from tests import hiera_models as hm
 
 SUFFIXES = (".safetensors", ".pth", ".pkl")

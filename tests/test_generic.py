@@ -153,12 +153,12 @@ def test_an_ambiguous_checkpoint_lists_the_families_and_family_chooses(tmp_path,
     message = one_line_error(cli("inspect", tmp_path / "both.safetensors"))
     assert "ambiguous" in message and "sam (segment-anything)" in message and "vitdet (detectron2)" in message
     assert "--family" in message
-    assert inspect(tmp_path / "both.safetensors", family="vitdet")["position_key"] == "backbone.net.pos_embed"
+    assert inspect(tmp_path / "both.safetensors", family="vitdet").to_json()["position_key"] == "backbone.net.pos_embed"
 
 
 def test_window_override_on_a_known_family(tmp_path):
     save_file({"pos_embed": torch.randn(1, 64, 64, DIM), "patch_embed.proj.weight": torch.randn(DIM, 3, 16, 16)}, str(tmp_path / "sam.safetensors"))
-    report = inspect(tmp_path / "sam.safetensors", overrides=Overrides(window=(16, 16)))
+    report = inspect(tmp_path / "sam.safetensors", overrides=Overrides(window=(16, 16))).to_json()
     assert (report["family"], report["window"]) == ("sam", "16x16")
     with pytest.raises(AbswinError, match="--patch-stride must be a positive"):
         Overrides.parse(patch_stride=0)
@@ -173,5 +173,5 @@ def test_a_safetensors_file_whose_header_length_starts_with_0x80_is_read_as_safe
         if path.read_bytes()[0] == 0x80:
             break
     assert path.read_bytes()[0] == 0x80
-    report = inspect(path, overrides=Overrides(key="pos", layout="nhwc", window=(2, 2), patch_stride=4))
+    report = inspect(path, overrides=Overrides(key="pos", layout="nhwc", window=(2, 2), patch_stride=4)).to_json()
     assert (report["container"], report["grid"]) == ("safetensors", "4x4")

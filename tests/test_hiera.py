@@ -155,7 +155,7 @@ def test_global_size_refit_reports_residual_and_changes_shape(tmp_path, cli):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_inspect_reports_family_grid_window_and_energy(tmp_path, cli, fmt):
     _, source = SAVERS[fmt](tmp_path)
-    report = inspect(source)
+    report = inspect(source).to_json()
     assert report["family"] == "hiera" and report["format"] == fmt
     assert report["grid"] == "56x56" and report["window"] == "8x8" and report["native_input"] == "224x224"
     assert report["window_energy_normalized"] > 0.5
@@ -172,7 +172,7 @@ def test_inspect_of_random_embedding_says_no_pattern(tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    assert abs(inspect(path)["window_energy_normalized"]) < 0.05
+    assert abs(inspect(path).to_json()["window_energy_normalized"]) < 0.05
 
 
 def test_library_api_converts_without_the_cli(tmp_path):
@@ -221,7 +221,7 @@ def test_timm_abswin_source_bakes_back_into_plain_timm_hiera(tmp_path, cli):
     _, source = hm.save_timm(tmp_path)
     split = tmp_path / "split.safetensors"
     assert cli("convert", source, "-o", split, "--img-size", 448, "--to", "timm-abswin").exit_code == 0
-    assert inspect(split)["format"] == "timm-abswin"
+    assert inspect(split).to_json()["format"] == "timm-abswin"
     baked_from_split = tmp_path / "b1.safetensors"
     baked_direct = tmp_path / "b2.safetensors"
     assert cli("convert", split, "-o", baked_from_split, "--img-size", 448).exit_code == 0
@@ -263,4 +263,4 @@ def test_timm_abswin_whose_global_grid_equals_its_width_is_not_mistaken_for_sam(
     _, source = hm.save_timm(tmp_path)
     out = tmp_path / "g16.safetensors"
     assert cli("convert", source, "-o", out, "--img-size", 448, "--to", "timm-abswin", "--global-size", 16).exit_code == 0
-    assert inspect(out)["family"] == "hiera"
+    assert inspect(out).to_json()["family"] == "hiera"

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from sam2.modeling.backbones.hieradet import Hiera as Sam2Trunk
 
 from abswin_convert import convert, inspect
-from abswin_convert.absolute_win import relative_error
+from abswin_convert.maths.absolute_win import relative_error
 from tests import hiera_models as hm
 
 PREFIX = "image_encoder.trunk."
@@ -175,7 +175,7 @@ def test_video_hiera_has_no_sam2_target_and_nothing_is_written(tmp_path, cli):
     out = tmp_path / "trunk.pt"
     result = cli("convert", source, "-o", out, "--img-size", 224, "--to", "sam2")
     assert result.exit_code == 2
-    assert "not available for Hiera official-video" in result.stderr
+    assert "not available for hiera (official-video)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
 
@@ -184,6 +184,6 @@ def test_inspect_offers_sam2_for_every_hiera_image_format(tmp_path):
     for fmt, save in SAVERS.items():
         (tmp_path / fmt).mkdir()
         _, source = save(tmp_path / fmt)
-        report = inspect(source)
+        report = inspect(source).to_json()
         assert (report["family"], report["format"]) == ("hiera", fmt)
         assert "sam2" in report["targets"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from abswin_convert.checkpoint import open_checkpoint
-from abswin_convert.convert import convert
+from abswin_convert.api import convert
 from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
-from abswin_convert.hooks import run_hook
-from abswin_convert.writer import OutputTensor, write_safetensors
+from abswin_convert.evaluation.hooks import run_hook
+from abswin_convert.io.checkpoint import open_checkpoint
+from abswin_convert.io.writer import OutputTensor, write_safetensors
 from tests.hooks_support import make_idx_folder
 
 

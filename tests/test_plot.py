@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from abswin_convert import absolute_win as aw
 from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
+from abswin_convert.maths import absolute_win as aw
 from abswin_convert.plot import plot_embedding, to_rgb
 from abswin_convert.synthetic import structured_grid
 

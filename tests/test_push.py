@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from transformers import HieraForImageClassification
 
 from abswin_convert.cli import main
-from abswin_convert.outputs import read_output
+from abswin_convert.io.outputs import read_output
 from tests import hiera_models as hm
 from tests import test_sam2 as sam2_tests
 from tests.hub_fixtures import TEST_TOKEN

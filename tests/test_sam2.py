@@ -17,9 +17,9 @@ from timm.models._hub import save_for_hf
 from transformers import Sam2Config, Sam2Model
 
 from abswin_convert import convert, inspect
-from abswin_convert.absolute_win import normalized_window_energy
-from abswin_convert.checkpoint import open_checkpoint
 from abswin_convert.families import detect, hiera
+from abswin_convert.io.checkpoint import open_checkpoint
+from abswin_convert.maths.absolute_win import normalized_window_energy
 
 EMBED_DIM = 16
 STAGES = (1, 1, 2, 1)
@@ -133,11 +133,11 @@ def test_inspect_reports_background_window_and_energy_of_the_composed_native_emb
     model, source = save_native(fmt, tmp_path)
     ckpt = open_checkpoint(source)
     assert hiera.detect(ckpt) is None  # SAM2's trunk is HieraDet, not a Hiera the hiera family could bake
-    assert detect(ckpt)[1].family == "sam2"
-    report = inspect(source)
+    assert detect(ckpt).family == "sam2"
+    report = inspect(source).to_json()
     assert (report["family"], report["format"]) == ("sam2", fmt)
     assert report["position_shape"] == [1, EMBED_DIM, 7, 7]
-    assert report["details"]["background"] == "7x7"
+    assert report["details"]["global_grid"] == "7x7"
     assert (report["grid"], report["window"], report["native_input"]) == ("256x256", "8x8", "1024x1024")
     assert report["resize"] == "bicubic"
     assert report["targets"] == ["baked", "sam2"]
@@ -245,7 +245,7 @@ def test_safetensors_output_of_a_sam2_checkpoint_keeps_its_keys(tmp_path):
     ("args", "message"),
     [
         (["--img-size", 1000], "is not a multiple of 32x32"),
-        (["--img-size", 1024, "--to", "timm-abswin"], "target 'timm-abswin' is not available for SAM2"),
+        (["--img-size", 1024, "--to", "timm-abswin"], "target 'timm-abswin' is not available for sam2"),
     ],
 )
 def test_bad_requests_fail_in_one_line_and_write_nothing(tmp_path, cli, args, message):

@@ -340,4 +340,4 @@ def test_the_split_target_is_not_offered(sources, tmp_path):
     with pytest.raises(AbswinError, match="target 'sam2' is not available for vitdet"):
         convert(sources["timm"][0], tmp_path / "out.safetensors", 1024, target="sam2")
     assert not (tmp_path / "out.safetensors").exists()
-    assert inspect(sources["timm"][0])["targets"] == ["baked"]
+    assert inspect(sources["timm"][0]).to_json()["targets"] == ["baked"]

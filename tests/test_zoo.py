@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from huggingface_hub import hf_hub_download
 
 from abswin_convert.cli import main
-from abswin_convert.outputs import read_output
+from abswin_convert.io.outputs import read_output
 from abswin_convert.zoo import load_manifest, run_zoo
 from tests import hiera_models as hm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from abswin_convert.checkpoint import open_checkpoint
+from abswin_convert.io.checkpoint import open_checkpoint
 
 
 def weight_stats(checkpoint: Path, options: dict) -> dict:

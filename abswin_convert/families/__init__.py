@@ -1,39 +1,55 @@
-"""The family registry: which module recognises a checkpoint."""
+"""The family registry: which family recognises a checkpoint, and which plan converts it to a target."""
 
 from __future__ import annotations
 
-from types import ModuleType
+from dataclasses import replace
 
-from ..checkpoint import Checkpoint
 from ..errors import AbswinError
-from . import generic, hiera, sam, sam2, vitdet
-from .base import Detection
+from ..io.checkpoint import Checkpoint
+from ..plan import Plan
+from . import generic, hiera, hiera_to_sam2, sam, sam2, vitdet
+from .base import ConvertRequest, Detection, Family
+from .overrides import Overrides
 
-# generic is only ever chosen by --family generic or --key/--layout.
-FAMILIES: dict[str, ModuleType] = {m.name: m for m in (hiera, sam, vitdet, sam2, generic)}
+# Auto-detection asks each of these; the generic family is only ever chosen by --family generic or --key/--layout.
+FAMILIES: dict[str, Family] = {f.name: f for f in (hiera.FAMILY, sam.FAMILY, vitdet.FAMILY, sam2.FAMILY)}
+NAMES = (*FAMILIES, generic.NAME)
 
 
-def detect(ckpt: Checkpoint, family: str | None = None, overrides: generic.Overrides | None = None) -> tuple[ModuleType, Detection]:
+def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | None = None) -> Detection:
     """The one family that recognises ``ckpt`` (or the one named), with what it found and the user's overrides."""
-    overrides = overrides or generic.Overrides()
-    if family == generic.name or (family is None and overrides.names_tensor):
-        return generic, generic.detect(ckpt, overrides)
+    overrides = overrides or Overrides()
+    if family == generic.NAME or (family is None and overrides.names_tensor):
+        return generic.detect(ckpt, overrides)
     if overrides.names_tensor:
         raise AbswinError(f"--key/--layout describe a checkpoint of a family we do not know; drop --family {family} or use --family generic")
-    if family is not None:
-        if family not in FAMILIES:
-            raise AbswinError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-        candidates = {family: FAMILIES[family]}
-    else:
-        candidates = {n: m for n, m in FAMILIES.items() if m is not generic}
-    found = [(module, det) for module in candidates.values() if (det := module.detect(ckpt)) is not None]
+    if family is not None and family not in FAMILIES:
+        raise AbswinError(f"unknown family {family!r}; known: {', '.join(NAMES)}")
+    candidates = [FAMILIES[family]] if family else list(FAMILIES.values())
+    found = [det for candidate in candidates if (det := candidate.detect(ckpt)) is not None]
     if len(found) == 1:
-        return found[0][0], overrides.apply(found[0][1])
+        return _with_cross_family_targets(overrides.apply(found[0]))
     if not found:
-        named = f"as {family}" if family else f"as any of {', '.join(candidates)}"
+        named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
         raise AbswinError(
             f"{ckpt.path.name}: no position embedding recognised {named}; {generic.position_candidates(ckpt)}; "
             "pass --family, or --key/--layout/--window for a family we do not know"
         )
-    names = ", ".join(f"{det.family} ({det.format})" for _, det in found)
+    names = ", ".join(f"{det.family} ({det.format})" for det in found)
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")
+
+
+def _with_cross_family_targets(det: Detection) -> Detection:
+    """A Hiera image checkpoint can also become a SAM2 trunk (``families/hiera_to_sam2.py``)."""
+    if hiera_to_sam2.applies(det):
+        return replace(det, targets=(*det.targets, hiera_to_sam2.TARGET))
+    return det
+
+
+def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
+    """The tensor edits that convert ``ckpt`` (detected as ``det``) for ``request``."""
+    if det.family == generic.NAME:
+        return generic.plan(ckpt, det, request)
+    if request.target == hiera_to_sam2.TARGET and hiera_to_sam2.applies(det):
+        return hiera_to_sam2.plan(ckpt, det, request)
+    return FAMILIES[det.family].plan(ckpt, det, request)

@@ -1,20 +1,34 @@
-"""What every family shares: the detection record, the request, and the decompose/bake steps."""
+"""What every family shares: the ``Family`` interface, the detection record, the request, and the steps of a
+conversion (read the position grid, split it, fit the global part, bake it for a new size).
+
+A family answers four questions: is this checkpoint mine (``detect``), where are its position tensors and how are
+they laid out (the ``Detection``), what resize does its runtime apply (``Detection.resize``), and which tensor
+edits and config change go with a new size (``plan``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from .. import absolute_win as aw
-from ..checkpoint import Checkpoint
 from ..errors import AbswinError
-from ..grid import PositionGrid, format_size, from_grid, to_grid
+from ..io.checkpoint import Checkpoint
+from ..maths import absolute_win as aw
+from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
+from ..maths.resize import Resize, Size
 from ..plan import Plan
-from ..resize import Resize, Size
 
 TARGETS = ("baked", "timm-abswin", "sam2")
+# Runtimes with native absolute win keep the window part as a tensor of its own, under these names.
+TIMM_WINDOW_KEY = "pos_embed_win"  # timm's Hiera with abs_win_pos_embed=True
+SAM2_WINDOW_KEY = "pos_embed_window"  # SAM2's HieraDet trunk (sam2, transformers, timm)
+
+
+def holds_window_part(ckpt: Checkpoint) -> bool:
+    """Whether the checkpoint is already split into absolute-win parts (a separate window tensor)."""
+    return any(key.endswith((TIMM_WINDOW_KEY, SAM2_WINDOW_KEY)) for key in ckpt.keys())
 
 
 @dataclass(frozen=True)
@@ -23,20 +37,39 @@ class Detection:
 
     family: str  # "hiera", "sam", ...
     format: str  # "official", "timm", "transformers", ...
-    pos_key: str  # the position tensor that carries the window pattern
+    pos_key: str  # the position tensor that carries the window pattern (the global part of a split checkpoint)
     layout: str  # see grid.LAYOUTS
-    grid: Size  # token grid of that tensor
+    grid: Size  # token grid the model runs at, at its native input size
     window: Size  # window in tokens
     patch_stride: int
     resize: Resize  # how this family's absolute-win runtime resizes the global part
     targets: tuple[str, ...]
     prefix_tokens: int = 0
-    details: dict = field(default_factory=dict)  # family-specific facts (stage depths, video keys, ...)
     pads_windows: bool = False  # the runtime pads the grid to whole windows (SAM, ViTDet): any whole patch count works
+    window_key: str | None = None  # the window part of an already-split (absolute-win) checkpoint
+    key_prefix: str = ""  # where the model's own names start (SAM2 trunk, transformers' ``hiera.``)
+    global_blocks: tuple[int, ...] = ()  # blocks with global attention whose relative-position tables follow the grid
+    rel_pos_tables: int = 0
+    recipe: str | None = None  # how a family without a window pattern of its own gets one (ViTDet)
 
     @property
     def native_input(self) -> Size:
         return (self.grid[0] * self.patch_stride, self.grid[1] * self.patch_stride)
+
+    def details(self, ckpt: Checkpoint) -> dict[str, str | int]:
+        """The family-specific facts, as ``inspect`` reports them."""
+        found: dict[str, str | int] = {}
+        if self.window_key is not None:
+            found["window_key"] = self.window_key
+            found["global_grid"] = format_size(to_grid_size(ckpt, self.pos_key))
+        if self.key_prefix:
+            found["prefix"] = self.key_prefix
+        if self.rel_pos_tables:
+            found["global_blocks"] = str(list(self.global_blocks))
+            found["rel_pos_tables"] = self.rel_pos_tables
+        if self.recipe:
+            found["recipe"] = self.recipe
+        return found
 
 
 @dataclass(frozen=True)
@@ -46,6 +79,15 @@ class ConvertRequest:
     img_size: Size
     target: str = "baked"
     global_size: Size | None = None  # None: the full grid (exact)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A checkpoint family, as the registry holds it."""
+
+    name: str
+    detect: Callable[[Checkpoint], Detection | None]
+    plan: Callable[[Checkpoint, Detection, ConvertRequest], Plan]
 
 
 @dataclass
@@ -58,52 +100,23 @@ class Decomposition:
     energy: float  # normalised window energy of the source grid
 
 
-class Family(Protocol):
-    name: str
-
-    def detect(self, ckpt: Checkpoint) -> Detection | None: ...
-
-    def plan(self, ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan: ...
+# --- checks every family makes -------------------------------------------------------------------------------
 
 
-def read_position(ckpt: Checkpoint, det: Detection) -> PositionGrid:
-    """The detected position tensor as a float32 grid; NaN or Inf is refused."""
-    tensor = ckpt.tensor(det.pos_key)
-    if not torch.isfinite(tensor.float()).all():
-        raise AbswinError(f"{det.pos_key} holds NaN or Inf values; refusing to convert a broken embedding")
-    return to_grid(tensor, det.layout, det.prefix_tokens, det.grid)
+def require_target(det: Detection, target: str) -> None:
+    if target not in det.targets:
+        raise AbswinError(
+            f"target {target!r} is not available for {det.family} ({det.format}); use one of {', '.join(det.targets)}"
+        )
 
 
-def decompose(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
-    """Split into window + global, and fit the global part to ``global_size`` through the runtime's resize."""
-    window, global_ = aw.split(grid, det.window)
-    fitted, residual = aw.fit_global(global_, global_size or det.grid, det.resize)
-    return Decomposition(window, fitted, residual, aw.normalized_window_energy(grid, det.window))
-
-
-def read_window(ckpt: Checkpoint, det: Detection) -> torch.Tensor | None:
-    """The window part ``[wh, ww, C]`` of an already-split checkpoint (``details['window_key']``), else None."""
-    key = det.details.get("window_key")
-    if key is None:
-        return None
-    return read_position(ckpt, replace(det, pos_key=key, layout="nchw")).grid
-
-
-def native_grid(ckpt: Checkpoint, det: Detection) -> torch.Tensor:
-    """The embedding the model adds at its native size: split checkpoints are composed as their runtime does."""
-    grid = read_position(ckpt, det).grid
-    window = read_window(ckpt, det)
-    return grid if window is None else aw.compose(window, grid, det.grid, det.resize)
-
-
-def refit_split(window: torch.Tensor, global_: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
-    """Parts of an already-split checkpoint. Asked for another global size, the global part is refitted to its
-    own resize at the native grid and the learned window part is kept, so the same size gives back the same parts."""
-    residual = 0.0
-    if global_size and tuple(global_size) != tuple(global_.shape[:2]):
-        global_, residual = aw.fit_global(det.resize.apply(global_, det.grid), global_size, det.resize)
-    composed = aw.compose(window, global_, det.grid, det.resize)
-    return Decomposition(window, global_, residual, aw.normalized_window_energy(composed, det.window))
+def require_square(img_size: Size, runtime: str) -> None:
+    """Runtimes whose image size is one int build square grids only."""
+    if img_size[0] != img_size[1]:
+        raise AbswinError(
+            f"{runtime} builds square models only (its image size is one int); "
+            f"pass a square --img-size such as {max(img_size)}, not {format_size(img_size)}"
+        )
 
 
 def output_grid(det: Detection, img_size: Size) -> Size:
@@ -124,6 +137,74 @@ def output_grid(det: Detection, img_size: Size) -> Size:
 
 def _round_up(size: Size, step: Size) -> Size:
     return (-(-size[0] // step[0]) * step[0], -(-size[1] // step[1]) * step[1])
+
+
+def size_arg(img_size: Size) -> str:
+    """``img_size`` as a model constructor takes it: ``1024``, or ``(512, 768)`` when not square."""
+    return str(img_size[0]) if img_size[0] == img_size[1] else f"({img_size[0]}, {img_size[1]})"
+
+
+# --- reading and splitting ------------------------------------------------------------------------------------
+
+
+def to_grid_size(ckpt: Checkpoint, key: str) -> Size:
+    """The ``(H, W)`` of an NCHW absolute-win part."""
+    shape = ckpt.shape(key)
+    return (shape[-2], shape[-1])
+
+
+def read_position(ckpt: Checkpoint, det: Detection, key: str | None = None, layout: str | None = None) -> PositionGrid:
+    """The detected position tensor (or the split part ``key`` in ``layout``) as a float32 grid; NaN/Inf refused."""
+    key = key or det.pos_key
+    tensor = ckpt.tensor(key)
+    if not torch.isfinite(tensor.float()).all():
+        raise AbswinError(f"{key} holds NaN or Inf values; refusing to convert a broken embedding")
+    if layout is not None:
+        return to_grid(tensor, layout)
+    return to_grid(tensor, det.layout, det.prefix_tokens, det.grid)
+
+
+def read_window(ckpt: Checkpoint, det: Detection) -> torch.Tensor | None:
+    """The window part ``[wh, ww, C]`` of an already-split checkpoint, else None."""
+    if det.window_key is None:
+        return None
+    return read_position(ckpt, det, det.window_key, "nchw").grid
+
+
+def native_grid(ckpt: Checkpoint, det: Detection) -> torch.Tensor:
+    """The embedding the model adds at its native size: split checkpoints are composed as their runtime does."""
+    grid = read_position(ckpt, det).grid
+    window = read_window(ckpt, det)
+    return grid if window is None else aw.compose(window, grid, det.grid, det.resize)
+
+
+def decompose(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
+    """Split into window + global, and fit the global part to ``global_size`` through the runtime's resize."""
+    window, global_ = aw.split(grid, det.window)
+    fitted, residual = aw.fit_global(global_, global_size or det.grid, det.resize)
+    return Decomposition(window, fitted, residual, aw.normalized_window_energy(grid, det.window))
+
+
+def refit_split(window: torch.Tensor, global_: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
+    """Parts of an already-split checkpoint. Asked for another global size, the global part is refitted to its
+    own resize at the native grid and the learned window part is kept, so the same size gives back the same parts."""
+    residual = 0.0
+    if global_size and tuple(global_size) != tuple(global_.shape[:2]):
+        global_, residual = aw.fit_global(det.resize.apply(global_, det.grid), global_size, det.resize)
+    composed = aw.compose(window, global_, det.grid, det.resize)
+    return Decomposition(window, global_, residual, aw.normalized_window_energy(composed, det.window))
+
+
+def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tuple[Decomposition, torch.Tensor]:
+    """Window + global parts and the prefix tokens: split from one embedding, or read from a split checkpoint."""
+    window = read_window(ckpt, det)
+    pos = read_position(ckpt, det)
+    if window is None:
+        return decompose(pos.grid, det, global_size), pos.prefix
+    return refit_split(window, pos.grid, det, global_size), pos.prefix
+
+
+# --- writing --------------------------------------------------------------------------------------------------
 
 
 def bake(parts: Decomposition, det: Detection, prefix: torch.Tensor, size: Size, layout: str | None = None) -> torch.Tensor:
@@ -152,3 +233,14 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
         "residual": f"{parts.residual:.6g}",
         "window_energy": f"{parts.energy:.6g}",
     }
+
+
+def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
+    """Split, fit the global part, and bake the embedding for ``request.img_size`` under the same key."""
+    require_target(det, request.target)
+    out_grid = output_grid(det, request.img_size)
+    pos = read_position(ckpt, det)
+    parts = decompose(pos.grid, det, request.global_size)
+    result = Plan(stats=decomposition_stats(det, parts, request))
+    result.replace[det.pos_key] = bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
+    return result

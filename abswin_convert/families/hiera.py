@@ -10,17 +10,16 @@ from __future__ import annotations
 import copy
 import re
 
-import torch
-
-from ..checkpoint import Checkpoint
 from ..errors import AbswinError
-from ..grid import format_size, grid_size_of, to_grid
+from ..io.checkpoint import Checkpoint
+from ..maths.grid import format_size, grid_size_of, to_grid
+from ..maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
 from ..plan import Plan
-from ..resize import BICUBIC, BICUBIC_ANTIALIAS, Size
-from . import base, sam2
-from .base import ConvertRequest, Detection
+from ..runtimes import timm as timm_runtime
+from . import base
+from .base import TIMM_WINDOW_KEY, ConvertRequest, Detection, Family
 
-name = "hiera"
+NAME = "hiera"
 PATCH_STRIDE = 4
 MASK_UNIT = (8, 8)
 # The MAE decoder runs global attention on one token per mask unit; it is resized like any global embedding.
@@ -28,24 +27,24 @@ DECODER_KEYS = ("decoder_pos_embed", "decoder.decoder_position_embeddings")
 # Parts of the official MAE model that a classification Hiera has no place for.
 MAE_ONLY_PREFIXES = ("decoder", "mask_token", "multi_scale_fusion_heads")
 _HF_PREFIXES = ("hiera.", "")
-IMAGE_TARGETS = ("baked", "timm-abswin", "sam2")
+IMAGE_TARGETS = ("baked", "timm-abswin")
+VIDEO_FORMAT = "official-video"
 
 
 def detect(ckpt: Checkpoint) -> Detection | None:
     """Recognise a Hiera checkpoint from its keys and shapes (and config.json when there is one)."""
     if "pos_embed_spatial" in ckpt and "pos_embed_temporal" in ckpt:
-        return _detection(ckpt, "official-video", "pos_embed_spatial", "flat", ("baked",))
-    if "pos_embed" in ckpt and "pos_embed_win" in ckpt and len(ckpt.shape("pos_embed")) == 4:
+        return _detection(ckpt, VIDEO_FORMAT, "pos_embed_spatial", "flat", ("baked",))
+    if "pos_embed" in ckpt and TIMM_WINDOW_KEY in ckpt and len(ckpt.shape("pos_embed")) == 4:
         return _detection(ckpt, "timm-abswin", "pos_embed", "nchw", IMAGE_TARGETS)
-    if "pos_embed" in ckpt and _has_hiera_stem(ckpt, "patch_embed.proj.weight") and "blocks.0.attn.qkv.weight" in ckpt:
-        if sam2.WINDOW_KEY in ckpt:  # a SAM2 trunk (timm sam2_hiera_*), not a Hiera
-            return None
+    flat = "pos_embed" in ckpt and len(ckpt.shape("pos_embed")) == 3  # a 4-D pos_embed is another model's parts
+    if flat and _has_hiera_stem(ckpt, "patch_embed.proj.weight") and "blocks.0.attn.qkv.weight" in ckpt:
         is_timm = any(k.startswith(("head.fc.", "head.norm.")) for k in ckpt.keys())
         return _detection(ckpt, "timm" if is_timm else "official", "pos_embed", "flat", IMAGE_TARGETS)
     for prefix in _HF_PREFIXES:
         key = f"{prefix}embeddings.position_embeddings"
         if key in ckpt and _has_hiera_stem(ckpt, f"{prefix}embeddings.patch_embeddings.projection.weight"):
-            return _detection(ckpt, "transformers", key, "flat", IMAGE_TARGETS, hf_prefix=prefix)
+            return _detection(ckpt, "transformers", key, "flat", IMAGE_TARGETS, key_prefix=prefix)
     return None
 
 
@@ -53,14 +52,15 @@ def _has_hiera_stem(ckpt: Checkpoint, key: str) -> bool:
     return key in ckpt and tuple(ckpt.shape(key)[-2:]) == (7, 7)
 
 
-def _detection(ckpt: Checkpoint, fmt: str, pos_key: str, layout: str, targets: tuple[str, ...], **details) -> Detection:
+def _detection(ckpt: Checkpoint, fmt: str, pos_key: str, layout: str, targets: tuple[str, ...],
+               key_prefix: str = "") -> Detection:
     grid = grid_size_of(ckpt.shape(pos_key), layout, hw=_configured_grid(ckpt.config))
-    window = MASK_UNIT
+    window: Size = MASK_UNIT
+    window_key = None
     if layout == "nchw":
-        window = tuple(ckpt.shape("pos_embed_win")[2:])  # type: ignore[assignment]
+        window = base.to_grid_size(ckpt, TIMM_WINDOW_KEY)
         grid = _configured_grid(ckpt.config) or (224 // PATCH_STRIDE, 224 // PATCH_STRIDE)
-        details["global_grid"] = grid_size_of(ckpt.shape(pos_key), layout)
-        details["window_key"] = "pos_embed_win"
+        window_key = TIMM_WINDOW_KEY
     elif ckpt.config and "masked_unit_size" in ckpt.config:
         window = tuple(ckpt.config["masked_unit_size"])[-2:]  # type: ignore[assignment]
     if grid[0] % window[0] or grid[1] % window[1]:  # Hiera unrolls its tokens into whole mask units
@@ -68,9 +68,8 @@ def _detection(ckpt: Checkpoint, fmt: str, pos_key: str, layout: str, targets: t
             f"{pos_key}: a {format_size(grid)} token grid is not a whole number of Hiera's {format_size(window)} "
             "mask units; the checkpoint is damaged, or its config.json gives the wrong image size"
         )
-    if fmt == "official-video":
-        details["temporal_key"] = "pos_embed_temporal"
-    return Detection(name, fmt, pos_key, layout, grid, window, PATCH_STRIDE, BICUBIC_ANTIALIAS, targets, details=details)
+    return Detection(NAME, fmt, pos_key, layout, grid, window, PATCH_STRIDE, BICUBIC_ANTIALIAS, targets,
+                     window_key=window_key, key_prefix=key_prefix)
 
 
 def _configured_grid(config: dict | None) -> Size | None:
@@ -85,45 +84,33 @@ def _configured_grid(config: dict | None) -> Size | None:
     return (int(size[-2]) // PATCH_STRIDE, int(size[-1]) // PATCH_STRIDE)
 
 
-def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tuple[base.Decomposition, torch.Tensor]:
-    """Window + global parts of the checkpoint (split from a flat embedding, or read from timm abswin)."""
-    window = base.read_window(ckpt, det)
-    if window is None:
-        pos = base.read_position(ckpt, det)
-        return base.decompose(pos.grid, det, global_size), pos.prefix
-    global_ = base.read_position(ckpt, det).grid
-    return base.refit_split(window, global_, det, global_size), torch.zeros(0, window.shape[-1])
-
-
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
-    """Baked (same keys, new size), timm abswin (split parts, timm key names) or a SAM2 trunk (sam2.py)."""
-    if request.target not in det.targets:
-        raise AbswinError(f"target {request.target!r} is not available for Hiera {det.format}; use one of {', '.join(det.targets)}")
-    if request.target == "sam2":
-        return sam2.plan_from_hiera(ckpt, det, read_parts(ckpt, det, None)[0], timm_key_map(ckpt, det), request)
+    """Baked (same keys, new size) or timm abswin (split parts, timm key names)."""
+    base.require_target(det, request.target)
     out_grid = base.output_grid(det, request.img_size)
-    parts, prefix = read_parts(ckpt, det, request.global_size)
+    parts, prefix = base.read_parts(ckpt, det, request.global_size)
     dtype = ckpt.dtype(det.pos_key)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
+    global_size: Size = tuple(parts.global_.shape[:2])  # type: ignore[assignment]
     if request.target == "baked":
         # A split timm abswin source bakes into plain timm Hiera: one flat pos_embed, no pos_embed_win.
-        layout = "flat" if det.format == "timm-abswin" else det.layout
+        layout = "flat" if det.window_key else det.layout
         result.replace[det.pos_key] = base.bake(parts, det, prefix, out_grid, layout).to(dtype)
-        if det.format == "timm-abswin":
-            result.drop.add("pos_embed_win")
+        if det.window_key:
+            result.drop.add(det.window_key)
         _resize_decoder(ckpt, det, out_grid, result)
-        result.config = _updated_config(ckpt.config, request, parts.global_.shape[:2])
+        result.config = _updated_config(ckpt.config, request, None)
         return result
     mapping = timm_key_map(ckpt, det)
     result.rename = {k: v for k, v in mapping.items() if k != v}
     result.drop = {k for k in ckpt.keys() if k not in mapping}
     result.replace[det.pos_key] = base.nchw(parts.global_).to(dtype)
-    result.add["pos_embed_win"] = base.nchw(parts.window).to(dtype)
+    result.add[TIMM_WINDOW_KEY] = base.nchw(parts.window).to(dtype)
     if result.drop:
         result.notes.append(f"dropped {len(result.drop)} tensors timm's Hiera has no place for (e.g. {sorted(result.drop)[0]})")
-    gh, gw = parts.global_.shape[:2]
     if det.format in ("timm", "timm-abswin"):  # other formats' configs do not describe a timm model
-        result.config = _updated_config(ckpt.config, request, (gh, gw))
+        result.config = _updated_config(ckpt.config, request, global_size)
+    gh, gw = global_size
     result.notes.append(
         f"timm.create_model(arch, abs_win_pos_embed=True, global_pos_size=({gh}, {gw}), img_size={request.img_size[0]})"
     )
@@ -143,27 +130,20 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
         result.notes.append(f"{key} (MAE decoder, global attention) resized {format_size(units)} -> {format_size(new_units)}")
 
 
-def _updated_config(config: dict | None, request: ConvertRequest, global_size: Size) -> dict | None:
-    """The source's config.json for the output: input size changed wherever the config records it."""
+def _updated_config(config: dict | None, request: ConvertRequest, abswin_global: Size | None) -> dict | None:
+    """The source's config.json for the output: input size changed wherever the config records it; for timm, the
+    absolute-win arguments set (``abswin_global``: the global part's size) or removed."""
     if not config:
         return None
-    updated = copy.deepcopy(config)
     size = list(request.img_size)
+    if timm_runtime.is_timm_config(config):
+        return timm_runtime.resized_config(config, request.img_size, img_size=size,
+                                           **timm_runtime.abswin_args(abswin_global))
+    updated = copy.deepcopy(config)
     if "image_size" in updated:  # transformers
         updated["image_size"] = size
     if "input_size" in updated:  # official hub mixin: the constructor's arguments
         updated["input_size"] = list(updated["input_size"][:-2]) + size
-    if "architecture" in updated:  # timm's save_for_hf
-        args = updated.setdefault("model_args", {})
-        args["img_size"] = size
-        pretrained_cfg = updated.get("pretrained_cfg", {})
-        if "input_size" in pretrained_cfg:
-            pretrained_cfg["input_size"] = list(pretrained_cfg["input_size"][:1]) + size
-        if request.target == "timm-abswin":
-            args.update(abs_win_pos_embed=True, global_pos_size=list(global_size))
-        else:
-            args.pop("abs_win_pos_embed", None)
-            args.pop("global_pos_size", None)
     return updated
 
 
@@ -173,9 +153,8 @@ def timm_key_map(ckpt: Checkpoint, det: Detection) -> dict[str, str]:
         return {k: k for k in ckpt.keys()}
     if det.format == "official":
         return {k: _official_to_timm(k) for k in ckpt.keys() if not k.startswith(MAE_ONLY_PREFIXES)}
-    prefix = det.details["hf_prefix"]
-    offsets = _stage_offsets(ckpt.keys(), prefix)
-    mapped = {k: _hf_to_timm(k, prefix, offsets) for k in ckpt.keys()}
+    offsets = _stage_offsets(ckpt.keys(), det.key_prefix)
+    mapped = {k: _hf_to_timm(k, det.key_prefix, offsets) for k in ckpt.keys()}
     return {k: v for k, v in mapped.items() if v is not None}
 
 
@@ -189,6 +168,13 @@ def _official_to_timm(key: str) -> str:
 
 _HF_BLOCK = re.compile(r"encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)")
 _HF_LAYER_NAMES = {"layernorm_before": "norm1", "layernorm_after": "norm2"}
+_HF_FIXED = {
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "pooler.layernorm.weight": "head.norm.weight",
+    "pooler.layernorm.bias": "head.norm.bias",
+}
 
 
 def _stage_offsets(keys: list[str], prefix: str) -> list[int]:
@@ -212,18 +198,14 @@ def _hf_to_timm(key: str, prefix: str, offsets: list[int]) -> str | None:
     if not key.startswith(prefix):
         return None
     rest = key[len(prefix):]
-    fixed = {
-        "embeddings.position_embeddings": "pos_embed",
-        "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-        "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-        "pooler.layernorm.weight": "head.norm.weight",
-        "pooler.layernorm.bias": "head.norm.bias",
-    }
-    if rest in fixed:
-        return fixed[rest]
+    if rest in _HF_FIXED:
+        return _HF_FIXED[rest]
     found = _HF_BLOCK.match(rest)
     if not found:
         return None
     block = offsets[int(found.group(1))] + int(found.group(2))
     module, _, leaf = found.group(3).partition(".")
     return f"blocks.{block}.{_HF_LAYER_NAMES.get(module, module)}.{leaf}"
+
+
+FAMILY = Family(NAME, detect, plan)

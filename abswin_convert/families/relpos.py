@@ -10,13 +10,14 @@ size loads strictly and that compute the same attention.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import Checkpoint
+from ..io.checkpoint import Checkpoint
+from ..maths.resize import Size
 from ..plan import Plan
-from ..resize import Size
 
 # "...blocks.3.attn.rel_pos_h" (segment-anything, timm, detectron2), "...layers.3.attn." (transformers Sam),
 # "...layer.3.attention." (transformers VitDet)
@@ -65,7 +66,7 @@ def global_blocks(ckpt: Checkpoint, configured: list[int] | None = None) -> list
     return sorted({block for key, (block, axis) in found.items() if ckpt.shape(key)[0] > 2 * window[axis] - 1})
 
 
-def resize_tables(ckpt: Checkpoint, global_: list[int], window: Size, grid: Size, result: Plan) -> None:
+def resize_tables(ckpt: Checkpoint, global_: Sequence[int], window: Size, grid: Size, result: Plan) -> None:
     """Add to ``result`` every table resized for a model with ``window`` and token ``grid``; note what changed."""
     changed: dict[tuple[int, int], int] = {}
     for key, (block, axis) in tables(ckpt).items():

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 
-from ..checkpoint import Checkpoint
+from ..io.checkpoint import Checkpoint
+from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
-from ..resize import BICUBIC, Size
-from . import base, generic, relpos
-from .base import ConvertRequest, Detection
+from . import base, relpos
+from .base import ConvertRequest, Detection, Family
 
-name = "sam"
+NAME = "sam"
 WINDOW = (14, 14)
 # (format, position key, patch-embedding weight)
 FORMATS = (
@@ -29,13 +29,10 @@ FORMATS = (
 _SQUARE_ONLY = ("segment-anything", "transformers")
 
 
-SPLIT_WINDOW_KEYS = ("pos_embed_win", "pos_embed_window")
-
-
 def detect(ckpt: Checkpoint) -> Detection | None:
     """A 4-D NHWC ``pos_embed`` whose last axis is the patch embedding's width, and no separate window part
     (an NCHW absolute-win ``pos_embed`` whose global grid happens to equal its width reads as NHWC too)."""
-    if any(key.endswith(SPLIT_WINDOW_KEYS) for key in ckpt.keys()):
+    if base.holds_window_part(ckpt):
         return None
     for fmt, pos_key, patch_key in FORMATS:
         if pos_key not in ckpt or patch_key not in ckpt:
@@ -47,8 +44,8 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         window = (vision["window_size"],) * 2 if vision.get("window_size") else relpos.window_of(ckpt) or WINDOW
         global_ = relpos.global_blocks(ckpt, vision.get("global_attn_indexes"))
         return Detection(
-            name, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, ("baked",),
-            details={"global_blocks": global_, "rel_pos_tables": len(relpos.tables(ckpt))}, pads_windows=True,
+            NAME, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, ("baked",),
+            pads_windows=True, global_blocks=tuple(global_), rel_pos_tables=len(relpos.tables(ckpt)),
         )
     return None
 
@@ -64,10 +61,10 @@ def _vision_config(config: dict | None) -> dict:
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The NHWC embedding baked for ``img_size``, the global blocks' tables resized to match."""
     if det.format in _SQUARE_ONLY:
-        generic.require_square(det, request.img_size, f"SAM ({det.format})")
-    result = generic.baked_plan(ckpt, det, request)
+        base.require_square(request.img_size, f"SAM ({det.format})")
+    result = base.baked_plan(ckpt, det, request)
     out_grid = base.output_grid(det, request.img_size)
-    relpos.resize_tables(ckpt, det.details["global_blocks"], det.window, out_grid, result)
+    relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if det.format == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride)
     result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None))
@@ -98,4 +95,7 @@ def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool) 
     if det.format == "transformers":
         done = "written to config.json" if wrote_config else "set them in the model config"
         return f"vision_config.image_size={n}, prompt_encoder_config.image_size={n} ({done})"
-    return f"timm.create_model('samvit_...', img_size={generic.size_arg(img_size)}) loads it with strict=True"
+    return f"timm.create_model('samvit_...', img_size={base.size_arg(img_size)}) loads it with strict=True"
+
+
+FAMILY = Family(NAME, detect, plan)

@@ -19,22 +19,21 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import replace
 
-from ..checkpoint import Checkpoint
 from ..errors import AbswinError
-from ..grid import format_size, grid_size_of
+from ..io.checkpoint import Checkpoint
+from ..maths.grid import format_size
+from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
-from ..resize import BICUBIC, Size
+from ..runtimes import timm as timm_runtime
 from . import base
-from .base import ConvertRequest, Decomposition, Detection
+from .base import SAM2_WINDOW_KEY, ConvertRequest, Detection, Family
 
-name = "sam2"
+NAME = "sam2"
 PATCH_STRIDE = 4
 NATIVE_INPUT = 1024  # SAM2 trains at 1024 px; a transformers config.json may say otherwise
 SAM2_PREFIX = "image_encoder.trunk."
 SAM2_WRAPPER = "model"
-WINDOW_KEY = "pos_embed_window"  # SAM2's mark: Hiera's timm abswin names its window part pos_embed_win
 TARGETS = ("baked", "sam2")
 
 # Per format, a key (after the trunk prefix) that only that spelling has.
@@ -71,23 +70,18 @@ def detect(ckpt: Checkpoint) -> Detection | None:
     fmt = next((f for f, marker in _FORMAT_MARKERS if prefix + marker in ckpt), None)
     if fmt is None:
         return None
-    pos_key = prefix + "pos_embed"
-    details = {
-        "prefix": prefix,
-        "window_key": prefix + WINDOW_KEY,
-        "background": format_size(grid_size_of(ckpt.shape(pos_key), "nchw")),
-    }
-    window: Size = tuple(ckpt.shape(prefix + WINDOW_KEY)[2:])  # type: ignore[assignment]
+    window = base.to_grid_size(ckpt, prefix + SAM2_WINDOW_KEY)
     side = NATIVE_INPUT // PATCH_STRIDE
     grid = _configured_grid(ckpt.config) or (side, side)
-    return Detection(name, fmt, pos_key, "nchw", grid, window, PATCH_STRIDE, BICUBIC, TARGETS, details=details)
+    return Detection(NAME, fmt, prefix + "pos_embed", "nchw", grid, window, PATCH_STRIDE, BICUBIC, TARGETS,
+                     window_key=prefix + SAM2_WINDOW_KEY, key_prefix=prefix)
 
 
 def _trunk_prefix(ckpt: Checkpoint) -> str | None:
     for key in ckpt.keys():
-        if not key.endswith(WINDOW_KEY):
+        if not key.endswith(SAM2_WINDOW_KEY):
             continue
-        prefix = key[: -len(WINDOW_KEY)]
+        prefix = key[: -len(SAM2_WINDOW_KEY)]
         if (prefix == "" or prefix.endswith(".")) and prefix + "pos_embed" in ckpt:
             if len(ckpt.shape(key)) == 4 and len(ckpt.shape(prefix + "pos_embed")) == 4:
                 return prefix
@@ -114,18 +108,11 @@ def _configured_grid(config: dict | None) -> Size | None:
     return (int(height) // PATCH_STRIDE, int(width) // PATCH_STRIDE)
 
 
-def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> Decomposition:
-    """The checkpoint's own window and global parts; the global part refitted when another size is asked for."""
-    window = base.read_window(ckpt, det)
-    return base.refit_split(window, base.read_position(ckpt, det).grid, det, global_size)  # type: ignore[arg-type]
-
-
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """``baked``: same keys, same two-part layout; ``sam2``: the ``sam2`` package's trunk names."""
-    if request.target not in det.targets:
-        raise AbswinError(f"target {request.target!r} is not available for SAM2 ({det.format}); use one of {', '.join(det.targets)}")
+    base.require_target(det, request.target)
     base.output_grid(det, request.img_size)  # the runtime tiles h // 8 windows: sides must be multiples of 32
-    parts = read_parts(ckpt, det, request.global_size)
+    parts, _ = base.read_parts(ckpt, det, request.global_size)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.replace[det.pos_key] = base.nchw(parts.global_).to(ckpt.dtype(det.pos_key))
     background: Size = tuple(parts.global_.shape[:2])  # type: ignore[assignment]
@@ -133,7 +120,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         result.config = _updated_config(ckpt.config, request.img_size, background)
         result.notes.append(_runtime_note(det.format, request.img_size, background, result.config is not None))
         return result
-    rename, result.drop = trunk_rename(ckpt.keys(), det.details["prefix"], det.format)
+    rename, result.drop = trunk_rename(ckpt.keys(), det.key_prefix, det.format)
     result.rename = {k: v for k, v in rename.items() if k != v}
     result.wrapper = SAM2_WRAPPER  # what sam2's loader reads, with --format pt
     if det.format != "sam2":
@@ -194,67 +181,9 @@ def _updated_config(config: dict | None, img_size: Size, background: Size) -> di
         prompt = updated.get("prompt_encoder_config")
         if isinstance(prompt, dict) and img_size[0] == img_size[1]:
             prompt["image_size"] = img_size[0]  # transformers' prompt encoder takes one side only
-    if "architecture" in updated and isinstance(updated.get("model_args"), dict):  # timm's save_for_hf
-        updated["model_args"]["global_pos_size"] = list(background)
-        pretrained_cfg = updated.get("pretrained_cfg", {})
-        if "input_size" in pretrained_cfg:
-            pretrained_cfg["input_size"] = list(pretrained_cfg["input_size"][:1]) + list(img_size)
+    if timm_runtime.is_timm_config(updated) and isinstance(updated.get("model_args"), dict):
+        return timm_runtime.resized_config(updated, img_size, global_pos_size=list(background))
     return updated
 
 
-def plan_from_hiera(ckpt: Checkpoint, det: Detection, parts: Decomposition, timm_names: dict[str, str], request: ConvertRequest) -> Plan:
-    """A Hiera checkpoint as a SAM2 image-encoder trunk (``image_encoder.trunk.*``), loadable with ``strict=True``.
-
-    ``parts`` are the Hiera checkpoint's own parts (composed with Hiera's resize); ``timm_names`` maps its keys to
-    timm Hiera names, which differ from SAM2's in the MLP names only. SAM2 resizes without antialias, so the
-    embedding is composed at the native size and split again for SAM2's resize.
-    """
-    native = base.aw.compose(parts.window, parts.global_, det.grid, det.resize)
-    sam2_det = replace(det, resize=BICUBIC)
-    base.output_grid(sam2_det, request.img_size)
-    sam2_parts = base.decompose(native, sam2_det, request.global_size)
-    result = Plan(stats=base.decomposition_stats(sam2_det, sam2_parts, request), wrapper=SAM2_WRAPPER)
-    for key in ckpt.keys():
-        trunk_key = None
-        if key == det.pos_key:
-            trunk_key = "pos_embed"
-        elif key in timm_names and timm_names[key] != "pos_embed_win":  # timm abswin's window: replaced below
-            trunk_key = sam2_trunk_key(timm_names[key], "timm")
-        if trunk_key is None:
-            result.drop.add(key)
-        else:
-            result.rename[key] = SAM2_PREFIX + trunk_key
-    dtype = ckpt.dtype(det.pos_key)
-    result.replace[det.pos_key] = base.nchw(sam2_parts.global_).to(dtype)
-    result.add[SAM2_PREFIX + WINDOW_KEY] = base.nchw(sam2_parts.window).to(dtype)
-    if result.drop:
-        result.notes.append(f"dropped {len(result.drop)} tensors a SAM2 trunk has no place for (classifier head, final norm, MAE decoder)")
-    background: Size = tuple(sam2_parts.global_.shape[:2])  # type: ignore[assignment]
-    result.notes.append(_hiera_trunk_note(ckpt, det, timm_names, request.img_size, background))
-    return result
-
-
-def _hiera_trunk_note(ckpt: Checkpoint, det: Detection, timm_names: dict[str, str], img_size: Size, background: Size) -> str:
-    """The SAM2 ``Hiera(...)`` call that loads the output and computes what the Hiera computed.
-
-    SAM2 has no global attention in a block that pools (its window unpartition divides by the window size), so
-    Hiera's global stages 3-4 become windows as large as those stages' grids: exact for square inputs only.
-    """
-    by_name = {v: k for k, v in timm_names.items()}
-    embed_dim = ckpt.shape(by_name["patch_embed.proj.weight"])[0]
-    depth = 1 + max(int(n.split(".")[1]) for n in by_name if n.startswith("blocks."))
-    starts = [0] + [i for i in range(1, depth) if f"blocks.{i}.proj.weight" in by_name] + [depth]
-    stages = tuple(b - a for a, b in zip(starts, starts[1:]))
-    config = ckpt.config or {}
-    heads = config.get("num_heads", "<stage-1 heads>")
-    heads = heads[0] if isinstance(heads, list) else heads
-    q_pool = config.get("q_pool", config.get("num_query_pool", len(stages) - 1))
-    grid = (img_size[0] // PATCH_STRIDE, img_size[1] // PATCH_STRIDE)
-    window = det.window[0]
-    spec = tuple(window >> s for s in range(2)) + tuple(grid[0] >> s for s in range(2, len(stages)))
-    square = "" if grid[0] == grid[1] else f" (windows are square: at {format_size(img_size)} stages 3-4 are not global)"
-    return (
-        f"sam2.modeling.backbones.hieradet.Hiera(embed_dim={embed_dim}, num_heads={heads}, stages={stages}, "
-        f"q_pool={q_pool}, window_spec={spec}, global_att_blocks=(), "
-        f"window_pos_embed_bkg_spatial_size={background}) reproduces the Hiera at {format_size(img_size)}{square}"
-    )
+FAMILY = Family(NAME, detect, plan)

@@ -16,15 +16,15 @@ import math
 
 import torch
 
-from .. import absolute_win as aw
-from ..checkpoint import Checkpoint
-from ..grid import PositionGrid, format_size, from_grid, to_grid
+from ..io.checkpoint import Checkpoint
+from ..maths import absolute_win as aw
+from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
+from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
-from ..resize import BICUBIC, Size
-from . import base, generic, relpos
-from .base import ConvertRequest, Decomposition, Detection
+from . import base, relpos
+from .base import ConvertRequest, Decomposition, Detection, Family
 
-name = "vitdet"
+NAME = "vitdet"
 WINDOW = (14, 14)  # ViTDet's windowed blocks
 _HIERA_STEM = 7  # Hiera's overlapping 7x7 stem: a Hiera checkpoint, not a ViT
 MAE_DECODER_KEY = "decoder_pos_embed"
@@ -55,10 +55,10 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         if fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
             fmt = "mae"
         return Detection(
-            name, fmt, pos_key, "flat_cls", (side, side), window, patch_shape[-1], BICUBIC, ("baked",), prefix,
-            details={"global_blocks": relpos.global_blocks(ckpt, configured), "rel_pos_tables": len(relpos.tables(ckpt)),
-                     "recipe": f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero"},
-            pads_windows=True,
+            NAME, fmt, pos_key, "flat_cls", (side, side), window, patch_shape[-1], BICUBIC, ("baked",), prefix,
+            pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
+            rel_pos_tables=len(relpos.tables(ckpt)),
+            recipe=f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero",
         )
     return None
 
@@ -95,9 +95,9 @@ def recipe(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Deco
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
-    generic.require_target(det, request.target)
+    base.require_target(det, request.target)
     if det.format in _SQUARE_ONLY:
-        generic.require_square(det, request.img_size, _SQUARE_ONLY[det.format])
+        base.require_square(request.img_size, _SQUARE_ONLY[det.format])
     out_grid = base.output_grid(det, request.img_size)
     pos = base.read_position(ckpt, det)
     parts = recipe(pos.grid, det, request.global_size)
@@ -106,7 +106,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     if request.global_size is None:
         result.stats["global_size"] = "none"
     result.replace[det.pos_key] = base.bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
-    relpos.resize_tables(ckpt, det.details["global_blocks"], det.window, out_grid, result)
+    relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if MAE_DECODER_KEY in ckpt:
         _resize_decoder(ckpt, det, out_grid, result)
     if det.format == "transformers":
@@ -148,5 +148,8 @@ def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
     if det.format == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
-    size = generic.size_arg(img_size)
+    size = base.size_arg(img_size)
     return f"build the ViT with img_size={size} (timm.create_model(arch, img_size={size}); MAE's models_vit take img_size too)"
+
+
+FAMILY = Family(NAME, detect, plan)

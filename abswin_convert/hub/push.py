@@ -8,21 +8,17 @@ since the card is deterministic, pushing the same output twice makes no second c
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, constants
-from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError, RevisionNotFoundError
+from huggingface_hub import CommitOperationAdd, HfApi
 
-from .errors import AbswinError
-from .hub import DEFAULT_REVISION, MODEL_CARD_FILE, first_line, is_repo_id, offline_mode
+from ..errors import AbswinError
+from ..io.outputs import ConvertedOutput, read_output
+from ..io.provenance import sha256_of
+from .errors import hub_errors
 from .model_card import model_card
-from .outputs import ConvertedOutput, read_output
-from .provenance import sha256_of
-
-_TOKEN_HINT = "set HF_TOKEN to a token with write access, or run `hf auth login`"
+from .sources import DEFAULT_REVISION, MODEL_CARD_FILE, is_repo_id, offline_mode
 
 
 @dataclass(frozen=True)
@@ -110,7 +106,7 @@ def push(
         raise AbswinError(f"offline mode (HF_HUB_OFFLINE=1): cannot push to {repo_id}; unset it, or use --dry-run")
     p = output.provenance
     message = f"abswin-convert {p.get('version')}: {p.get('family')} {p.get('target')} for {p.get('img_size')}"
-    with _push_errors(repo_id):
+    with hub_errors(f"push to {repo_id}", repo_id):
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
         if branch != DEFAULT_REVISION:
@@ -129,21 +125,3 @@ def push(
         pull_request=info.pr_revision,
         changed=info.oid != head,
     )
-
-
-@contextmanager
-def _push_errors(repo_id: str) -> Iterator[None]:
-    """The client's errors as one-line AbswinErrors that never carry the token."""
-    endpoint = constants.ENDPOINT
-    try:
-        yield
-    except LocalTokenNotFoundError:
-        raise AbswinError(f"no Hub token to push to {repo_id}; {_TOKEN_HINT}") from None
-    except RevisionNotFoundError as error:
-        raise AbswinError(f"{repo_id}: {first_line(error)}") from None
-    except HfHubHTTPError as error:
-        status = error.response.status_code if error.response is not None else None
-        hint = f"; {_TOKEN_HINT}" if status in (401, 403) else ""
-        raise AbswinError(f"the Hub at {endpoint} refused the push to {repo_id}: {first_line(error)}{hint}") from None
-    except HTTPError as error:  # after HfHubHTTPError, which is one too: a connection that failed
-        raise AbswinError(f"cannot connect to {endpoint} to push to {repo_id} ({first_line(error)})") from None

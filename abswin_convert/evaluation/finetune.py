@@ -8,7 +8,6 @@ with channels_last inputs, and the loss stays on the device until the end.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,17 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .. import absolute_win as aw
 from .. import families
 from ..errors import AbswinError
 from ..families import hiera
-from ..families.base import nchw, output_grid, read_position
-from ..grid import format_size
-from ..provenance import output_metadata
-from ..writer import OutputTensor, check_destination, write_json, write_safetensors
+from ..families.base import TIMM_WINDOW_KEY, nchw, output_grid, read_parts, read_position
+from ..io.jsonfile import write_json
+from ..io.outputs import folder_paths
+from ..io.provenance import output_metadata
+from ..io.writer import OutputTensor, check_destination, write_safetensors
+from ..maths import absolute_win as aw
+from ..maths.grid import format_size
+from ..runtimes import timm as timm_runtime
+from .classifier import Classifier, open_with_config, runtime_of, timm_preprocess
 from .data import open_dataset
 from .eval import batch_inputs, evaluate, make_loader, prepare, resolve_device
-from .models import Classifier, open_with_config, runtime_of, timm_args, timm_preprocess
 
 POSITIONS = ("naive", "abswin")
 
@@ -41,23 +43,21 @@ def start_model(checkpoint: str | Path, img_size: int, pos: str) -> Classifier:
     config = ckpt.config or {}
     if runtime_of(config) != "timm":
         raise AbswinError("finetune builds timm models; give it a timm checkpoint (config.json with architecture)")
-    _, det = families.detect(ckpt, hiera.name)  # finetune builds timm Hiera; anything else is refused here
+    det = families.detect(ckpt, hiera.NAME)  # finetune builds timm Hiera; anything else is refused here
     out_grid = output_grid(det, (img_size, img_size))
-    state = {k: ckpt.tensor(k) for k in ckpt.keys()}
+    state = ckpt.state_dict()
     dtype = state[det.pos_key].dtype
     if pos == "abswin":
-        parts, _ = hiera.read_parts(ckpt, det, None)
-        state["pos_embed"], state["pos_embed_win"] = nchw(parts.global_).to(dtype), nchw(parts.window).to(dtype)
+        parts, _ = read_parts(ckpt, det, None)
+        state["pos_embed"], state[TIMM_WINDOW_KEY] = nchw(parts.global_).to(dtype), nchw(parts.window).to(dtype)
     else:
         if det.format == "timm-abswin":
             raise AbswinError("--pos naive needs one flat position embedding; this checkpoint is already split (timm abswin)")
         resized = aw.naive(read_position(ckpt, det).grid, out_grid, det.resize)
         state["pos_embed"] = resized.reshape(1, -1, resized.shape[-1]).to(dtype)
-    import timm
-
-    model = timm.create_model(config["architecture"], pretrained=False, **timm_args(config, state, img_size))
-    model.load_state_dict(state, strict=True)
-    return Classifier(model.eval(), timm_preprocess(config, img_size), "timm", int(config["num_classes"]), config)
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    model = timm_runtime.create(config["architecture"], timm_runtime.model_kwargs(config, img_size, shapes), state)
+    return Classifier(model, timm_preprocess(config, img_size), "timm", int(config["num_classes"]), config)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -123,7 +123,7 @@ def run_finetune(checkpoint: str | Path, data: str, img_size: int, steps: int, p
     if steps < 0:
         raise AbswinError(f"--steps must be 0 or more, got {steps}")
     out = Path(output)
-    weights, config_path = out / "model.safetensors", out / "config.json"
+    weights, config_path = folder_paths(out)
     source = open_with_config(checkpoint).path
     check_destination(weights, [source], force)
     dev = resolve_device(device)
@@ -145,11 +145,8 @@ def save_timm(classifier: Classifier, img_size: int, weights: Path, config_path:
     """Write the model's state and a timm ``config.json`` that rebuilds it at ``img_size``."""
     state = {k: v.detach().cpu().contiguous() for k, v in classifier.model.state_dict().items()}
     write_safetensors(weights, [OutputTensor(k, v.dtype, tuple(v.shape), v) for k, v in state.items()], metadata)
-    config = json.loads(json.dumps(classifier.config))  # a deep copy
-    model_args = config.setdefault("model_args", {})
-    model_args["img_size"] = [img_size, img_size]
-    if "pos_embed_win" in state:
-        model_args.update(abs_win_pos_embed=True, global_pos_size=list(state["pos_embed"].shape[-2:]))
-    cfg = config.setdefault("pretrained_cfg", {})
-    cfg["input_size"] = [classifier.preprocess.channels, img_size, img_size]
+    size = (img_size, img_size)
+    split = tuple(state["pos_embed"].shape[-2:]) if TIMM_WINDOW_KEY in state else None
+    config = timm_runtime.resized_config(classifier.config, size, img_size=list(size), **timm_runtime.abswin_args(split))
+    config.setdefault("pretrained_cfg", {})["input_size"] = [classifier.preprocess.channels, *size]
     write_json(config_path, config)

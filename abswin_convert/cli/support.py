@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .errors import AbswinError
+from ..errors import AbswinError
 
 
 def _fail(message: str, code: int) -> None:
@@ -27,6 +27,8 @@ def user_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except AbswinError as exc:
+            if os.environ.get("ABSWIN_DEBUG"):  # the traceback, with the error's cause
+                raise
             _fail(str(exc), 2)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -53,7 +55,7 @@ family_option = click.option("--family", default=None, help="Skip detection and 
 
 def override_options(func: Callable) -> Callable:
     """``--key/--layout/--window/--patch-stride``: read a checkpoint of a family we do not know, or correct one."""
-    from .grid import LAYOUTS
+    from ..maths.grid import LAYOUTS
 
     options = [
         click.option("--key", default=None, help="Position tensor to convert (a family we do not know)."),

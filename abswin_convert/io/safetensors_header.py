@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import AbswinError
+from ..errors import AbswinError
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -77,9 +77,9 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except _DuplicateKey as exc:
-        raise AbswinError(f"{path.name}: the safetensors header names {exc.args[0]!r} twice; the file is corrupt") from None
+        raise AbswinError(f"{path.name}: the safetensors header names {exc.args[0]!r} twice; the file is corrupt") from exc
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise AbswinError(f"{path.name}: the safetensors header is not valid JSON ({exc.__class__.__name__})") from None
+        raise AbswinError(f"{path.name}: the safetensors header is not valid JSON ({exc.__class__.__name__})") from exc
     if not isinstance(header, dict):
         raise AbswinError(f"{path.name}: the safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -96,8 +96,8 @@ def _entry(file_name: str, name: str, spec: object, data_start: int) -> TensorEn
         dtype = DTYPES[spec["dtype"]]  # type: ignore[index]
         shape = tuple(_whole(d) for d in spec["shape"])  # type: ignore[index]
         begin, end = (_whole(o) for o in spec["data_offsets"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError):
-        raise AbswinError(f"{file_name}: header entry {name!r} is malformed or has an unknown dtype") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AbswinError(f"{file_name}: header entry {name!r} is malformed or has an unknown dtype") from exc
     if min(shape, default=0) < 0 or begin < 0 or end < begin:
         raise AbswinError(f"{file_name}: header entry {name!r} has negative sizes or offsets")
     expected = dtype.itemsize

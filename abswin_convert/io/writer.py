@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import torch
 
-from .errors import AbswinError
+from ..errors import AbswinError
 from .provenance import SOURCE_SHA256, SourceDigest
 from .safetensors_header import DTYPE_NAMES
 
@@ -103,7 +103,7 @@ def atomic_file(dest: Path) -> Iterator[BinaryIO]:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise AbswinError(f"cannot create the folder {dest.parent}: {exc.strerror or exc}") from None
+        raise AbswinError(f"cannot create the folder {dest.parent}: {exc.strerror or exc}") from exc
     remove_stale_temps(dest)
     temp = dest.parent / f".{dest.name}{TEMP_MARK}{os.getpid()}"
     try:
@@ -114,7 +114,7 @@ def atomic_file(dest: Path) -> Iterator[BinaryIO]:
         os.replace(temp, dest)
     except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a crash
         temp.unlink(missing_ok=True)
-        raise AbswinError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        raise AbswinError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -227,12 +227,6 @@ def _copy_chunk(src: int, dst: int, src_offset: int, dst_offset: int, count: int
                 raise
     chunk = os.pread(src, count, src_offset)
     return os.pwrite(dst, chunk, dst_offset) if chunk else 0
-
-
-def write_json(dest: Path, data: object) -> None:
-    """A JSON file (indented, keys sorted), through the same temp-file-and-rename path."""
-    with atomic_file(dest) as out:
-        out.write((json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def write_torch(dest: Path, obj: object) -> None:

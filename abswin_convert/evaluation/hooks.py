@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import open_checkpoint
 from ..errors import AbswinError
-from ..grid import parse_size
-from ..provenance import read_provenance
+from ..io.checkpoint import open_checkpoint
+from ..io.outputs import finetune_folder
+from ..io.provenance import read_provenance
+from ..maths.grid import parse_size
 
 Hook = Callable[[Path, dict], dict]
 
@@ -41,7 +42,7 @@ def resolve_hook(spec: str) -> Hook:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AbswinError(f"hook {spec}: cannot import {module_name} ({exc})") from None
+        raise AbswinError(f"hook {spec}: cannot import {module_name} ({exc})") from exc
     hook = getattr(module, function, None)
     if not callable(hook):
         raise AbswinError(f"hook {spec}: {module_name} has no function {function}")
@@ -57,7 +58,7 @@ def _builtins() -> dict[str, Hook]:
         "verify": lambda path, options: call_with_options(run_verify, "verify", path, options),
         "eval": lambda path, options: call_with_options(run_eval, "eval", path, options),
         "finetune": lambda path, options: call_with_options(
-            run_finetune, "finetune", path, {"output": _default_finetune_output(path, options), **options}
+            run_finetune, "finetune", path, {"output": finetune_folder(path, options.get("pos", "abswin")), **options}
         ),
     }
 
@@ -86,8 +87,3 @@ def converted_size(path: Path) -> int:
     if h != w:
         raise AbswinError(f"{path}: converted for {h}x{w}; eval and finetune take square sizes, pass img_size")
     return h
-
-
-def _default_finetune_output(path: Path, options: dict) -> Path:
-    folder = path if path.is_dir() else path.parent
-    return folder / f"finetuned-{options.get('pos', 'abswin')}"

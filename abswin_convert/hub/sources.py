@@ -10,36 +10,22 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import yaml
 from huggingface_hub import HfApi, constants, hf_hub_download
-from huggingface_hub.errors import (
-    HfHubHTTPError,
-    HTTPError,  # the client's HTTP library's base error: a failed connection shows as one
-    LocalEntryNotFoundError,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.repocard import metadata_load
 
-from .checkpoint import (
-    PREFERRED_WEIGHT_FILE,
-    WEIGHT_SUFFIXES,
-    Checkpoint,
-    WeightFileChoiceError,
-    choose_weight_file,
-    open_checkpoint,
-)
-from .errors import AbswinError
+from ..errors import AbswinError
+from ..io.checkpoint import Checkpoint, open_checkpoint
+from ..io.outputs import CONFIG_FILE, WEIGHT_SUFFIXES, WEIGHTS_FILE, WeightFileChoiceError, choose_weight_file
+from .errors import hub_errors
 
 DEFAULT_REVISION = "main"
-CONFIG_FILE = "config.json"
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
 MODEL_CARD_FILE = "README.md"
 
@@ -125,11 +111,11 @@ def pick_weight_file(filenames: Iterable[str], source: HubSource) -> str:
             example = HubSource(source.repo_id, source.revision, error.candidates[0])
             raise AbswinError(
                 f"{_where(source)} holds several weight files ({_listing(error.candidates)}); pick one, e.g. {example}"
-            ) from None
+            ) from error
         raise AbswinError(
             f"{_where(source)} holds no weight file ({', '.join('*' + s for s in WEIGHT_SUFFIXES)}); "
             f"its files: {_listing(names) or 'none'}"
-        ) from None
+        ) from error
 
 
 def open_source(source: str | Path) -> tuple[Checkpoint, ResolvedHubFile | None]:
@@ -143,7 +129,7 @@ def open_source(source: str | Path) -> tuple[Checkpoint, ResolvedHubFile | None]
         return open_checkpoint(resolved.path, resolved.config_path), resolved
     except AbswinError as error:  # name the file by its Hub name, not by its place in the cache
         pinned = HubSource(resolved.repo_id, resolved.commit_sha, resolved.filename)
-        raise AbswinError(str(error).replace(str(resolved.path), str(pinned))) from None
+        raise AbswinError(str(error).replace(str(resolved.path), str(pinned))) from error
 
 
 def resolve_hub_source(source: HubSource) -> ResolvedHubFile:
@@ -152,7 +138,7 @@ def resolve_hub_source(source: HubSource) -> ResolvedHubFile:
     In offline mode (``HF_HUB_OFFLINE=1``) the repo cannot be listed, so only a named file or ``model.safetensors``
     already in the cache can be used. Hub and network failures raise AbswinError with a one-line message.
     """
-    with _hub_errors(source):
+    with hub_errors(f"fetch {source}", source.repo_id, source.revision):
         if offline_mode():
             return _resolve_from_cache(source)
         return _resolve_online(source)
@@ -221,7 +207,7 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
 
 
 def _resolve_from_cache(source: HubSource) -> ResolvedHubFile:
-    filename = source.filename or PREFERRED_WEIGHT_FILE
+    filename = source.filename or WEIGHTS_FILE
     path = _cached(source.repo_id, filename, source.revision)
     if path is None:
         raise AbswinError(_offline_miss(source))
@@ -250,7 +236,7 @@ def _offline_miss(source: HubSource) -> str:
         return f"offline mode (HF_HUB_OFFLINE=1): {source} is not in the Hugging Face cache; fetch it once online"
     return (
         f"offline mode (HF_HUB_OFFLINE=1): cannot list the files of {_where(source)} and its "
-        f"{PREFERRED_WEIGHT_FILE} is not in the Hugging Face cache; name a cached file as "
+        f"{WEIGHTS_FILE} is not in the Hugging Face cache; name a cached file as "
         f"{HubSource(source.repo_id, source.revision, '<file>')}, or run once online"
     )
 
@@ -272,30 +258,6 @@ def _snapshot_commit(path: Path, filename: str) -> str:
     return path.parents[filename.count("/")].name
 
 
-@contextmanager
-def _hub_errors(source: HubSource) -> Iterator[None]:
-    """Turn the client's errors into one-line AbswinErrors."""
-    endpoint = constants.ENDPOINT
-    try:
-        yield
-    except RepositoryNotFoundError:
-        raise AbswinError(
-            f"no Hub repository {source.repo_id!r} at {endpoint} (and it is not a local path either); "
-            "if the repo is private or gated, set HF_TOKEN"
-        ) from None
-    except RevisionNotFoundError:
-        raise AbswinError(f"Hub repository {source.repo_id!r} has no revision {source.revision!r}") from None
-    except RemoteEntryNotFoundError as error:
-        raise AbswinError(f"file not found on the Hub: {error.response.url}") from None
-    except HfHubHTTPError as error:
-        raise AbswinError(f"the Hub at {endpoint} refused {source}: {first_line(error)}") from None
-    except (HTTPError, LocalEntryNotFoundError) as error:  # HTTPError after HfHubHTTPError, which is one too
-        raise AbswinError(
-            f"cannot connect to {endpoint} to fetch {source} ({first_line(error)}); "
-            "set HF_HUB_OFFLINE=1 to use files already in the Hugging Face cache"
-        ) from None
-
-
 def _where(source: HubSource) -> str:
     return f"{source.repo_id}@{source.revision}"
 
@@ -303,7 +265,3 @@ def _where(source: HubSource) -> str:
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:_LISTED_FILES_MAX])
     return shown + (f" and {len(names) - _LISTED_FILES_MAX} more" if len(names) > _LISTED_FILES_MAX else "")
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

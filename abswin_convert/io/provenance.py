@@ -6,8 +6,8 @@ import hashlib
 import threading
 from pathlib import Path
 
-from . import __version__
-from .errors import AbswinError
+from .. import __version__
+from ..errors import AbswinError
 
 PREFIX = "abswin."
 SOURCE_SHA256 = PREFIX + "source_sha256"

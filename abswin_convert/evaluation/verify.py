@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from .. import families
-from ..checkpoint import open_checkpoint
 from ..errors import AbswinError
-from ..provenance import read_provenance
-from ..verify import native_error
-from .models import load_classifier
+from ..families.base import Detection, native_grid, read_position, read_window
+from ..io.checkpoint import Checkpoint, open_checkpoint
+from ..io.outputs import config_beside
+from ..io.provenance import read_provenance
+from ..maths.absolute_win import compose
+from .classifier import load_classifier
 
 NATIVE_TOLERANCE = 1e-5
 
@@ -29,14 +31,13 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
     path = Path(checkpoint)
     ckpt = open_checkpoint(path)
     provenance = read_provenance(ckpt.metadata)
-    _, det = families.detect(ckpt, provenance.get("family"))  # the family it was converted as, when recorded
+    det = families.detect(ckpt, provenance.get("family"))  # the family it was converted as, when recorded
     report: dict = {"family": det.family, "format": det.format, "img_size": img_size, "problems": []}
     source = source or provenance.get("source")
     report.update(_runtime_check(path, img_size, _config_for(path, source)))
     if det.format == "timm-abswin" and source and Path(source).exists():
         src = open_checkpoint(source)
-        _, src_det = families.detect(src, det.family)
-        error = native_error(src, src_det, ckpt.path)
+        error = native_error(src, families.detect(src, det.family), ckpt.path)
         report["native_max_abs_error"] = error
         if error > NATIVE_TOLERANCE:
             report["problems"].append(f"window + global at the native size differ from the source by {error:.2e}")
@@ -49,15 +50,31 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
     return report
 
 
+def native_error(source: Checkpoint, source_det: Detection, output: Path) -> float:
+    """Max abs difference between the source embedding and the written window + global parts composed
+    at the native size: 0 (to float precision) when the conversion is exact there."""
+    out = open_checkpoint(output)
+    out_det = families.detect(out, source_det.family)
+    window = read_window(out, out_det)
+    if window is None:
+        raise AbswinError(f"{output} holds no split absolute-win embedding to check")
+    composed = compose(window, read_position(out, out_det).grid, source_det.grid, out_det.resize)
+    return float((composed - native_grid(source, source_det)).abs().max())
+
+
+@torch.no_grad()
+def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, img_size: int, seed: int = 0, channels: int = 3) -> float:
+    """Max abs difference of two models' outputs on the same random batch."""
+    x = torch.randn(2, channels, img_size, img_size, generator=torch.Generator().manual_seed(seed))
+    return float((a(x) - b(x)).abs().max())
+
+
 def _config_for(path: Path, source: str | Path | None) -> Path | None:
     """The output's own config.json, else its source's."""
-    own = path / "config.json" if path.is_dir() else path.parent / "config.json"
-    if own.is_file():
+    own = config_beside(path)
+    if own is not None or source is None:
         return own
-    if source is None:
-        return None
-    folder = Path(source) if Path(source).is_dir() else Path(source).parent
-    return folder / "config.json" if (folder / "config.json").is_file() else None
+    return config_beside(Path(source))
 
 
 def _runtime_check(path: Path, img_size: int, config: Path | None) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_support import emit, json_option, user_errors
+from .support import emit, json_option, user_errors
 
 DATA_HELP = "fashion-mnist:PATH (idx files, e.g. /usr/share/datasets/fashion-mnist) or imagefolder:PATH (a folder per class)."
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -21,7 +21,7 @@ device_option = click.option("--device", default="auto", show_default=True, help
 @user_errors
 def eval_command(checkpoint: str, data: str, img_size: int, device: str, batch_size: int, limit: int | None, as_json: bool) -> None:
     """Top-1 accuracy and loss of CHECKPOINT (a folder with config.json) at --img-size."""
-    from .hooks.eval import run_eval
+    from ..evaluation.eval import run_eval
 
     r = run_eval(checkpoint, data, img_size, device, batch_size, limit)
     emit(r, as_json, [
@@ -49,7 +49,7 @@ def eval_command(checkpoint: str, data: str, img_size: int, device: str, batch_s
 def finetune_command(checkpoint: str, data: str, img_size: int, steps: int, pos: str, output: str, lr: float,
                      batch_size: int, device: str, seed: int, eval_limit: int | None, force: bool, as_json: bool) -> None:
     """Finetune CHECKPOINT at --img-size for --steps, evaluate it, and write it to --output."""
-    from .hooks.finetune import run_finetune
+    from ..evaluation.finetune import run_finetune
 
     r = run_finetune(checkpoint, data, img_size, steps, pos, output, lr, batch_size, device, seed, eval_limit, force)
     emit(r, as_json, [

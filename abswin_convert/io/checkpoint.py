@@ -7,20 +7,20 @@ Everything a user can get wrong here (empty, truncated, foreign or malicious fil
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import AbswinError
+from ..errors import AbswinError, first_line
+from .jsonfile import read_json_object
+from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
 from .safetensors_header import TensorEntry, read_header, read_tensor
 
@@ -29,36 +29,7 @@ from .safetensors_header import TensorEntry, read_header, read_tensor
 warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint", category=UserWarning)
 
 WRAPPER_KEYS = ("model_state", "model", "state_dict")
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pkl", ".ckpt")
-PREFERRED_WEIGHT_FILE = "model.safetensors"
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-class WeightFileChoiceError(AbswinError):
-    """No weight file, or several equally good ones; ``candidates`` names them (empty when there is none)."""
-
-    def __init__(self, message: str, candidates: list[str]) -> None:
-        super().__init__(message)
-        self.candidates = candidates
-
-
-def choose_weight_file(names: Iterable[str]) -> str:
-    """The weight file among ``names`` (a folder's files, or a Hub repo's paths): ``model.safetensors``, else the
-    only safetensors file, else the only other weight file (.pt, .pth, .bin, .pkl, .ckpt).
-
-    Several candidates of the best kind, or none at all, raise WeightFileChoiceError.
-    """
-    candidates = sorted(n for n in names if n.lower().endswith(WEIGHT_SUFFIXES) and not Path(n).name.startswith("."))
-    if PREFERRED_WEIGHT_FILE in candidates:
-        return PREFERRED_WEIGHT_FILE
-    safetensors = [n for n in candidates if n.lower().endswith(".safetensors")]
-    for tier in (safetensors, [n for n in candidates if n not in safetensors]):
-        if len(tier) == 1:
-            return tier[0]
-        if tier:
-            raise WeightFileChoiceError(f"several weight files: {', '.join(tier)}; name the one to convert", tier)
-    looked_for = ", ".join("*" + s for s in WEIGHT_SUFFIXES)
-    raise WeightFileChoiceError(f"no weight file found (looked for {looked_for})", [])
 
 
 class Checkpoint:
@@ -108,6 +79,10 @@ class Checkpoint:
             return read_tensor(self.path, self._entries[key])
         return self._tensors[key]  # type: ignore[index]
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor, read now (for building a model from the weights)."""
+        return {key: self.tensor(key) for key in self.keys()}
+
     def raw_entry(self, key: str) -> TensorEntry | None:
         """The byte range of a tensor in the file (safetensors, or an uncompressed torch zip), for raw copying."""
         return self._entries[key] if self._entries is not None else self._stored.get(key)
@@ -121,14 +96,8 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     """Open a weight file, or a folder holding one (with ``config.json`` when present)."""
     path = Path(source)
     if path.is_dir():
-        names = [p.name for p in path.iterdir() if p.is_file()]
-        try:
-            chosen = choose_weight_file(names)
-        except AbswinError as exc:
-            raise AbswinError(f"{path}: {exc}") from None
-        if config_path is None and (path / "config.json").is_file():
-            config_path = path / "config.json"
-        path = path / chosen
+        config_path = config_path or config_beside(path)
+        path = weights_in(path)
     if not path.exists():
         raise AbswinError(f"{path}: no such file or folder")
     if not path.is_file():  # reading a pipe or a device would block or never end
@@ -137,7 +106,7 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
         with open(path, "rb") as f:
             magic = f.read(9)
     except OSError as exc:
-        raise AbswinError(f"{path}: cannot read ({exc.strerror})") from None
+        raise AbswinError(f"{path}: cannot read ({exc.strerror})") from exc
     if not magic:
         raise AbswinError(f"{path}: the file is empty")
     config = read_json_object(config_path) if config_path else None
@@ -154,17 +123,6 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
 
 
-def read_json_object(path: Path) -> dict:
-    """A JSON file holding one object (config.json and our sidecars), or a one-line error."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AbswinError(f"{path}: cannot read it as JSON ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise AbswinError(f"{path}: holds no JSON object")
-    return data
-
-
 def _open_torch(path: Path, config: dict | None) -> Checkpoint:
     """A torch zip file, memory-mapped: tensors are read when touched, or copied raw by the writer."""
     # argparse.Namespace is data only; MAE training saves keep their `args` in one.
@@ -172,9 +130,9 @@ def _open_torch(path: Path, config: dict | None) -> Checkpoint:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as exc:
-            raise AbswinError(_refused_pickle(path, exc)) from None
+            raise AbswinError(_refused_pickle(path, exc)) from exc
         except Exception as exc:  # torch raises many types for corrupt zips
-            raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)}); is it truncated?") from None
+            raise AbswinError(f"{path.name}: not a readable torch file ({first_line(exc, sentence=True)}); is it truncated?") from exc
         stored = _stored_ranges(path)
     return _from_object(path, "torch", obj, config, stored)
 
@@ -189,9 +147,9 @@ def _open_legacy_torch(path: Path, config: dict | None) -> Checkpoint:
                 return _open_pickle(path, config)
             except AbswinError as also_refused:  # say what was refused, in whichever words name it
                 named = "GLOBAL" in str(refused)
-                raise AbswinError(_refused_pickle(path, refused) if named else str(also_refused)) from None
+                raise AbswinError(_refused_pickle(path, refused) if named else str(also_refused)) from also_refused
         except Exception as exc:
-            raise AbswinError(f"{path.name}: not a readable torch file ({_first_line(exc)})") from None
+            raise AbswinError(f"{path.name}: not a readable torch file ({first_line(exc, sentence=True)})") from exc
     return _from_object(path, "torch", obj, config)
 
 
@@ -241,20 +199,14 @@ def _refused_pickle(path: Path, exc: Exception) -> str:
     )
 
 
-def _first_line(exc: Exception) -> str:
-    """The first sentence of an exception's message (torch's run on for lines)."""
-    text = str(exc).strip().splitlines()
-    return text[0].split(". ")[0][:160] if text else exc.__class__.__name__
-
-
 def _open_pickle(path: Path, config: dict | None) -> Checkpoint:
     try:
         with open(path, "rb") as f:
             obj = load_numpy_pickle(f)
     except pickle.UnpicklingError as exc:
-        raise AbswinError(_refused_pickle(path, exc)) from None
+        raise AbswinError(_refused_pickle(path, exc)) from exc
     except Exception as exc:  # truncated or garbled pickles raise EOFError, ValueError, ...
-        raise AbswinError(f"{path.name}: not a readable pickle ({exc.__class__.__name__})") from None
+        raise AbswinError(f"{path.name}: not a readable pickle ({exc.__class__.__name__})") from exc
     return _from_object(path, "pickle", obj, config)
 
 
@@ -290,5 +242,5 @@ def _numeric_array(path: Path, key: object, value: np.ndarray) -> torch.Tensor:
         array = array.copy()
     try:
         return torch.from_numpy(array)
-    except TypeError:
-        raise AbswinError(f"{path.name}: {key} is a numpy array of {value.dtype}, not numbers; this is not a weight file") from None
+    except TypeError as exc:
+        raise AbswinError(f"{path.name}: {key} is a numpy array of {value.dtype}, not numbers; this is not a weight file") from exc

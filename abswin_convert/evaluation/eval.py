@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from ..errors import AbswinError
+from .classifier import Classifier, load_classifier
 from .data import open_dataset
-from .models import Classifier, load_classifier
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -61,7 +61,7 @@ def parse_spec(spec: str) -> DataSpec:
     return DataSpec(kind, Path(path))
 
 
-def open_dataset(spec: str | DataSpec, split: str, transform=None) -> "IdxImages | ImageFolder":
+def open_dataset(spec: str | DataSpec, split: str, transform=None) -> IdxImages | ImageFolder:
     """The ``split`` ("train" or "eval") of the data ``spec`` names; ``transform`` maps one uint8 image."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -81,7 +81,7 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as exc:
-        raise AbswinError(f"{path}: cannot read idx file ({exc.__class__.__name__}: {exc})") from None
+        raise AbswinError(f"{path}: cannot read idx file ({exc.__class__.__name__}: {exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise AbswinError(f"{path}: not an idx file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
@@ -109,7 +109,7 @@ class IdxImages(Dataset):
         self.images, self.labels, self.classes, self.transform = images, labels, classes, transform
 
     @classmethod
-    def from_folder(cls, folder: Path, split: str, transform=None) -> "IdxImages":
+    def from_folder(cls, folder: Path, split: str, transform=None) -> IdxImages:
         prefix = _IDX_PREFIX[split]
         images = read_idx(_find_idx(folder, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_find_idx(folder, f"{prefix}-labels-idx1-ubyte"))

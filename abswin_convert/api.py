@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import absolute_win as aw
 from . import families
-from .checkpoint import Checkpoint
-from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, native_grid
-from .families.generic import Overrides
-from .grid import format_size, parse_size
-from .hub import ResolvedHubFile, open_source
+from .families.overrides import Overrides
+from .hub.sources import ResolvedHubFile, open_source
+from .io.checkpoint import Checkpoint
+from .io.jsonfile import write_json
+from .io.outputs import output_format, output_paths, sidecar_of
+from .io.provenance import output_metadata
+from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
+from .maths import absolute_win as aw
+from .maths.grid import format_size, parse_size
+from .maths.resize import Size
 from .plan import Plan
-from .provenance import output_metadata
-from .resize import Size
-from .writer import OutputTensor, RawBytes, check_destination, write_json, write_safetensors, write_torch
-
-SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".bin": "pt"}
 
 
 @dataclass
@@ -42,6 +41,38 @@ class ConversionResult:
         }
 
 
+@dataclass(frozen=True)
+class InspectReport:
+    """Everything ``abswin-convert inspect`` reports about a checkpoint."""
+
+    source: str
+    file: str
+    hub: dict | None  # the Hub file it came from (repo, revision, commit, file), None for a local path
+    family: str
+    format: str
+    container: str  # safetensors | torch | pickle
+    wrapper: str | None
+    tensors: int
+    position_key: str
+    position_shape: list[int]
+    position_dtype: str
+    layout: str
+    grid: str
+    prefix_tokens: int
+    window: str
+    patch_stride: int
+    native_input: str
+    window_energy: float
+    window_energy_normalized: float
+    chance_share: float
+    targets: list[str]
+    resize: str
+    details: dict[str, str | int]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 def _as_size(value: int | str | Size | None) -> Size | None:
     if value is None or value == "full":
         return None
@@ -58,46 +89,45 @@ def load(
     """Open a source (a local path or a Hub name) and detect its family (``overrides``: what the user said about
     key, layout, window, stride); the Hub file it came from, or None for a local source."""
     ckpt, hub_file = open_source(source)
-    _, det = families.detect(ckpt, family, overrides)
-    return ckpt, det, hub_file
+    return ckpt, families.detect(ckpt, family, overrides), hub_file
 
 
-def inspect(source: str | Path, family: str | None = None, overrides: Overrides | None = None) -> dict:
-    """Everything ``abswin-convert inspect`` reports, as a JSON-ready dict."""
+def inspect(source: str | Path, family: str | None = None, overrides: Overrides | None = None) -> InspectReport:
+    """What ``abswin-convert inspect`` reports about ``source``."""
     ckpt, det, hub_file = load(source, family, overrides)
     grid = native_grid(ckpt, det)  # split (absolute-win) checkpoints are composed at the native size
-    energy = aw.window_energy(grid, det.window)
-    return {
-        "source": str(source),
-        "file": str(ckpt.path),
-        "hub": hub_file.to_json() if hub_file else None,
-        "family": det.family,
-        "format": det.format,
-        "container": ckpt.format,
-        "wrapper": ckpt.wrapper,
-        "tensors": len(ckpt.keys()),
-        "position_key": det.pos_key,
-        "position_shape": list(ckpt.shape(det.pos_key)),
-        "position_dtype": str(ckpt.dtype(det.pos_key)).replace("torch.", ""),
-        "layout": det.layout,
-        "grid": format_size(det.grid),
-        "prefix_tokens": det.prefix_tokens,
-        "window": format_size(det.window),
-        "patch_stride": det.patch_stride,
-        "native_input": format_size(det.native_input),
-        "window_energy": round(energy, 4),
-        "window_energy_normalized": round(aw.normalized_window_energy(grid, det.window), 4),
-        "chance_share": round(aw.chance_share(det.grid, det.window), 4),
-        "targets": list(det.targets),
-        "resize": det.resize.name,
-        "details": {k: v if isinstance(v, (str, int, float)) else str(v) for k, v in det.details.items()},
-    }
+    return InspectReport(
+        source=str(source),
+        file=str(ckpt.path),
+        hub=hub_file.to_json() if hub_file else None,
+        family=det.family,
+        format=det.format,
+        container=ckpt.format,
+        wrapper=ckpt.wrapper,
+        tensors=len(ckpt.keys()),
+        position_key=det.pos_key,
+        position_shape=list(ckpt.shape(det.pos_key)),
+        position_dtype=str(ckpt.dtype(det.pos_key)).replace("torch.", ""),
+        layout=det.layout,
+        grid=format_size(det.grid),
+        prefix_tokens=det.prefix_tokens,
+        window=format_size(det.window),
+        patch_stride=det.patch_stride,
+        native_input=format_size(det.native_input),
+        window_energy=round(aw.window_energy(grid, det.window), 4),
+        window_energy_normalized=round(aw.normalized_window_energy(grid, det.window), 4),
+        chance_share=round(aw.chance_share(det.grid, det.window), 4),
+        targets=list(det.targets),
+        resize=det.resize.name,
+        details=det.details(ckpt),
+    )
 
 
 def convert(
     source: str | Path,
     output: str | Path,
     img_size: int | str | Size,
+    *,
     target: str = "baked",
     global_size: int | str | Size | None = None,
     fmt: str | None = None,
@@ -112,10 +142,9 @@ def convert(
     fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
-    module = families.FAMILIES[det.family]
-    weights_path, config_path = _output_paths(Path(output), ckpt, fmt)
+    weights_path, config_path = output_paths(Path(output), fmt, ckpt.path.name if ckpt.format == "torch" else None)
     check_destination(weights_path, [ckpt.path], force)
-    plan = module.plan(ckpt, det, request)
+    plan = families.plan(ckpt, det, request)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
     streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
     metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
@@ -123,30 +152,12 @@ def convert(
         write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
     else:
         write_torch(weights_path, _torch_object(ckpt, plan))
-        write_json(weights_path.with_name(weights_path.name + ".abswin.json"), metadata)
+        write_json(sidecar_of(weights_path), metadata)
     wrote_config = None
     if plan.config is not None and config_path is not None:
         write_json(config_path, plan.config)
         wrote_config = config_path
     return ConversionResult(weights_path, wrote_config, det, metadata, plan.notes)
-
-
-def output_format(output: Path, fmt: str | None) -> str:
-    """The output format: ``fmt`` when given (it must agree with the file's suffix), else the suffix's."""
-    if fmt not in (None, "safetensors", "pt"):
-        raise AbswinError(f"unknown output format {fmt!r}; use safetensors or pt")
-    by_suffix = None if output.is_dir() else SUFFIX_FORMATS.get(output.suffix)
-    if fmt and by_suffix and fmt != by_suffix:
-        raise AbswinError(f"output {output.name} ends in {output.suffix} but --format is {fmt}; rename it or drop --format")
-    return fmt or by_suffix or "safetensors"
-
-
-def _output_paths(output: Path, ckpt: Checkpoint, fmt: str) -> tuple[Path, Path | None]:
-    """``-o`` names a weight file, or a folder that gets the weights plus ``config.json``."""
-    if output.suffix in SUFFIX_FORMATS and not output.is_dir():
-        return output, None
-    name = "model.safetensors" if fmt == "safetensors" else (ckpt.path.name if ckpt.format == "torch" else "model.pt")
-    return output / name, output / "config.json"
 
 
 def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
@@ -183,4 +194,3 @@ def _torch_object(ckpt: Checkpoint, plan: Plan) -> dict:
     if ckpt.wrapper is None:
         return state
     return {**ckpt.extra, ckpt.wrapper: state}
-

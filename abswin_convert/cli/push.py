@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from .cli_support import emit, json_option, user_errors
-from .push import PushResult
+from .support import emit, json_option, user_errors
+
+if TYPE_CHECKING:
+    from ..hub.push import PushResult
 
 
 @click.command("push")
@@ -24,7 +28,7 @@ def push_command(
 
     The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT picks the Hub.
     """
-    from .push import push
+    from ..hub.push import push
 
     result = push(path, repo_id, private=private, revision=revision, create_pr=create_pr, dry_run=dry_run)
     emit(result.to_json(), as_json, push_lines(result))

@@ -8,8 +8,8 @@ import threading
 import click
 from tqdm.auto import tqdm
 
-from .cli_support import emit, json_option, user_errors
-from .zoo import OutputJob, OutputRow, Progress, ZooReport
+from ..zoo import OutputJob, OutputRow, Progress, ZooReport
+from .support import emit, json_option, user_errors
 
 
 class TerminalProgress(Progress):
@@ -47,7 +47,7 @@ def zoo_command(manifest: str, jobs: int, out: str | None, dry_run: bool, as_jso
     Outputs already there with the same source and options are skipped, so a rerun finishes what an interrupted
     run left. Exits 1 if any output failed.
     """
-    from .zoo import load_manifest, run_zoo
+    from ..zoo import load_manifest, run_zoo
 
     _, planned = load_manifest(manifest, out)  # a bad manifest fails here, before any bar is drawn
     progress = TerminalProgress(len(planned))

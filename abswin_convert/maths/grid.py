@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import AbswinError
+from ..errors import AbswinError
 from .resize import Size
 
 LAYOUTS = ("flat", "flat_cls", "nhwc", "nchw")
@@ -88,8 +88,8 @@ def parse_size(text: str) -> Size:
     parts = text.lower().replace(",", "x").split("x")
     try:
         values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640") from None
+    except ValueError as exc:
+        raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640") from exc
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or min(values) <= 0:

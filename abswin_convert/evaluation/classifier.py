@@ -19,8 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import Checkpoint, open_checkpoint
 from ..errors import AbswinError
+from ..io.checkpoint import Checkpoint, open_checkpoint
+from ..io.outputs import config_beside
+from ..runtimes import hiera as hiera_runtime
+from ..runtimes import timm as timm_runtime
+from ..runtimes import transformers as transformers_runtime
 from .data import Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,10 +52,7 @@ def open_with_config(path: str | Path, config_path: Path | None = None) -> Check
     """The checkpoint at ``path`` (a folder, or a weight file with ``config.json`` beside it), config required;
     ``config_path`` names another config.json when the weights have none of their own."""
     path = Path(path)
-    beside = path / "config.json" if path.is_dir() else path.parent / "config.json"
-    if beside.is_file() or config_path is None:
-        config_path = beside if beside.is_file() else None
-    ckpt = open_checkpoint(path, config_path)
+    ckpt = open_checkpoint(path, config_beside(path) or config_path)
     if not ckpt.config:
         raise AbswinError(f"{path}: no config.json beside the weights; eval and finetune build the model from it")
     return ckpt
@@ -59,11 +60,11 @@ def open_with_config(path: str | Path, config_path: Path | None = None) -> Check
 
 def runtime_of(config: dict) -> str:
     """Which runtime a config.json belongs to."""
-    if "architecture" in config:
+    if timm_runtime.is_timm_config(config):
         return "timm"
-    if "model_type" in config:
+    if transformers_runtime.is_transformers_config(config):
         return "transformers"
-    if "embed_dim" in config and "stages" in config:
+    if hiera_runtime.is_hiera_config(config):
         return "hiera"
     raise AbswinError(
         "config.json is neither timm's (architecture), transformers' (model_type) nor the official Hiera's "
@@ -76,7 +77,7 @@ def load_classifier(path: str | Path, img_size: int, config_path: Path | None = 
     ckpt = open_with_config(path, config_path)
     config = ckpt.config or {}
     runtime = runtime_of(config)
-    state = {k: ckpt.tensor(k) for k in ckpt.keys()}
+    state = ckpt.state_dict()
     builder = {"timm": _timm, "transformers": _transformers, "hiera": _official_hiera}[runtime]
     model, preprocess, num_classes = builder(config, state, img_size, ckpt.path.parent)
     _load_strict(model, state, ckpt.path, img_size)
@@ -91,15 +92,7 @@ def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: P
         raise AbswinError(
             f"{path}: the weights do not fit the model built from config.json at {img_size} px ({detail}); "
             f"if the position embedding is for another size, run abswin-convert convert --img-size {img_size} first"
-        ) from None
-
-
-def timm_args(config: dict, state: dict[str, torch.Tensor], img_size: int) -> dict:
-    """``timm.create_model`` keyword arguments for this checkpoint at ``img_size``."""
-    args = {**config.get("model_args", {}), "num_classes": config["num_classes"], "img_size": img_size}
-    if "pos_embed_win" in state:  # split absolute win: the global part's size comes from the weights
-        args.update(abs_win_pos_embed=True, global_pos_size=tuple(state["pos_embed"].shape[-2:]))
-    return args
+        ) from exc
 
 
 def timm_preprocess(config: dict, img_size: int) -> Preprocess:
@@ -111,39 +104,21 @@ def timm_preprocess(config: dict, img_size: int) -> Preprocess:
     )
 
 
-def _timm(config: dict, state: dict, img_size: int, folder: Path):
-    import timm
-
-    args = timm_args(config, state, img_size)
-    try:
-        model = timm.create_model(config["architecture"], pretrained=False, **args)
-    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
-        raise AbswinError(f"timm cannot build {config['architecture']} at {img_size} px ({exc})") from None
+def _timm(config: dict, state: dict, img_size: int, folder: Path) -> tuple[torch.nn.Module, Preprocess, int]:
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    model = timm_runtime.create(config["architecture"], timm_runtime.model_kwargs(config, img_size, shapes))
     return model, timm_preprocess(config, img_size), int(config["num_classes"])
 
 
-def _official_hiera(config: dict, state: dict, img_size: int, folder: Path):
-    import hiera
-
-    if len(config.get("input_size", (224, 224))) != 2:
-        raise AbswinError("this official Hiera config is for video; eval and finetune take image classifiers")
-    try:
-        model = hiera.Hiera(**{**config, "input_size": (img_size, img_size)})
-    except (RuntimeError, AssertionError, TypeError) as exc:
-        raise AbswinError(f"official Hiera cannot be built at {img_size} px ({exc})") from None
+def _official_hiera(config: dict, state: dict, img_size: int, folder: Path) -> tuple[torch.nn.Module, Preprocess, int]:
+    model = hiera_runtime.create(config, img_size)
     channels = int(config.get("in_chans", 3))
     preprocess = Preprocess(img_size, channels, IMAGENET_MEAN[:channels], IMAGENET_STD[:channels], "bicubic", 0.875)
     return model, preprocess, int(config.get("num_classes", 1000))
 
 
-def _transformers(config: dict, state: dict, img_size: int, folder: Path):
-    from transformers import AutoConfig, AutoModelForImageClassification
-
-    try:
-        hf_config = AutoConfig.for_model(**{**config, "image_size": [img_size, img_size]})
-        model = AutoModelForImageClassification.from_config(hf_config)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AbswinError(f"transformers cannot build an image classifier from this config.json ({exc})") from None
+def _transformers(config: dict, state: dict, img_size: int, folder: Path) -> tuple[torch.nn.Module, Preprocess, int]:
+    model, hf_config = transformers_runtime.create_classifier(config, img_size)
     return model, _hf_preprocess(folder, img_size, int(getattr(hf_config, "num_channels", 3))), int(hf_config.num_labels)
 
 

@@ -1,0 +1,29 @@
+"""The ``abswin-convert`` command: one module per command, each parses, calls the library, prints. No maths here.
+
+Command modules import only click at load time, so ``--help`` and ``--version`` start fast; the library is
+imported inside each command.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .convert import convert_command
+from .demo import demo_command
+from .evaluate import eval_command, finetune_command
+from .inspect import inspect_command
+from .push import push_command
+from .zoo import zoo_command
+
+COMMANDS = (inspect_command, convert_command, demo_command, eval_command, finetune_command, push_command, zoo_command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="abswin-convert")
+def main() -> None:
+    """Convert window-attention ViT checkpoints to absolute-win position embeddings for a new input size."""
+
+
+for _command in COMMANDS:
+    main.add_command(_command)

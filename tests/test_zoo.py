@@ -133,7 +133,7 @@ def test_zoo_killed_midway_then_rerun_finishes_only_what_is_missing(local_hub, t
         assert f"| target input | `{size}` |" in card
 
     # a third run has nothing left to do but the broken entry, and pushes nothing new
-    third = run_zoo(manifest, jobs=2)
+    third = run_zoo(load_manifest(manifest), jobs=2)
     assert {row.output: row.status for row in third.rows} == {**{n: "skipped" for n in GOOD}, BROKEN: "failed"}
     assert all(local_hub.commit_count(f"test-org/timm-abswin-{s}") == 1 for s in ("448x448", "512x512"))
 
@@ -172,7 +172,7 @@ def local_manifest(tmp_path):
 
 def test_failed_hook_keeps_the_output_out_and_changed_options_rebuild(local_manifest, tmp_path):
     out = tmp_path / "converted"
-    first = run_zoo(local_manifest(), jobs=2)
+    first = run_zoo(load_manifest(local_manifest()), jobs=2)
     status = {row.output: row.status for row in first.rows}
     assert status == {"fails-timm-abswin-448x448": "failed", "tiny-timm-abswin-448x448": "converted",
                       "tiny-timm-abswin-256x512": "converted"}
@@ -182,10 +182,10 @@ def test_failed_hook_keeps_the_output_out_and_changed_options_rebuild(local_mani
     tiny = read_output(out / "tiny-timm-abswin-256x512")
     assert tiny.provenance["global_size"] == "56x56" and tiny.hooks["tests.zoo_hooks:weight_stats"]["tensors"] > 0
 
-    refit = run_zoo(local_manifest("28x28"), jobs=1)  # another global size: both tiny outputs are rebuilt
+    refit = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)  # another global size: both tiny outputs are rebuilt
     assert [row.status for row in refit.rows[1:]] == ["converted", "converted"]
     assert read_output(out / "tiny-timm-abswin-256x512").provenance["global_size"] == "28x28"
-    again = run_zoo(local_manifest("28x28"), jobs=1)
+    again = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)
     assert [row.status for row in again.rows[1:]] == ["skipped", "skipped"]
     assert sorted(p.name for p in out.iterdir()) == [
         "report.json", "report.md", "tiny-timm-abswin-256x512", "tiny-timm-abswin-448x448"
@@ -198,7 +198,7 @@ def test_dry_run_writes_nothing_and_says_what_is_up_to_date(local_manifest, tmp_
     assert result.exit_code == 0, result.output
     assert {row["status"] for row in json.loads(result.stdout)["outputs"]} == {"would convert"}
     assert not (tmp_path / "converted").exists()
-    run_zoo(manifest)
+    run_zoo(load_manifest(manifest))
     planned = json.loads(CliRunner().invoke(main, ["zoo", str(manifest), "--dry-run", "--json"]).stdout)
     assert [row["status"] for row in planned["outputs"]] == ["would convert", "up to date", "up to date"]
 
@@ -243,8 +243,9 @@ def test_bad_manifests_are_refused_in_one_line(tmp_path, text, message):
 
 def test_manifest_paths_are_relative_to_the_manifest(local_manifest, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "src")  # neither the source nor `out` depends on the working folder
-    out, jobs = load_manifest(local_manifest())
-    assert out == tmp_path / "converted"
+    manifest = load_manifest(local_manifest())
+    assert manifest.out == tmp_path / "converted"
+    jobs = manifest.outputs
     assert {job.location for job in jobs} == {str(tmp_path / "src" / "hiera_timm.safetensors")}
     assert {job.source for job in jobs} == {"src/hiera_timm.safetensors"}  # the report shows it as written
     assert [job.folder.name for job in jobs] == [

@@ -231,6 +231,23 @@ def test_out_option_and_text_output(local_manifest, tmp_path):
         ('[[model]]\nsource = "a/b"\nimg_size = 448\n[[model]]\nsource = "c/b"\nimg_size = 448\n', "share the output"),
         ('[[model]\n', "not valid TOML"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = [3]\n', "hook 3 is neither"),
+        # everything is checked when the manifest loads, before any work
+        ('[[model]]\nsource = "a/b"\nimg_size = [448, 512]\npush_to = "o/x_{sizes}"\n', "#1: push_to 'o/x_{sizes}' has {sizes}"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "o/x_{size!r}"\n', "the placeholders are {size}"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "o/x_{size"\n', "is not a valid template"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "{name}"\n', "push_to gives 'b', not a Hub repo id"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nformat = "onnx"\n', "format = 'onnx'; use one of safetensors"),
+        ('[[model]]\nsource = "a/b"\nimg_size = [448, 0]\n', "#1: img_size: cannot read size '0'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = "448x"\n', "#1: img_size: cannot read size '448x'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nglobal_size = "huge"\n', "global_size: cannot read size"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = ["verfy"]\n', "unknown hook 'verfy'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = ["pkg.mod:"]\n', "unknown hook 'pkg.mod:'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nfamily = "vit"\n', "family = 'vit'; use one of hiera"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nlayout = "hwc"\n', "layout = 'hwc'; use one of flat"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nwindow = "7x"\n', "#1: window: cannot read size"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npatch_stride = 0\n', "patch_stride must be a positive"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nresources = {num_gpus = "1"}\n', "resources.num_gpus must be"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nprivate = "yes"\n', "private must be true or false"),
     ],
 )
 def test_bad_manifests_are_refused_in_one_line(tmp_path, text, message):
@@ -251,3 +268,42 @@ def test_manifest_paths_are_relative_to_the_manifest(local_manifest, tmp_path, m
     assert [job.folder.name for job in jobs] == [
         "fails-timm-abswin-448x448", "tiny-timm-abswin-448x448", "tiny-timm-abswin-256x512"
     ]
+
+
+def test_a_hook_that_says_not_ok_fails_the_output_which_is_neither_installed_nor_pushed(local_hub, tmp_path):
+    (tmp_path / "src").mkdir()
+    hm.save_timm(tmp_path / "src")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(
+        '[[model]]\nsource = "src/hiera_timm.safetensors"\nname = "checked"\nimg_size = 448\npush_to = "test-org/checked"\n'
+        'hooks = ["tests.zoo_hooks:weight_stats", {name = "tests.zoo_hooks:not_ok", problem = "not verified:\\n no config"}]\n'
+    )
+    [row] = run_zoo(load_manifest(manifest)).rows
+    assert row.status == "failed" and row.pushed is None
+    assert row.error == "hook tests.zoo_hooks:not_ok failed: not verified: no config"
+    out = tmp_path / "converted"
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"] and leftovers(out) == []
+    assert not any("checked" in path for _, path in local_hub.requests)
+
+
+def test_manifest_overrides_reach_convert_and_a_changed_one_rebuilds(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=16)
+    ViTModel(config).save_pretrained(tmp_path / "vit")  # a family we do not know: only the overrides can read it
+    manifest = tmp_path / "zoo.toml"
+    entry = '[[model]]\nsource = "vit"\nimg_size = 448\nkey = "embeddings.position_embeddings"\nlayout = "flat_cls"\n'
+    manifest.write_text(entry + "window = 7\npatch_stride = 16\n")
+    [row] = run_zoo(load_manifest(manifest)).rows
+    assert row.status == "converted", row.error
+    output = tmp_path / "converted" / "vit-baked-448x448"
+    provenance = read_output(output).provenance
+    assert provenance["family"] == "generic" and provenance["window"] == "7x7"
+    options = json.loads(provenance["zoo_options"])
+    assert (options["key"], options["layout"], options["window"], options["patch_stride"]) == (
+        "embeddings.position_embeddings", "flat_cls", "7x7", 16
+    )
+    assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["skipped"]
+    manifest.write_text(entry + "window = 2\npatch_stride = 16\n")  # another window: the output is rebuilt
+    assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["converted"]
+    assert read_output(output).provenance["window"] == "2x2"

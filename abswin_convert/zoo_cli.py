@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 
@@ -57,7 +58,9 @@ def zoo_command(
     parsed = load_manifest(manifest, out)  # a bad manifest fails here, before any work or bar
     progress = TerminalProgress(len(parsed.outputs))
     try:
-        report = run_zoo(parsed, jobs, dry_run, progress, executor, ray_address)
+        # stdout carries the result only: what hooks, or Ray's own messages about lost workers, print goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            report = run_zoo(parsed, jobs, dry_run, progress, executor, ray_address)
     finally:
         progress.close()
     emit(report.to_json(), as_json, zoo_lines(report))

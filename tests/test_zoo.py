@@ -307,3 +307,16 @@ def test_manifest_overrides_reach_convert_and_a_changed_one_rebuilds(tmp_path):
     manifest.write_text(entry + "window = 2\npatch_stride = 16\n")  # another window: the output is rebuilt
     assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["converted"]
     assert read_output(output).provenance["window"] == "2x2"
+
+
+def test_help_and_the_local_executor_do_not_import_ray(tmp_path):
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[[model]]\nsource = "gone.pt"\nimg_size = 448\n')
+    script = (
+        "import sys\nfrom click.testing import CliRunner\nfrom abswin_convert.cli import main\n"
+        f"assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
+        f"assert CliRunner().invoke(main, ['zoo', {str(manifest)!r}]).exit_code == 1\n"
+        "print('ray' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False", result.stderr

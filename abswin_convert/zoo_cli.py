@@ -28,7 +28,8 @@ class TerminalProgress(Progress):
     def finished(self, row: OutputRow) -> None:
         with self._lock:
             if not self._bar.disable:
-                self._bar.write(f"  {row.status:<9} {row.output}  {row.seconds:.1f}s {row.error or ''}", file=sys.stderr)
+                line = f"  {row.status:<9} {row.output}  {row.seconds:.1f}s {row.error or ''}"
+                self._bar.write(line, file=sys.stderr)
             self._bar.update(1)
 
     def close(self) -> None:
@@ -37,7 +38,8 @@ class TerminalProgress(Progress):
 
 @click.command("zoo")
 @click.argument("manifest")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True, help="Entries (local) or outputs (ray) run at once.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Entries (local) or outputs (ray) run at once.")
 @click.option("--out", default=None, help="Output folder (default: the manifest's `out`, else ./converted beside it).")
 @click.option("--dry-run", is_flag=True, help="Only say which outputs would be converted and which are up to date.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,

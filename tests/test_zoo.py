@@ -182,7 +182,8 @@ def test_failed_hook_keeps_the_output_out_and_changed_options_rebuild(local_mani
     tiny = read_output(out / "tiny-timm-abswin-256x512")
     assert tiny.provenance["global_size"] == "56x56" and tiny.hooks["tests.zoo_hooks:weight_stats"]["tensors"] > 0
 
-    refit = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)  # another global size: both tiny outputs are rebuilt
+    # another global size: both tiny outputs are rebuilt
+    refit = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)
     assert [row.status for row in refit.rows[1:]] == ["converted", "converted"]
     assert read_output(out / "tiny-timm-abswin-256x512").provenance["global_size"] == "28x28"
     again = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)
@@ -232,7 +233,8 @@ def test_out_option_and_text_output(local_manifest, tmp_path):
         ('[[model]\n', "not valid TOML"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = [3]\n', "hook 3 is neither"),
         # everything is checked when the manifest loads, before any work
-        ('[[model]]\nsource = "a/b"\nimg_size = [448, 512]\npush_to = "o/x_{sizes}"\n', "#1: push_to 'o/x_{sizes}' has {sizes}"),
+        ('[[model]]\nsource = "a/b"\nimg_size = [448, 512]\npush_to = "o/x_{sizes}"\n',
+         "[[model]] #1: push_to 'o/x_{sizes}' has {sizes}; the placeholders are {size}, {target}, {name}"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "o/x_{size!r}"\n', "the placeholders are {size}"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "o/x_{size"\n', "is not a valid template"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "{name}"\n', "push_to gives 'b', not a Hub repo id"),
@@ -275,8 +277,9 @@ def test_a_hook_that_says_not_ok_fails_the_output_which_is_neither_installed_nor
     hm.save_timm(tmp_path / "src")
     manifest = tmp_path / "zoo.toml"
     manifest.write_text(
-        '[[model]]\nsource = "src/hiera_timm.safetensors"\nname = "checked"\nimg_size = 448\npush_to = "test-org/checked"\n'
-        'hooks = ["tests.zoo_hooks:weight_stats", {name = "tests.zoo_hooks:not_ok", problem = "not verified:\\n no config"}]\n'
+        '[[model]]\nsource = "src/hiera_timm.safetensors"\nname = "checked"\nimg_size = 448\n'
+        'push_to = "test-org/checked"\nhooks = ["tests.zoo_hooks:weight_stats",\n'
+        '  {name = "tests.zoo_hooks:not_ok", problem = "not verified:\\n no config"}]\n'
     )
     [row] = run_zoo(load_manifest(manifest)).rows
     assert row.status == "failed" and row.pushed is None

@@ -74,7 +74,7 @@ class OutputJob:
     push_to: str | None
     private: bool
     hooks: tuple[HookSpec, ...]
-    overrides: Overrides = Overrides()
+    overrides: Overrides = field(default_factory=Overrides)
     resources: dict[str, float] = field(default_factory=dict)  # what a Ray task asks for; the local executor ignores it
 
     @property
@@ -143,7 +143,8 @@ def _table(value: object, where: str, allowed: set[str], path: Path) -> dict:
         raise AbswinError(f"{path}: {where} must be a table")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise AbswinError(f"{path}: {where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+        known = ", ".join(sorted(allowed))
+        raise AbswinError(f"{path}: {where} has unknown key(s) {', '.join(unknown)}; known: {known}")
     return value
 
 
@@ -242,7 +243,8 @@ def _push_repos(template: object, sizes: list[str], target: str, name: str, wher
     if not isinstance(template, str):
         raise AbswinError(f"{where}: push_to must be a string (org/name)")
     try:
-        fields = [(f, conversion, spec) for _, f, spec, conversion in string.Formatter().parse(template) if f is not None]
+        parsed = string.Formatter().parse(template)
+        fields = [(name, conversion, spec) for _, name, spec, conversion in parsed if name is not None]
     except ValueError as error:  # an unmatched brace
         raise AbswinError(f"{where}: push_to {template!r} is not a valid template ({error})") from None
     for placeholder, conversion, spec in fields:

@@ -15,7 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._package import AbswinError, __version__, convert, open_source, push, read_output, run_hook, sha256_of, write_hooks
+from ._package import (
+    AbswinError,
+    __version__,
+    convert,
+    open_source,
+    push,
+    read_output,
+    run_hook,
+    sha256_of,
+    write_hooks,
+)
 from .manifest import HookSpec, OutputJob
 from .report import OutputRow
 

@@ -67,7 +67,8 @@ class _Connection:
                 else:
                     ray.init(address=self.address, **quiet)
             except (ConnectionError, RuntimeError, ValueError) as error:
-                raise AbswinError(f"cannot connect to the Ray cluster at {self.address}: {_first_line(error)}") from None
+                where = self.address or "a new local instance"
+                raise AbswinError(f"cannot start or reach Ray ({where}): {_first_line(error)}") from None
             self.ours = True
         return ray.cluster_resources()
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import ray
+from click.testing import CliRunner
 
+from abswin_convert.cli import main
 from abswin_convert.zoo import load_manifest, run_zoo
 from tests import hiera_models as hm
 from tests.test_zoo import CLI, ROOT, finished_outputs, leftovers
@@ -143,3 +145,10 @@ def test_an_entry_the_cluster_cannot_run_fails_in_its_row_without_a_task(ray_clu
     [row] = run_zoo(load_manifest(manifest), dry_run=True, executor="ray").rows
     assert (row.status, row.attempts) == ("failed", 0)
     assert row.error == "asks for num_gpus = 1 but the Ray cluster has 0"
+
+
+def test_an_address_nobody_answers_on_is_one_line_at_once(zoo):
+    result = CliRunner().invoke(main, ["zoo", str(zoo), "--executor", "ray", "--ray-address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "no Ray cluster answers at 127.0.0.1:1" in result.stderr
+    assert not (zoo.parent / "converted").exists()

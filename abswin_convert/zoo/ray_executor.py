@@ -10,6 +10,7 @@ then is reported failed.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import deque
 
@@ -26,6 +27,7 @@ except ImportError:
     raise AbswinError("--executor ray needs Ray; install it with pip install 'abswin-convert[ray]'") from None
 
 ATTEMPTS = 2  # a task whose worker is lost runs once more
+_CONNECT_TIMEOUT_S = 10
 _RAY_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}  # manifest name -> cluster resource
 
 
@@ -41,6 +43,8 @@ class RayExecutor:
     """Outputs as Ray tasks on the cluster at ``address``; without one, on a local Ray instance started for the run."""
 
     def __init__(self, jobs: int = 1, address: str | None = None) -> None:
+        if address is not None:
+            _check_reachable(address)  # before the run touches the output folder
         self.jobs = max(1, jobs)
         self.address = address
 
@@ -126,6 +130,18 @@ class _Scheduler:
     def _finish(self, index: int, row: OutputRow) -> None:
         self.rows[index] = row
         self.progress.finished(row)
+
+
+def _check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` that nothing answers on is refused at once (Ray itself would keep retrying for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():  # "auto", "ray://...": Ray's to resolve
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise AbswinError(f"no Ray cluster answers at {address} ({reason}); is `ray start` running there?") from None
 
 
 def _task_options(job: OutputJob, cluster: dict[str, float]) -> tuple[dict, str | None]:

@@ -7,6 +7,7 @@ its way of timing: every command a child process, one warm-up round, then ``--ru
 the commands; medians. The commands:
 
 - ``cp -r`` of the 20 files, and ``cp -r`` followed by ``sync`` of the copies (the zoo fsyncs what it writes);
+- ``abswin-convert --version``: the interpreter and torch start-up, taken off in the "start-up off" columns;
 - ``abswin-convert zoo --executor local``;
 - ``abswin-convert zoo --executor ray``, which starts and stops a local Ray instance in every run;
 - ``abswin-convert zoo --executor ray --ray-address ADDR``: the same on a Ray cluster that is already up (this
@@ -25,10 +26,12 @@ import ray
 from bench_convert import (
     CLI,
     REPO,
+    STARTUP,
     ZOO_SIZE,
     Case,
     hiera_tiny_shapes,
     measure,
+    median_sample,
     summarise,
     table,
     write_random_safetensors,
@@ -56,6 +59,7 @@ def cases(zoo: Path, sources: list[Path], work: Path, jobs: int, address: str) -
     return [
         Case("cp -r", ["cp", "-r", str(zoo), str(copies)], copies),
         Case("cp -r + sync", ["sh", "-c", f'cp -r "{zoo}" "{copies}" && sync {sync}'], copies),
+        Case(STARTUP, [*CLI, "--version"], None, True),
         Case("zoo --executor local", [*zoo_command, "--executor", "local"], out, True),
         Case("zoo --executor ray (starts a local Ray)", [*zoo_command, "--executor", "ray"], out, True),
         Case("zoo --executor ray --ray-address (Ray up)", [*zoo_command, "--executor", "ray", "--ray-address", address],
@@ -79,7 +83,8 @@ def main() -> None:
     ray.init(num_cpus=args.jobs, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         bench = cases(zoo, sources, work, args.jobs, ray.get_runtime_context().gcs_address)
-        rows = summarise(bench, measure(bench, args.runs), None)
+        samples = measure(bench, args.runs)
+        rows = summarise(bench, samples, median_sample(samples[STARTUP]))
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from abswin_convert.cli import main
 from abswin_convert.zoo import load_manifest, run_zoo
+from abswin_convert.zoo.ray_executor import task_options
 from tests import hiera_models as hm
 from tests.test_zoo import CLI, ROOT, finished_outputs, leftovers
 
@@ -152,3 +153,21 @@ def test_an_address_nobody_answers_on_is_one_line_at_once(zoo):
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "no Ray cluster answers at 127.0.0.1:1" in result.stderr
     assert not (zoo.parent / "converted").exists()
+
+
+def test_what_a_task_asks_ray_for(tmp_path):
+    def job(text: str):
+        (tmp_path / "zoo.toml").write_text(f'[[model]]\nsource = "a/b"\nimg_size = 448\n{text}')
+        return load_manifest(tmp_path / "zoo.toml").outputs[0]
+
+    gpus, cpus = {"CPU": 16.0, "GPU": 2.0, "memory": 1e11, "big_disk": 1.0}, {"CPU": 2.0}
+    assert task_options(job(""), gpus) == ({}, None)  # a conversion: Ray's default, one CPU
+    assert task_options(job('hooks = ["eval"]'), gpus) == ({"num_gpus": 1}, None)
+    assert task_options(job('hooks = ["eval"]'), cpus) == ({}, None)  # no GPU anywhere: eval runs on CPU
+    assert task_options(job('hooks = ["finetune"]\nresources = {num_gpus = 0, num_cpus = 4}'), gpus) == (
+        {"num_gpus": 0, "num_cpus": 4}, None
+    )
+    assert task_options(job("resources = {big_disk = 1, memory = 4e9}"), gpus) == (
+        {"memory": 4e9, "resources": {"big_disk": 1}}, None
+    )
+    assert task_options(job("resources = {num_cpus = 4}"), cpus)[1] == "asks for num_cpus = 4 but the Ray cluster has 2"

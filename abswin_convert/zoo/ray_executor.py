@@ -103,7 +103,7 @@ class _Scheduler:
     def _start(self, index: int) -> None:
         job = self.jobs[index]
         self.progress.started(job)
-        options, problem = _task_options(job, self.cluster)
+        options, problem = task_options(job, self.cluster)
         if problem:
             self._finish(index, _failed_row(job, problem, attempts=0, seconds=0.0))
         else:
@@ -120,7 +120,7 @@ class _Scheduler:
             row = ray.get(task)
         except RayError as error:  # the worker was lost, or the task could not run there at all
             if attempt < ATTEMPTS:
-                self._submit(index, attempt + 1, start, _task_options(job, self.cluster)[0])
+                self._submit(index, attempt + 1, start, task_options(job, self.cluster)[0])
                 return
             problem = f"the Ray task failed {attempt} times; last: {_describe(error)}"
             row = _failed_row(job, problem, attempts=attempt, seconds=time.monotonic() - start)
@@ -144,7 +144,7 @@ def _check_reachable(address: str) -> None:
         raise AbswinError(f"no Ray cluster answers at {address} ({reason}); is `ray start` running there?") from None
 
 
-def _task_options(job: OutputJob, cluster: dict[str, float]) -> tuple[dict, str | None]:
+def task_options(job: OutputJob, cluster: dict[str, float]) -> tuple[dict, str | None]:
     """Ray's ``.options()`` for ``job``, or why the cluster can never run it."""
     asked = dict(job.resources)
     if "num_gpus" not in asked and cluster.get("GPU", 0) >= 1 and any(h.name in GPU_HOOKS for h in job.hooks):

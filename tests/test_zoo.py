@@ -249,6 +249,7 @@ def test_out_option_and_text_output(local_manifest, tmp_path):
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nwindow = "7x"\n', "#1: window: cannot read size"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\npatch_stride = 0\n', "patch_stride must be a positive"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nresources = {num_gpus = "1"}\n', "resources.num_gpus must be"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nresources = {GPU = 1}\n', "resources.GPU: write num_gpus"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nprivate = "yes"\n', "private must be true or false"),
     ],
 )

@@ -301,6 +301,8 @@ def _resources(value: object, where: str) -> dict[str, float]:
     if not isinstance(value, dict):
         raise AbswinError(f"{where}: resources must be a table such as {{num_gpus = 1}}")
     for name, amount in value.items():
+        if name in ("CPU", "GPU"):
+            raise AbswinError(f"{where}: resources.{name}: write num_{name.lower()}s, as Ray's task options do")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
             raise AbswinError(f"{where}: resources.{name} must be a number >= 0, found {amount!r}")
     return {name: float(amount) for name, amount in value.items()}

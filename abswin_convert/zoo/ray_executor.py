@@ -88,7 +88,7 @@ class _Scheduler:
                  cluster: dict[str, float]) -> None:
         self.jobs, self.dry_run, self.progress, self.limit, self.cluster = jobs, dry_run, progress, limit, cluster
         self.rows: dict[int, OutputRow] = {}
-        self.running: dict[ray.ObjectRef, tuple[int, int, float]] = {}  # task -> (job index, attempt, start)
+        self.running: dict[ray.ObjectRef, tuple[int, int, float, dict]] = {}  # task -> index, attempt, start, options
 
     def run(self) -> list[OutputRow]:
         waiting = deque(range(len(self.jobs)))
@@ -111,19 +111,18 @@ class _Scheduler:
 
     def _submit(self, index: int, attempt: int, start: float, options: dict) -> None:
         task = _run_task.options(**options).remote(self.jobs[index], self.dry_run)
-        self.running[task] = (index, attempt, start)
+        self.running[task] = (index, attempt, start, options)
 
     def _collect(self, task: ray.ObjectRef) -> None:
-        index, attempt, start = self.running.pop(task)
-        job = self.jobs[index]
+        index, attempt, start, options = self.running.pop(task)
         try:
             row = ray.get(task)
         except RayError as error:  # the worker was lost, or the task could not run there at all
             if attempt < ATTEMPTS:
-                self._submit(index, attempt + 1, start, task_options(job, self.cluster)[0])
+                self._submit(index, attempt + 1, start, options)
                 return
             problem = f"the Ray task failed {attempt} times; last: {_describe(error)}"
-            row = _failed_row(job, problem, attempts=attempt, seconds=time.monotonic() - start)
+            row = _failed_row(self.jobs[index], problem, attempts=attempt, seconds=time.monotonic() - start)
         row.attempts = attempt
         self._finish(index, row)
 

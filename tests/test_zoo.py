@@ -133,7 +133,7 @@ def test_zoo_killed_midway_then_rerun_finishes_only_what_is_missing(local_hub, t
         assert f"| target input | `{size}` |" in card
 
     # a third run has nothing left to do but the broken entry, and pushes nothing new
-    third = run_zoo(manifest, jobs=2)
+    third = run_zoo(load_manifest(manifest), jobs=2)
     assert {row.output: row.status for row in third.rows} == {**{n: "skipped" for n in GOOD}, BROKEN: "failed"}
     assert all(local_hub.commit_count(f"test-org/timm-abswin-{s}") == 1 for s in ("448x448", "512x512"))
 
@@ -172,7 +172,7 @@ def local_manifest(tmp_path):
 
 def test_failed_hook_keeps_the_output_out_and_changed_options_rebuild(local_manifest, tmp_path):
     out = tmp_path / "converted"
-    first = run_zoo(local_manifest(), jobs=2)
+    first = run_zoo(load_manifest(local_manifest()), jobs=2)
     status = {row.output: row.status for row in first.rows}
     assert status == {"fails-timm-abswin-448x448": "failed", "tiny-timm-abswin-448x448": "converted",
                       "tiny-timm-abswin-256x512": "converted"}
@@ -182,10 +182,11 @@ def test_failed_hook_keeps_the_output_out_and_changed_options_rebuild(local_mani
     tiny = read_output(out / "tiny-timm-abswin-256x512")
     assert tiny.provenance["global_size"] == "56x56" and tiny.hooks["tests.zoo_hooks:weight_stats"]["tensors"] > 0
 
-    refit = run_zoo(local_manifest("28x28"), jobs=1)  # another global size: both tiny outputs are rebuilt
+    # another global size: both tiny outputs are rebuilt
+    refit = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)
     assert [row.status for row in refit.rows[1:]] == ["converted", "converted"]
     assert read_output(out / "tiny-timm-abswin-256x512").provenance["global_size"] == "28x28"
-    again = run_zoo(local_manifest("28x28"), jobs=1)
+    again = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)
     assert [row.status for row in again.rows[1:]] == ["skipped", "skipped"]
     assert sorted(p.name for p in out.iterdir()) == [
         "report.json", "report.md", "tiny-timm-abswin-256x512", "tiny-timm-abswin-448x448"
@@ -198,7 +199,7 @@ def test_dry_run_writes_nothing_and_says_what_is_up_to_date(local_manifest, tmp_
     assert result.exit_code == 0, result.output
     assert {row["status"] for row in json.loads(result.stdout)["outputs"]} == {"would convert"}
     assert not (tmp_path / "converted").exists()
-    run_zoo(manifest)
+    run_zoo(load_manifest(manifest))
     planned = json.loads(CliRunner().invoke(main, ["zoo", str(manifest), "--dry-run", "--json"]).stdout)
     assert [row["status"] for row in planned["outputs"]] == ["would convert", "up to date", "up to date"]
 
@@ -231,6 +232,25 @@ def test_out_option_and_text_output(local_manifest, tmp_path):
         ('[[model]]\nsource = "a/b"\nimg_size = 448\n[[model]]\nsource = "c/b"\nimg_size = 448\n', "share the output"),
         ('[[model]\n', "not valid TOML"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = [3]\n', "hook 3 is neither"),
+        # everything is checked when the manifest loads, before any work
+        ('[[model]]\nsource = "a/b"\nimg_size = [448, 512]\npush_to = "o/x_{sizes}"\n',
+         "[[model]] #1: push_to 'o/x_{sizes}' has {sizes}; the placeholders are {size}, {target}, {name}"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "o/x_{size!r}"\n', "the placeholders are {size}"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "o/x_{size"\n', "is not a valid template"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npush_to = "{name}"\n', "push_to gives 'b', not a Hub repo id"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nformat = "onnx"\n', "format = 'onnx'; use one of safetensors"),
+        ('[[model]]\nsource = "a/b"\nimg_size = [448, 0]\n', "#1: img_size: cannot read size '0'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = "448x"\n', "#1: img_size: cannot read size '448x'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nglobal_size = "huge"\n', "global_size: cannot read size"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = ["verfy"]\n', "unknown hook 'verfy'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nhooks = ["pkg.mod:"]\n', "unknown hook 'pkg.mod:'"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nfamily = "vit"\n', "family = 'vit'; use one of hiera"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nlayout = "hwc"\n', "layout = 'hwc'; use one of flat"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nwindow = "7x"\n', "#1: window: cannot read size"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\npatch_stride = 0\n', "patch_stride must be a positive"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nresources = {num_gpus = "1"}\n', "resources.num_gpus must be"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nresources = {GPU = 1}\n', "resources.GPU: write num_gpus"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nprivate = "yes"\n', "private must be true or false"),
     ],
 )
 def test_bad_manifests_are_refused_in_one_line(tmp_path, text, message):
@@ -243,10 +263,64 @@ def test_bad_manifests_are_refused_in_one_line(tmp_path, text, message):
 
 def test_manifest_paths_are_relative_to_the_manifest(local_manifest, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "src")  # neither the source nor `out` depends on the working folder
-    out, jobs = load_manifest(local_manifest())
-    assert out == tmp_path / "converted"
+    manifest = load_manifest(local_manifest())
+    assert manifest.out == tmp_path / "converted"
+    jobs = manifest.outputs
     assert {job.location for job in jobs} == {str(tmp_path / "src" / "hiera_timm.safetensors")}
     assert {job.source for job in jobs} == {"src/hiera_timm.safetensors"}  # the report shows it as written
     assert [job.folder.name for job in jobs] == [
         "fails-timm-abswin-448x448", "tiny-timm-abswin-448x448", "tiny-timm-abswin-256x512"
     ]
+
+
+def test_a_hook_that_says_not_ok_fails_the_output_which_is_neither_installed_nor_pushed(local_hub, tmp_path):
+    (tmp_path / "src").mkdir()
+    hm.save_timm(tmp_path / "src")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(
+        '[[model]]\nsource = "src/hiera_timm.safetensors"\nname = "checked"\nimg_size = 448\n'
+        'push_to = "test-org/checked"\nhooks = ["tests.zoo_hooks:weight_stats",\n'
+        '  {name = "tests.zoo_hooks:not_ok", problem = "not verified:\\n no config"}]\n'
+    )
+    [row] = run_zoo(load_manifest(manifest)).rows
+    assert row.status == "failed" and row.pushed is None
+    assert row.error == "hook tests.zoo_hooks:not_ok failed: not verified: no config"
+    out = tmp_path / "converted"
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"] and leftovers(out) == []
+    assert not any("checked" in path for _, path in local_hub.requests)
+
+
+def test_manifest_overrides_reach_convert_and_a_changed_one_rebuilds(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=16)
+    ViTModel(config).save_pretrained(tmp_path / "vit")  # a family we do not know: only the overrides can read it
+    manifest = tmp_path / "zoo.toml"
+    entry = '[[model]]\nsource = "vit"\nimg_size = 448\nkey = "embeddings.position_embeddings"\nlayout = "flat_cls"\n'
+    manifest.write_text(entry + "window = 7\npatch_stride = 16\n")
+    [row] = run_zoo(load_manifest(manifest)).rows
+    assert row.status == "converted", row.error
+    output = tmp_path / "converted" / "vit-baked-448x448"
+    provenance = read_output(output).provenance
+    assert provenance["family"] == "generic" and provenance["window"] == "7x7"
+    options = json.loads(provenance["zoo_options"])
+    assert (options["key"], options["layout"], options["window"], options["patch_stride"]) == (
+        "embeddings.position_embeddings", "flat_cls", "7x7", 16
+    )
+    assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["skipped"]
+    manifest.write_text(entry + "window = 2\npatch_stride = 16\n")  # another window: the output is rebuilt
+    assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["converted"]
+    assert read_output(output).provenance["window"] == "2x2"
+
+
+def test_help_and_the_local_executor_do_not_import_ray(tmp_path):
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[[model]]\nsource = "gone.pt"\nimg_size = 448\n')
+    script = (
+        "import sys\nfrom click.testing import CliRunner\nfrom abswin_convert.cli import main\n"
+        f"assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
+        f"assert CliRunner().invoke(main, ['zoo', {str(manifest)!r}]).exit_code == 1\n"
+        "print('ray' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False", result.stderr

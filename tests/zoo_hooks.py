@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -24,3 +25,15 @@ def pause(checkpoint: Path, options: dict) -> dict:
     """Take ``seconds`` (a slow evaluation), so a test can interrupt a run while this output is being built."""
     time.sleep(float(options.get("seconds", 1)))
     return {"slept_s": float(options.get("seconds", 1))}
+
+
+def not_ok(checkpoint: Path, options: dict) -> dict:
+    """A check that ran and failed, as the built-in verify hook reports one: ``ok`` false with its problems."""
+    return {"ok": False, "problems": [options.get("problem", "the check failed")], "checked": 1}
+
+
+def pid_then_sleep(checkpoint: Path, options: dict) -> dict:
+    """Write this process's pid as a file in ``options["pids"]``, then sleep: a test kills the process meanwhile."""
+    Path(options["pids"], str(os.getpid())).touch()
+    time.sleep(float(options.get("seconds", 300)))
+    return {"slept_s": float(options.get("seconds", 300))}

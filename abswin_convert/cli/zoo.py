@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 
 import click
 from tqdm.auto import tqdm
 
-from ..zoo import OutputJob, OutputRow, Progress, ZooReport
+from ..zoo import EXECUTORS, OutputJob, OutputRow, Progress, ZooReport, load_manifest, run_zoo
 from .support import emit, json_option, user_errors
 
 
@@ -27,7 +28,8 @@ class TerminalProgress(Progress):
     def finished(self, row: OutputRow) -> None:
         with self._lock:
             if not self._bar.disable:
-                self._bar.write(f"  {row.status:<9} {row.output}  {row.seconds:.1f}s {row.error or ''}", file=sys.stderr)
+                line = f"  {row.status:<9} {row.output}  {row.seconds:.1f}s {row.error or ''}"
+                self._bar.write(line, file=sys.stderr)
             self._bar.update(1)
 
     def close(self) -> None:
@@ -36,23 +38,31 @@ class TerminalProgress(Progress):
 
 @click.command("zoo")
 @click.argument("manifest")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True, help="Entries run at once.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Entries (local) or outputs (ray) run at once.")
 @click.option("--out", default=None, help="Output folder (default: the manifest's `out`, else ./converted beside it).")
 @click.option("--dry-run", is_flag=True, help="Only say which outputs would be converted and which are up to date.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="Run outputs in threads here, or as tasks on a Ray cluster (needs abswin-convert[ray]).")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Ray cluster to use (e.g. HEAD:6379); default: start a local Ray instance for the run.")
 @json_option
 @user_errors
-def zoo_command(manifest: str, jobs: int, out: str | None, dry_run: bool, as_json: bool) -> None:
+def zoo_command(
+    manifest: str, jobs: int, out: str | None, dry_run: bool, executor: str, ray_address: str | None, as_json: bool
+) -> None:
     """Convert every checkpoint MANIFEST (TOML) lists, run its hooks, push it; write report.json and report.md.
 
     Outputs already there with the same source and options are skipped, so a rerun finishes what an interrupted
-    run left. Exits 1 if any output failed.
+    run left. With --executor ray each output is a Ray task; the output folder must then be storage every node
+    of the cluster shares. Exits 1 if any output failed.
     """
-    from ..zoo import load_manifest, run_zoo
-
-    _, planned = load_manifest(manifest, out)  # a bad manifest fails here, before any bar is drawn
-    progress = TerminalProgress(len(planned))
+    parsed = load_manifest(manifest, out)  # a bad manifest fails here, before any work or bar
+    progress = TerminalProgress(len(parsed.outputs))
     try:
-        report = run_zoo(manifest, out, jobs, dry_run, progress)
+        # stdout carries the result only: what hooks, or Ray's own messages about lost workers, print goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            report = run_zoo(parsed, jobs, dry_run, progress, executor, ray_address)
     finally:
         progress.close()
     emit(report.to_json(), as_json, zoo_lines(report))

@@ -20,6 +20,8 @@ from ..io.provenance import read_provenance
 from ..maths.grid import parse_size
 
 Hook = Callable[[Path, dict], dict]
+BUILTIN_HOOKS = ("verify", "eval", "finetune")  # known by name, without importing torch
+GPU_HOOKS = ("eval", "finetune")  # built-in hooks that want a GPU where there is one
 
 
 def run_hook(spec: str, checkpoint_path: str | Path, options: dict | None = None) -> dict:

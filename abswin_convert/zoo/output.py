@@ -1,0 +1,155 @@
+"""One output of the zoo, wherever it runs (a thread here, or a Ray worker): skip it, build it, or plan it.
+
+An output is built in a hidden staging folder beside its final place, its hooks run there, and it is renamed into
+place only when the conversion and every hook succeeded; so an output folder is always complete, and whatever a
+killed process leaves is a hidden staging folder the next run removes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import __version__
+from ..api import convert
+from ..errors import AbswinError
+from ..evaluation.hooks import run_hook
+from ..hub.push import push
+from ..hub.sources import open_source
+from ..io.outputs import read_output, write_hooks
+from ..io.provenance import sha256_of
+from .manifest import HookSpec, OutputJob
+from .report import OutputRow
+
+STAGING_MARK = ".abswin-zoo-"  # hidden folders `.NAME.abswin-zoo-partial` / `-old`: never a finished output
+
+SourceDigest = Callable[[], str]
+
+
+def source_digest(location: str) -> SourceDigest:
+    """The source's sha256, computed (and for a Hub source, downloaded) once, when first asked for."""
+    return functools.cache(lambda: _sha256_of_source(location))
+
+
+def run_output(job: OutputJob, dry_run: bool, source_sha: SourceDigest) -> OutputRow:
+    """Do ``job`` (or for a dry run, say what a run would do); a failure is the row's error, never raised."""
+    start = time.monotonic()
+    row = OutputRow(job.folder.name, job.source, job.size, job.target, "failed", host=socket.gethostname())
+    try:
+        (_plan if dry_run else _make)(job, row, source_sha)
+    except AbswinError as error:
+        row.status, row.error = "failed", str(error)
+    except Exception as error:  # a bug in one output must not stop the others; the report names it
+        row.status, row.error = "failed", f"internal error: {error.__class__.__name__}: {error}"
+    row.seconds = time.monotonic() - start
+    return row
+
+
+def _make(job: OutputJob, row: OutputRow, source_sha: SourceDigest) -> None:
+    if _up_to_date(job, source_sha):
+        row.status = "skipped"
+    else:
+        _build(job)
+        row.status = "converted"
+    row.fill_from(job.folder)
+    if job.push_to:
+        row.pushed = push(job.folder, job.push_to, private=job.private).pushed_revision
+
+
+def _plan(job: OutputJob, row: OutputRow, source_sha: SourceDigest) -> None:
+    """A source that cannot be fetched or read fails here already."""
+    source_sha()
+    if _up_to_date(job, source_sha):
+        row.status = "up to date"
+        row.fill_from(job.folder)
+    else:
+        row.status = "would convert"
+
+
+def _up_to_date(job: OutputJob, source_sha: SourceDigest) -> bool:
+    """Whether ``job.folder`` holds this tool version's output of this very source file with these options."""
+    if not job.folder.is_dir():
+        return False
+    try:
+        recorded = read_output(job.folder).provenance
+    except AbswinError:  # not an output of ours (or a damaged one): build it again
+        return False
+    expected = {"version": __version__, "zoo_options": job.options(), "target": job.target, "img_size": job.size}
+    if any(recorded.get(key) != value for key, value in expected.items()):
+        return False
+    return recorded.get("source_sha256") == source_sha()
+
+
+def _sha256_of_source(location: str) -> str:
+    ckpt, _ = open_source(location)  # fetched through the Hugging Face cache for Hub sources
+    return sha256_of(ckpt.path)
+
+
+def _build(job: OutputJob) -> None:
+    """Convert into a hidden staging folder, run the hooks there, then rename it into place."""
+    staging = staging_folder(job.folder, "partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        result = convert(
+            source=job.location,
+            output=staging,
+            img_size=job.img_size,
+            target=job.target,
+            global_size=job.global_size,
+            fmt=job.fmt,
+            family=job.family,
+            overrides=job.overrides,
+            provenance={"zoo_options": job.options()},
+        )
+        if job.hooks:
+            write_hooks(staging, _run_hooks(job.hooks, result.output))
+        _install(staging, job.folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path) -> dict[str, dict]:
+    """Every hook's metrics; a hook that raises, or says ``ok: false``, fails the output."""
+    results = {}
+    for hook in hooks:
+        try:
+            results[hook.name] = run_hook(hook.name, weights, hook.options)
+        except AbswinError as error:
+            raise AbswinError(f"hook {hook.name}: {error}") from None
+        except Exception as error:  # a hook is somebody's code: its crash fails this output, named as its own
+            raise AbswinError(f"hook {hook.name} raised {error.__class__.__name__}: {error}") from None
+        if results[hook.name].get("ok") is False:
+            raise AbswinError(f"hook {hook.name} failed: {_why_not_ok(results[hook.name])}")
+    return results
+
+
+def _why_not_ok(result: dict) -> str:
+    """One line from what a hook that said ``ok: false`` gave as its reasons."""
+    problems = result.get("problems")
+    reasons = [str(p) for p in problems] if isinstance(problems, list) else [str(problems or "")]
+    reasons = [r for r in reasons if r] or [str(result.get("runtime") or "ok is false, without a reason")]
+    return " ".join("; ".join(reasons).split())
+
+
+def _install(staging: Path, folder: Path) -> None:
+    """Put the finished staging folder at ``folder``, replacing an outdated output."""
+    old = staging_folder(folder, "old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_folder(folder: Path, kind: str) -> Path:
+    return folder.with_name(f".{folder.name}{STAGING_MARK}{kind}")
+
+
+def remove_staging(out_dir: Path) -> None:
+    """Remove what killed runs or lost workers left; only while nobody else builds in ``out_dir``."""
+    for leftover in out_dir.glob(f".*{STAGING_MARK}*"):
+        shutil.rmtree(leftover, ignore_errors=True)

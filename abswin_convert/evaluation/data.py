@@ -31,7 +31,7 @@ FASHION_MNIST_CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )
 _IDX_PREFIX = {"train": "train", "eval": "t10k"}
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, str | type] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "nearest-exact": "nearest-exact"}
 
@@ -114,8 +114,11 @@ class IdxImages(Dataset):
         images = read_idx(_find_idx(folder, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_find_idx(folder, f"{prefix}-labels-idx1-ubyte"))
         if images.ndim != 3 or labels.ndim != 1:
-            raise AbswinError(f"{folder}: expected images [N, H, W] and labels [N], found {list(images.shape)} and {list(labels.shape)}")
-        return cls(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES, transform)
+            raise AbswinError(
+                f"{folder}: expected images [N, H, W] and labels [N], found {list(images.shape)} and {list(labels.shape)}"
+            )
+        images_nchw = torch.from_numpy(images.copy()).unsqueeze(1)
+        return cls(images_nchw, torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES, transform)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -15,6 +15,11 @@ import torch
 from .resize import Resize, Size
 
 
+def grid_size(grid: torch.Tensor) -> Size:
+    """The ``(H, W)`` of a ``[H, W, C]`` grid."""
+    return (int(grid.shape[0]), int(grid.shape[1]))
+
+
 def tile(window: torch.Tensor, size: Size) -> torch.Tensor:
     """Tile a ``[wh, ww, C]`` window over ``size``, anchored top-left; partial tiles are cropped."""
     wh, ww = window.shape[:2]
@@ -67,7 +72,7 @@ def fit_global(global_: torch.Tensor, size: Size, resize: Resize) -> tuple[torch
     The resize is linear and separable, ``resize(X) = R_h X R_w^T`` per channel, so the least-squares
     solution is ``pinv(R_h) G pinv(R_w)^T``. Returns the fitted grid and the relative residual.
     """
-    h, w, c = global_.shape
+    h, w = grid_size(global_)
     if tuple(size) == (h, w):
         return global_.float(), 0.0
     r_h = resize.matrix(size[0], h)
@@ -89,7 +94,7 @@ def window_energy(grid: torch.Tensor, window: Size) -> float:
     if total == 0:
         return 0.0
     win, _ = split(centred, window)
-    return float(tile(win.double(), tuple(grid.shape[:2])).pow(2).sum()) / total
+    return float(tile(win.double(), grid_size(grid)).pow(2).sum()) / total
 
 
 def chance_share(size: Size, window: Size) -> float:
@@ -99,7 +104,7 @@ def chance_share(size: Size, window: Size) -> float:
 
 def normalized_window_energy(grid: torch.Tensor, window: Size) -> float:
     """``window_energy`` read against noise: 0 for no structure, 1 for a perfectly periodic grid."""
-    chance = chance_share(tuple(grid.shape[:2]), window)
+    chance = chance_share(grid_size(grid), window)
     constant = bool((grid == grid.reshape(-1, grid.shape[-1])[0]).all())
     if chance >= 1 or constant:  # one window, or nothing but a constant: no pattern to speak of
         return 0.0

@@ -94,7 +94,7 @@ def parse_size(text: str) -> Size:
         values = values * 2
     if len(values) != 2 or min(values) <= 0:
         raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640")
-    return values  # type: ignore[return-value]
+    return (values[0], values[1])
 
 
 def format_size(size: Size) -> str:

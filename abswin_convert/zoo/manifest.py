@@ -255,7 +255,8 @@ def _push_repos(template: object, sizes: list[str], target: str, name: str, wher
     for repo in repos:
         if not is_repo_id(repo):
             raise AbswinError(f"{where}: push_to gives {repo!r}, not a Hub repo id (org/name)")
-    return repos
+    named: list[str | None] = list(repos)
+    return named
 
 
 def _hook(spec: object, where: str) -> HookSpec:

@@ -65,7 +65,7 @@ class _Connection:
 
     def __enter__(self) -> dict[str, float]:
         if not ray.is_initialized():
-            quiet = {"logging_level": logging.WARNING, "log_to_driver": False}  # the report holds every error
+            quiet: dict = {"logging_level": logging.WARNING, "log_to_driver": False}  # the report holds every error
             try:
                 if self.address is None:
                     ray.init(address="local", include_dashboard=False, **quiet)

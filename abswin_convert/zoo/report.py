@@ -83,7 +83,7 @@ class ZooReport:
     def markdown(self) -> str:
         header = ("output", "source", "size", "target", "status", "seconds", "residual", "window energy", "pushed",
                   "hooks", "ran on", "error")
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (
                 f"`{r.output}`",
                 f"`{r.source}`",

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
 from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
@@ -28,12 +29,17 @@ NAME = "vitdet"
 WINDOW = (14, 14)  # ViTDet's windowed blocks
 _HIERA_STEM = 7  # Hiera's overlapping 7x7 stem: a Hiera checkpoint, not a ViT
 MAE_DECODER_KEY = "decoder_pos_embed"
-# (format, position key, patch-embedding weight); "timm" covers MAE, told apart by its wrapper or decoder.
+# (format, position key, patch-embedding weight); "timm" covers MAE and DeiT, told apart by wrapper or decoder.
 FORMATS = (
     ("detectron2", "backbone.net.pos_embed", "backbone.net.patch_embed.proj.weight"),
     ("transformers", "embeddings.position_embeddings", "embeddings.projection.weight"),
     ("timm", "pos_embed", "patch_embed.proj.weight"),
+    ("timm", "pos_embedding", "patch_embed.proj.weight"),
+    ("mmpretrain", "pos_embed", "patch_embed.projection.weight"),
 )
+WINDOWED_FORMATS = ("detectron2", "transformers")  # ViTDet backbones: windowed blocks by construction
+RECIPE_FLAG = "--recipe tile"
+RECIPE_HELP = "README: Which recipe for a plain ViT?"
 _SQUARE_ONLY = {"detectron2": "detectron2's ViT (pretrain_img_size)", "transformers": "transformers VitDet (pretrain_image_size)"}
 
 
@@ -54,13 +60,28 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         window, configured = _configured(ckpt.config or {})
         if fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
             fmt = "mae"
+        # SAM-style windowed blocks carry relative-position tables of the window's length: windowed too.
+        plain = fmt not in WINDOWED_FORMATS and not relpos.tables(ckpt)
         return Detection(
-            NAME, fmt, pos_key, "flat_cls", (side, side), window, patch_shape[-1], BICUBIC, ("baked",), prefix,
-            pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
+            NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window, patch_shape[-1], BICUBIC,
+            ("baked",), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
             rel_pos_tables=len(relpos.tables(ckpt)),
-            recipe=f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero",
+            recipe=(f"none by default (plain global-attention ViT); {RECIPE_FLAG}: " if plain else "")
+            + f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero",
+            global_attention=plain,
         )
     return None
+
+
+def refuse_plain(det: Detection) -> None:
+    """A plain ViT attends globally: its runtime's own interpolation of the embedding is right for it."""
+    if det.global_attention:
+        g = format_size(det.grid)
+        raise AbswinError(
+            f"{det.pos_key} belongs to a plain global-attention ViT ({det.format}, {g} grid): it has no window pattern "
+            f"to protect, and its runtime's own interpolation is right for it; pass {RECIPE_FLAG} to tile the "
+            f"pretrained grid into the windows of a ViTDet backbone ({RECIPE_HELP})"
+        )
 
 
 def _configured(config: dict) -> tuple[Size, list[int] | None]:
@@ -96,6 +117,7 @@ def recipe(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Deco
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
     base.require_target(det, request.target)
+    refuse_plain(det)
     if det.format in _SQUARE_ONLY:
         base.require_square(request.img_size, _SQUARE_ONLY[det.format])
     out_grid = base.output_grid(det, request.img_size)

@@ -7,6 +7,7 @@ Everything a user can get wrong here (empty, truncated, foreign or malicious fil
 from __future__ import annotations
 
 import argparse
+import copy
 import pickle
 import re
 import sys
@@ -29,6 +30,8 @@ from .safetensors_header import TensorEntry, read_header, read_tensor
 warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint", category=UserWarning)
 
 WRAPPER_KEYS = ("model_state", "model", "state_dict")
+# The copies timm's load_checkpoint(use_ema=True) prefers over the plain state dict, in its order.
+EMA_KEYS = ("state_dict_ema", "model_ema")
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -57,6 +60,8 @@ class Checkpoint:
         self._entries = entries
         self._tensors = tensors
         self._stored = stored or {}  # byte ranges of a torch file's tensors, where they can be copied raw
+        self.prefix = ""  # stripped from the stored names by ``without_prefix`` (DDP's ``module.``, ...)
+        self._unprefixed: frozenset[str] = frozenset()  # names stored without it
 
     def keys(self) -> list[str]:
         return list(self._entries if self._entries is not None else self._tensors)  # type: ignore[arg-type]
@@ -86,6 +91,37 @@ class Checkpoint:
     def raw_entry(self, key: str) -> TensorEntry | None:
         """The byte range of a tensor in the file (safetensors, or an uncompressed torch zip), for raw copying."""
         return self._entries[key] if self._entries is not None else self._stored.get(key)
+
+    def without_prefix(self, prefix: str) -> Checkpoint:
+        """The same checkpoint naming ``prefix``-ed tensors without it (others keep their names, unless that would
+        hide one); ``stored_name`` gives the names back, so outputs keep the input's keys."""
+        names = {k: k[len(prefix):] if k.startswith(prefix) else k for k in self.keys()}
+        if len(set(names.values())) < len(names):
+            return self  # stripping would merge two tensors: not a wrapper prefix
+        view = copy.copy(self)
+        if self._entries is not None:
+            view._entries = {names[k]: v for k, v in self._entries.items()}
+        else:
+            view._tensors = {names[k]: v for k, v in self._tensors.items()}  # type: ignore[union-attr]
+        view._stored = {names[k]: v for k, v in self._stored.items()}
+        view.prefix = prefix
+        view._unprefixed = frozenset(k for k, new in names.items() if k == new)
+        return view
+
+    def stored_name(self, name: str) -> str:
+        """The name a tensor has (or a new one gets) in the file: with the prefix ``without_prefix`` stripped."""
+        return name if not self.prefix or name in self._unprefixed else self.prefix + name
+
+    @property
+    def copies(self) -> list[str]:
+        """The other state dicts beside the one this handle reads (EMA copies): wrapper entries holding only tensors."""
+        return [k for k, v in self.extra.items() if isinstance(v, dict) and v and all(_is_weight(x) for x in v.values())]
+
+    def copy(self, name: str) -> Checkpoint:
+        """A handle on the state dict ``copies`` names; tensors in memory (only the primary one is copied raw)."""
+        tensors = _tensors_of(self.path, self.extra[name])
+        extra = {k: v for k, v in self.extra.items() if k != name}
+        return Checkpoint(self.path, self.format, name, self.config, tensors=tensors, extra=extra, metadata=self.metadata)
 
     def describe(self) -> str:
         wrapped = f"{{'{self.wrapper}': ...}}" if self.wrapper else "flat"
@@ -224,15 +260,25 @@ def _from_object(
     if not isinstance(obj, dict):
         raise AbswinError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
     wrapper, state, extra = _unwrap(obj)
+    tensors = _tensors_of(path, state)
+    if not tensors:
+        raise AbswinError(f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)})")
+    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra, stored=stored)
+
+
+def _is_weight(value: object) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray))
+
+
+def _tensors_of(path: Path, state: dict) -> dict[str, torch.Tensor]:
+    """The tensors (and numeric numpy arrays) of a state dict; anything else in it is not a weight."""
     tensors = {}
     for key, value in state.items():
         if isinstance(value, np.ndarray):
             value = _numeric_array(path, key, value)
         if isinstance(value, torch.Tensor):
             tensors[str(key)] = value
-    if not tensors:
-        raise AbswinError(f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)})")
-    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra, stored=stored)
+    return tensors
 
 
 def _numeric_array(path: Path, key: object, value: np.ndarray) -> torch.Tensor:

@@ -52,6 +52,7 @@ class Detection:
     rel_pos_tables: int = 0
     recipe: str | None = None  # how a family without a window pattern of its own gets one (ViTDet)
     global_attention: bool = False  # a plain ViT: every block attends over the whole grid, no window pattern
+    tile_requested: bool = False  # the user asked for the ViTDet recipe (--recipe tile, or a --window on a plain ViT)
 
     @property
     def tiles(self) -> int:

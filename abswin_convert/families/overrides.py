@@ -49,9 +49,9 @@ class Overrides:
             raise AbswinError(
                 f"--recipe {self.recipe} is for ViTs; {det.family} ({det.format}) has windows of its own, drop --recipe"
             )
-        tiled = det.global_attention and (self.recipe == TILE or self.window is not None)
+        tiled = self.recipe == TILE or (det.global_attention and self.window is not None)
         det = replace(det, window=self.window or det.window, patch_stride=self.patch_stride or det.patch_stride,
-                      global_attention=det.global_attention and not tiled)
+                      tile_requested=tiled)
         if det.window[0] > det.grid[0] or det.window[1] > det.grid[1]:
             raise AbswinError(
                 f"window {format_size(det.window)} is larger than the {format_size(det.grid)} token grid of "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import torch
 
@@ -75,7 +76,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
 
 def refuse_plain(det: Detection) -> None:
     """A plain ViT attends globally: its runtime's own interpolation of the embedding is right for it."""
-    if det.global_attention:
+    if det.global_attention and not det.tile_requested:
         g = format_size(det.grid)
         raise AbswinError(
             f"{det.pos_key} belongs to a plain global-attention ViT ({det.format}, {g} grid): it has no window pattern "
@@ -122,11 +123,20 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         base.require_square(request.img_size, _SQUARE_ONLY[det.format])
     out_grid = base.output_grid(det, request.img_size)
     pos = base.read_position(ckpt, det)
+    runs_at = _interpolated_size(ckpt, det)
+    if runs_at and request.global_size is None and not det.tile_requested:
+        request = replace(request, global_size=det.grid)  # keep the interpolation it was finetuned with
     parts = recipe(pos.grid, det, request.global_size)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.stats["recipe"] = "vitdet: pretrained grid tiled per window" + ("" if request.global_size else ", global part zero")
     if request.global_size is None:
         result.stats["global_size"] = "none"
+    if runs_at and not det.tile_requested:
+        result.stats["recipe"] = "vitdet: the runtime's interpolation of the pretrained grid, as finetuned"
+        result.notes.append(
+            f"config.json runs the model at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
+            f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
+        )
     result.replace[det.pos_key] = base.bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if MAE_DECODER_KEY in ckpt:
@@ -149,6 +159,15 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
     resized = PositionGrid(BICUBIC.apply(pos.grid, out_grid), pos.prefix)
     result.replace[MAE_DECODER_KEY] = from_grid(resized, "flat_cls").to(ckpt.dtype(MAE_DECODER_KEY))
     result.notes.append(f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)")
+
+
+def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
+    """The image size a finetuned transformers ViTDet runs at, when its runtime interpolates the stored grid."""
+    config = ckpt.config or {}
+    size = config.get("image_size")
+    if det.format != "transformers" or not isinstance(size, int) or size == det.native_input[0]:
+        return None
+    return size
 
 
 def _updated_config(config: dict | None, img_size: int) -> dict | None:

@@ -133,7 +133,7 @@ def test_inspect_recognises_each_format(sources, cli, name, fmt, key, container)
 @pytest.mark.parametrize("name", ["detectron2-pkl", "detectron2-pth"])
 def test_detectron2_gets_a_1024_grid_that_get_abs_pos_takes_as_is(sources, cli, tmp_path, name):
     path, state = sources[name]
-    result = cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 1024, "--window", 14, "--json")
+    result = cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 1024, "--recipe", "tile", "--json")
     assert result.exit_code == 0, result.output
     out = load_file(tmp_path / "out.safetensors")
     source_pos = state["backbone.net.pos_embed"]
@@ -172,7 +172,9 @@ def test_detectron2_global_size_of_the_pretrained_grid_keeps_what_get_abs_pos_co
     source_pos = state["backbone.net.pos_embed"]
     assert torch.allclose(get_abs_pos(out, True, (64, 64)), get_abs_pos(source_pos, True, (64, 64)), atol=1e-6)
     assert not any("finetuned ViTDet" in n for n in result.notes)
-    assert any("--global-size 14x14 keeps exactly that" in n for n in convert(path, tmp_path / "t.safetensors", 1024).notes)
+    default = convert(path, tmp_path / "t.safetensors", 1024)  # its 127-row global tables: it runs at 1024
+    assert any("runs at 1024 px, interpolating the 14x14 grid: kept (pass --recipe tile" in n for n in default.notes)
+    assert torch.equal(load_file(tmp_path / "t.safetensors")["backbone.net.pos_embed"], out)
 
 
 def test_transformers_vitdet_at_1024_is_unchanged_with_the_full_global_part(sources, cli, tmp_path):

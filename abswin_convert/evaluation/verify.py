@@ -45,7 +45,7 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
             report["problems"].append(f"window + global at the native size differ from the source by {error:.2e}")
     for key in ("residual", "window_energy"):
         if key in provenance:
-            report[key] = float(provenance[key])
+            report[key] = _number(provenance[key])
     if report.get("runtime_ok") is False:
         report["problems"].append(report["runtime_error"])
     report["verified"] = report.get("runtime_ok") is True or "native_max_abs_error" in report
@@ -72,6 +72,14 @@ def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, img_size: int, 
     """Max abs difference of two models' outputs on the same random batch."""
     x = torch.randn(2, channels, img_size, img_size, generator=torch.Generator().manual_seed(seed))
     return float((a(x) - b(x)).abs().max())
+
+
+def _number(recorded: str) -> float | str:
+    """A recorded number, or the words that say why there is none (window energy of a single window)."""
+    try:
+        return float(recorded)
+    except ValueError:
+        return recorded
 
 
 def _config_for(path: Path, source: str | Path | None) -> Path | None:

@@ -134,7 +134,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     if runs_at and not det.tile_requested:
         result.stats["recipe"] = "vitdet: the runtime's interpolation of the pretrained grid, as finetuned"
         result.notes.append(
-            f"config.json runs the model at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
+            f"the model runs at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
             f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
         )
     result.replace[det.pos_key] = base.bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
@@ -162,10 +162,15 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
 
 
 def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
-    """The image size a finetuned transformers ViTDet runs at, when its runtime interpolates the stored grid."""
-    config = ckpt.config or {}
-    size = config.get("image_size")
-    if det.format != "transformers" or not isinstance(size, int) or size == det.native_input[0]:
+    """The image size a finetuned ViTDet runs at, when its runtime interpolates the stored grid: a transformers
+    config's ``image_size``, or the span of a detectron2 checkpoint's global relative-position tables."""
+    size = None
+    if det.format == "transformers":
+        size = (ckpt.config or {}).get("image_size")
+    elif det.format == "detectron2" and det.global_blocks:
+        rows = max(ckpt.shape(k)[0] for k, (block, _) in relpos.tables(ckpt).items() if block in det.global_blocks)
+        size = (rows + 1) // 2 * det.patch_stride
+    if not isinstance(size, int) or size == det.native_input[0]:
         return None
     return size
 

@@ -33,6 +33,7 @@ WRAPPER_KEYS = ("model_state", "model", "state_dict")
 # The copies timm's load_checkpoint(use_ema=True) prefers over the plain state dict, in its order.
 EMA_KEYS = ("state_dict_ema", "model_ema")
 _ZIP_MAGIC = b"PK\x03\x04"
+_LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 
 
 class Checkpoint:
@@ -145,6 +146,8 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
         raise AbswinError(f"{path}: cannot read ({exc.strerror})") from exc
     if not magic:
         raise AbswinError(f"{path}: the file is empty")
+    if magic.startswith(_LFS_MAGIC[:9]):
+        _refuse_lfs_pointer(path)
     config = read_json_object(config_path) if config_path else None
     # safetensors first: its header length is little-endian, so 1 file in 32 starts with the pickle byte 0x80.
     # A .safetensors name is trusted even when the length is wrong, so that read_header says what is wrong.
@@ -157,6 +160,20 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     if magic[:1] == b"\x80":
         return _open_pickle(path, config) if path.suffix == ".pkl" else _open_legacy_torch(path, config)
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
+
+
+def _refuse_lfs_pointer(path: Path) -> None:
+    """A Git LFS pointer (a short text file) stands where the weights should be: say what to fetch."""
+    with open(path, "rb") as f:
+        text = f.read(1024)
+    if not text.startswith(_LFS_MAGIC):
+        return
+    size = re.search(rb"^size (\d+)$", text, re.MULTILINE)
+    weights = f" of {int(size.group(1)):,} bytes" if size else ""
+    raise AbswinError(
+        f"{path}: this is a Git LFS pointer, not the weights{weights}; fetch the real file "
+        f"(git lfs pull --include {path.name!r}, or download it from the Hub)"
+    )
 
 
 def _open_torch(path: Path, config: dict | None) -> Checkpoint:

@@ -12,8 +12,9 @@ from .families.overrides import Overrides
 from .hub.sources import ResolvedHubFile, open_source
 from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.jsonfile import write_json
-from .io.outputs import output_format, output_paths, sidecar_of
+from .io.outputs import WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import output_metadata
+from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
 from .maths.grid import format_size, parse_size
@@ -147,8 +148,10 @@ def convert(
     fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
-    weights_path, config_path = output_paths(Path(output), fmt, ckpt.path.name if ckpt.format == "torch" else None)
-    check_destination(weights_path, [ckpt.path], force)
+    torch_name = ckpt.path.name if ckpt.format == "torch" and not ckpt.shards else None
+    weights_path, config_path = output_paths(Path(output), fmt, torch_name)
+    sharded = bool(ckpt.shards) and fmt == "safetensors" and weights_path.name == WEIGHTS_FILE  # -o FOLDER
+    check_destination(weights_path.parent / SAFETENSORS_INDEX if sharded else weights_path, _inputs(ckpt), force)
     plan = families.plan(ckpt, det, request)
     copies = _planned_copies(ckpt, det, request, overrides)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
@@ -160,7 +163,9 @@ def convert(
     elif copies:
         notes.append(f"converted the same way: {', '.join(copies)} (kept beside {ckpt.wrapper})")
     metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
-    if streamed:
+    if sharded:
+        weights_path = write_shards(weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan)
+    elif streamed:
         write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
     else:
         write_torch(weights_path, _torch_object(ckpt, plan, copies))
@@ -170,6 +175,29 @@ def convert(
         write_json(config_path, plan.config)
         wrote_config = config_path
     return ConversionResult(weights_path, wrote_config, det, metadata, notes)
+
+
+def _inputs(ckpt: Checkpoint) -> list[Path]:
+    """The files a conversion reads, which it must never write over: every shard, or the one file."""
+    return [ckpt.path, *(ckpt.path.parent / name for name in shard_files(ckpt.shards))] if ckpt.shards else [ckpt.path]
+
+
+def write_shards(folder: Path, ckpt: Checkpoint, tensors: list[OutputTensor], metadata: dict[str, str], plan: Plan) -> Path:
+    """The output as safetensors shards with the input's boundaries (new tensors join the last shard), each
+    streamed as a single file is, then the index; returns the index's path."""
+    source_of = {ckpt.stored_name(plan.output_key(key)): key for key in ckpt.keys()}
+    last = shard_files(ckpt.shards)[-1]  # type: ignore[arg-type]
+    groups: dict[str, list[OutputTensor]] = {}
+    for tensor in tensors:
+        shard = ckpt.shards[source_of[tensor.name]] if tensor.name in source_of else last  # type: ignore[index]
+        groups.setdefault(output_shard_name(shard), []).append(tensor)
+    for name in groups:  # never onto an input shard (an existing output was allowed with the index's check)
+        check_destination(folder / name, _inputs(ckpt), force=True)
+    weight_map = {}
+    for i, (name, group) in enumerate(groups.items()):
+        write_safetensors(folder / name, group, metadata, hash_source=ckpt.path if i == 0 else None)
+        weight_map.update(dict.fromkeys((t.name for t in group), name))
+    return write_index(folder, weight_map, sum(t.nbytes for t in tensors))
 
 
 def _planned_copies(
@@ -217,7 +245,7 @@ def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
             continue
         entry = ckpt.raw_entry(key)
         if entry is not None:
-            out.append(OutputTensor(name, entry.dtype, entry.shape, RawBytes(ckpt.path, entry.start, entry.nbytes)))
+            out.append(OutputTensor(name, entry.dtype, entry.shape, RawBytes(ckpt.file_of(key), entry.start, entry.nbytes)))
         else:
             value = ckpt.tensor(key)
             out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))

@@ -24,6 +24,7 @@ from .jsonfile import read_json_object
 from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
 from .safetensors_header import TensorEntry, read_header, read_tensor
+from .shards import INDEX_SUFFIX, index_in, read_weight_map, shard_files
 
 # torch's weights-only loader warns about pickle protocols it was not written for; the user can do nothing about
 # it, and what matters (the file opens, or a one-line error says why not) is said anyway.
@@ -51,6 +52,7 @@ class Checkpoint:
         extra: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
         stored: dict[str, TensorEntry] | None = None,
+        shards: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self.format = format  # "safetensors" | "torch" | "pickle"
@@ -61,6 +63,7 @@ class Checkpoint:
         self._entries = entries
         self._tensors = tensors
         self._stored = stored or {}  # byte ranges of a torch file's tensors, where they can be copied raw
+        self.shards = shards  # tensor -> shard file beside ``path`` (the index) for a sharded checkpoint
         self.prefix = ""  # stripped from the stored names by ``without_prefix`` (DDP's ``module.``, ...)
         self._unprefixed: frozenset[str] = frozenset()  # names stored without it
 
@@ -80,9 +83,13 @@ class Checkpoint:
             return self._entries[key].dtype
         return self._tensors[key].dtype  # type: ignore[index]
 
+    def file_of(self, key: str) -> Path:
+        """The file holding ``key``: its shard in a sharded checkpoint."""
+        return self.path.parent / self.shards[key] if self.shards else self.path
+
     def tensor(self, key: str) -> torch.Tensor:
         if self._entries is not None:
-            return read_tensor(self.path, self._entries[key])
+            return read_tensor(self.file_of(key), self._entries[key])
         return self._tensors[key]  # type: ignore[index]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -105,6 +112,7 @@ class Checkpoint:
         else:
             view._tensors = {names[k]: v for k, v in self._tensors.items()}  # type: ignore[union-attr]
         view._stored = {names[k]: v for k, v in self._stored.items()}
+        view.shards = {names[k]: v for k, v in self.shards.items()} if self.shards else None
         view.prefix = prefix
         view._unprefixed = frozenset(k for k, new in names.items() if k == new)
         return view
@@ -134,7 +142,12 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     path = Path(source)
     if path.is_dir():
         config_path = config_path or config_beside(path)
+        index = index_in(path)
+        if index is not None:
+            return _open_shards(index, config_path)
         path = weights_in(path)
+    if path.name.endswith(INDEX_SUFFIX) and path.is_file():
+        return _open_shards(path, config_path or config_beside(path))
     if not path.exists():
         raise AbswinError(f"{path}: no such file or folder")
     if not path.is_file():  # reading a pipe or a device would block or never end
@@ -160,6 +173,28 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     if magic[:1] == b"\x80":
         return _open_pickle(path, config) if path.suffix == ".pkl" else _open_legacy_torch(path, config)
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
+
+
+def _open_shards(index: Path, config_path: Path | None) -> Checkpoint:
+    """Every shard an index names, as one checkpoint: safetensors headers (tensors read when asked for), or torch
+    shards memory-mapped. Each tensor must sit in the shard the index says."""
+    weight_map = read_weight_map(index)
+    config = read_json_object(config_path) if config_path else None
+    shards = [open_checkpoint(index.parent / name) for name in shard_files(weight_map)]
+    formats = {shard.format for shard in shards}
+    if len(formats) != 1:
+        raise AbswinError(f"{index}: its shards mix {' and '.join(sorted(formats))} files")
+    found: dict[str, str] = {}
+    for shard in shards:
+        found.update(dict.fromkeys(shard.keys(), shard.path.name))
+    if found != weight_map:
+        wrong = sorted(set(found.items()) ^ set(weight_map.items()))[0][0]
+        raise AbswinError(f"{index}: the index and the shards disagree about {wrong!r}; re-download the checkpoint")
+    if shards[0].format == "safetensors":
+        entries = {key: entry for shard in shards for key, entry in shard._entries.items()}  # type: ignore[union-attr]
+        return Checkpoint(index, "safetensors", None, config, entries=entries, metadata=shards[0].metadata, shards=weight_map)
+    tensors = {key: value for shard in shards for key, value in shard.state_dict().items()}  # memory-mapped views
+    return Checkpoint(index, shards[0].format, None, config, tensors=tensors, shards=weight_map)
 
 
 def _refuse_lfs_pointer(path: Path) -> None:

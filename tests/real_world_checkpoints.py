@@ -5,6 +5,7 @@ each project's documented save format (the dict keys and key prefixes), filled w
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import timm
@@ -105,3 +106,19 @@ def write_lfs_pointer(path: Path, size: int = 343_245_678) -> Path:
     """What a clone without ``git lfs`` holds where the weights should be."""
     path.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{'ab' * 32}\nsize {size}\n")
     return path
+
+
+def save_bin_shards(folder: Path, state: dict[str, torch.Tensor], per_shard: int) -> Path:
+    """transformers' ``.bin`` shards: ``pytorch_model-0000k-of-0000n.bin`` (torch.save of part of the state dict)
+    beside ``pytorch_model.bin.index.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(state)
+    parts = [keys[i:i + per_shard] for i in range(0, len(keys), per_shard)]
+    weight_map = {}
+    for k, part in enumerate(parts, 1):
+        name = f"pytorch_model-{k:05d}-of-{len(parts):05d}.bin"
+        torch.save({key: state[key].contiguous() for key in part}, folder / name)
+        weight_map.update(dict.fromkeys(part, name))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    return folder

@@ -5,12 +5,14 @@ names the flag. One small ViT is trained here on Fashion-MNIST, so that a real, 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file
+from transformers import VitDetModel
 
 from abswin_convert import convert, inspect
 from abswin_convert.errors import AbswinError
@@ -20,6 +22,7 @@ from abswin_convert.families.overrides import Overrides
 from abswin_convert.hub.model_card import model_card
 from tests import real_world_checkpoints as rw
 from tests.hooks_support import REAL, synthetic_images
+from tests.random_weights import randomize
 
 TILE = Overrides(recipe="tile")
 X32 = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -267,3 +270,65 @@ def test_a_vit_trained_on_fashion_mnist_is_unchanged_at_its_own_size(trained, tm
     timm.models.load_checkpoint(rebuilt, str(tmp_path / "same.pth"), use_ema=False, strict=True)
     with torch.no_grad():
         assert torch.equal(rebuilt(held_out), model(held_out))
+
+
+# --- 7. shards in, shards out ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """A transformers VitDet saved in shards, as save_pretrained writes large models."""
+    from tests.test_vitdet import vitdet_config
+
+    root = tmp_path_factory.mktemp("sharded")
+    model = randomize(VitDetModel(vitdet_config()), seed=3).eval()
+    model.save_pretrained(root / "hf", max_shard_size="40KB")
+    return root / "hf", model
+
+
+def test_safetensors_shards_are_read_as_one_and_written_with_the_same_boundaries(sharded, tmp_path, cli):
+    folder, model = sharded
+    index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(index.values())) > 2
+    assert inspect(folder).to_json()["format"] == "transformers"
+    result = cli("convert", folder, "-o", tmp_path / "same", "--img-size", 224)
+    assert result.exit_code == 0, result.output
+    out_index = json.loads((tmp_path / "same" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert out_index == index  # the same tensors in the same shards
+    same = VitDetModel.from_pretrained(tmp_path / "same").eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(same(x).last_hidden_state, model(x).last_hidden_state)
+    assert cli("convert", folder, "-o", tmp_path / "big", "--img-size", 448).exit_code == 0
+    big, info = VitDetModel.from_pretrained(tmp_path / "big", output_loading_info=True)
+    assert all(not v for v in info.values()), info
+    assert big.embeddings.position_embeddings.shape == (1, 1 + 28 * 28, 32)
+
+
+def test_bin_shards_become_safetensors_shards(sharded, tmp_path):
+    folder, model = sharded
+    rw.save_bin_shards(tmp_path / "bin", model.state_dict(), per_shard=10)
+    (tmp_path / "bin" / "config.json").write_text((folder / "config.json").read_text())
+    convert(tmp_path / "bin", tmp_path / "out", 448)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    shards = -(-len(model.state_dict()) // 10)
+    assert names == ["config.json", *(f"model-{k:05d}-of-{shards:05d}.safetensors" for k in range(1, shards + 1)),
+                     "model.safetensors.index.json"]
+    big, info = VitDetModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert all(not v for v in info.values()), info
+
+
+def test_an_index_that_disagrees_with_its_shards_is_refused(sharded, tmp_path, cli):
+    folder, _ = sharded
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    index = json.loads((copy / "model.safetensors.index.json").read_text())
+    key = next(iter(index["weight_map"]))
+    index["weight_map"][key] = "model-00002-of-00005.safetensors" if index["weight_map"][key].startswith("model-00001") else "model-00001-of-00005.safetensors"
+    (copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    result = cli("convert", copy, "-o", tmp_path / "out", "--img-size", 448)
+    assert result.exit_code == 2 and f"the index and the shards disagree about {key!r}" in result.stderr
+    (copy / index["weight_map"][key]).unlink()
+    missing = cli("convert", copy, "-o", tmp_path / "out", "--img-size", 448)
+    assert missing.exit_code == 2 and "is missing; download every file the index names" in missing.stderr
+    assert not (tmp_path / "out").exists()

@@ -120,5 +120,6 @@ def save_bin_shards(folder: Path, state: dict[str, torch.Tensor], per_shard: int
         torch.save({key: state[key].contiguous() for key in part}, folder / name)
         weight_map.update(dict.fromkeys(part, name))
     total = sum(t.numel() * t.element_size() for t in state.values())
-    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     return folder

@@ -90,7 +90,8 @@ def test_timm_train_checkpoint_converts_both_copies_and_loads_with_timms_own_loa
     result = convert(source, tmp_path / "model_best_64.pth", 64, overrides=TILE)
     assert any("converted the same way: state_dict_ema" in n for n in result.notes)
     saved = torch.load(tmp_path / "model_best_64.pth", weights_only=False)
-    assert (saved["epoch"], saved["arch"], saved["metric"], saved["args"].model) == (9, "vit_base_patch16_224", 61.3, "vit_base_patch16_224")
+    assert (saved["epoch"], saved["arch"], saved["metric"]) == (9, "vit_base_patch16_224", 61.3)
+    assert saved["args"].model == "vit_base_patch16_224"
     assert saved["optimizer"]["state"]  # the optimizer state is kept as it was
     for use_ema, original in ((True, ema), (False, model)):
         big = rw.cifar_vit(64)
@@ -235,7 +236,7 @@ def fashion_mnist(count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 28 px ViT (patch 4, a 7x7 grid) trained for 300 steps, saved as timm's train.py saves, with its EMA."""
+    """A 28 px ViT (patch 4, a 7x7 grid) trained for 200 steps, saved as timm's train.py saves, with its EMA."""
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -244,7 +245,7 @@ def trained(tmp_path_factory):
     ema = timm.utils.ModelEmaV3(model, decay=0.99)
     x, y = fashion_mnist(3200)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for step in range(300):
+    for step in range(200):
         batch = slice((step * 64) % 3136, (step * 64) % 3136 + 64)
         loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad()
@@ -255,13 +256,13 @@ def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("trained") / "last.pth.tar"
     torch.save({"epoch": 1, "arch": "vit", "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "state_dict_ema": ema.module.state_dict()}, path)
-    return path, model.eval(), kwargs, x[3136:]
+    return path, model.eval(), kwargs, (x[3136:], y[3136:])
 
 
 def test_a_vit_trained_on_fashion_mnist_is_unchanged_at_its_own_size(trained, tmp_path, cli):
-    path, model, kwargs, held_out = trained
+    path, model, kwargs, (held_out, labels) = trained
     with torch.no_grad():
-        accuracy = (model(held_out).argmax(-1) == fashion_mnist(3200)[1][3136:]).float().mean()
+        accuracy = (model(held_out).argmax(-1) == labels).float().mean()
     assert accuracy > 0.5  # it learned something: its embedding is a trained one, not an initialisation
     refused = cli("convert", path, "-o", tmp_path / "x.pth", "--img-size", 28)
     assert refused.exit_code == 2 and "plain global-attention ViT (timm, 7x7 grid)" in refused.stderr
@@ -314,7 +315,7 @@ def test_bin_shards_become_safetensors_shards(sharded, tmp_path):
     shards = -(-len(model.state_dict()) // 10)
     assert names == ["config.json", *(f"model-{k:05d}-of-{shards:05d}.safetensors" for k in range(1, shards + 1)),
                      "model.safetensors.index.json"]
-    big, info = VitDetModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    _, info = VitDetModel.from_pretrained(tmp_path / "out", output_loading_info=True)
     assert all(not v for v in info.values()), info
 
 
@@ -324,7 +325,8 @@ def test_an_index_that_disagrees_with_its_shards_is_refused(sharded, tmp_path, c
     shutil.copytree(folder, copy)
     index = json.loads((copy / "model.safetensors.index.json").read_text())
     key = next(iter(index["weight_map"]))
-    index["weight_map"][key] = "model-00002-of-00005.safetensors" if index["weight_map"][key].startswith("model-00001") else "model-00001-of-00005.safetensors"
+    shards = sorted(set(index["weight_map"].values()))
+    index["weight_map"][key] = shards[1] if index["weight_map"][key] == shards[0] else shards[0]
     (copy / "model.safetensors.index.json").write_text(json.dumps(index))
     result = cli("convert", copy, "-o", tmp_path / "out", "--img-size", 448)
     assert result.exit_code == 2 and f"the index and the shards disagree about {key!r}" in result.stderr

@@ -38,7 +38,7 @@ def recognise(ckpt: Checkpoint, family: str | None = None, overrides: Overrides 
 
 def _model_prefixes(ckpt: Checkpoint) -> list[str]:
     """Every dotted prefix of a position-like tensor's name (``a.`` and ``a.b.`` of ``a.b.pos_embed``), shortest first."""
-    found = set()
+    found: set[str] = set()
     for key in ckpt.keys():
         parts = key.split(".")
         if "pos" in parts[-1] or "position" in key:

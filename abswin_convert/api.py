@@ -206,7 +206,13 @@ def _planned_copies(
     """Each other state dict of a training checkpoint (EMA copies), recognised and planned on its own."""
     planned = {}
     for name in ckpt.copies:
-        copy, copy_det = families.recognise(ckpt.copy(name), det.family, overrides)
+        try:
+            copy, copy_det = families.recognise(ckpt.copy(name), det.family, overrides)
+        except families.NotRecognised as exc:
+            raise AbswinError(
+                f"{ckpt.path.name}: {name!r} holds a second state dict that is not a {det.family} model, so it cannot be "
+                "converted with the rest; convert a file holding only the model you want"
+            ) from exc
         planned[name] = copy, families.plan(copy, copy_det, request)
     return planned
 

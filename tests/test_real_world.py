@@ -174,6 +174,8 @@ def test_mmpretrain_vit_is_a_plain_vit_and_tiles_on_request(models, tmp_path, cl
     assert all(torch.equal(same[k], v) for k, v in original.items()) and set(same) == set(original)
     assert torch.equal(big["backbone.pos_embed"], tiled(model.pos_embed.detach(), 16))
     assert torch.load(tmp_path / "big.pth")["meta"]["epoch"] == 100
+    notes = convert(source, tmp_path / "n.pth", 64, overrides=TILE).notes
+    assert "mmpretrain: set img_size=64 on the VisionTransformer backbone (model.backbone.img_size in the config)" in notes
 
 
 def test_detectron2_model_final_is_windowed_and_unchanged_at_its_own_size(tmp_path):
@@ -334,3 +336,11 @@ def test_an_index_that_disagrees_with_its_shards_is_refused(sharded, tmp_path, c
     missing = cli("convert", copy, "-o", tmp_path / "out", "--img-size", 448)
     assert missing.exit_code == 2 and "is missing; download every file the index names" in missing.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_state_dict_of_another_model_is_refused_not_left_behind(models, tmp_path):
+    source = tmp_path / "gan.pth"
+    torch.save({"model": models[0].state_dict(), "discriminator": {"fc.weight": torch.ones(2, 2)}}, source)
+    with pytest.raises(AbswinError, match="'discriminator' holds a second state dict that is not a vitdet model"):
+        convert(source, tmp_path / "out.pth", 64, overrides=TILE)
+    assert not (tmp_path / "out.pth").exists()

@@ -194,6 +194,8 @@ def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
     if det.format == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
+    if det.format == "mmpretrain":
+        return f"mmpretrain: set img_size={n} on the VisionTransformer backbone (model.backbone.img_size in the config)"
     size = base.size_arg(img_size)
     return f"build the ViT with img_size={size} (timm.create_model(arch, img_size={size}); MAE's models_vit take img_size too)"
 

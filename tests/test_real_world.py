@@ -344,3 +344,21 @@ def test_a_second_state_dict_of_another_model_is_refused_not_left_behind(models,
     with pytest.raises(AbswinError, match="'discriminator' holds a second state dict that is not a vitdet model"):
         convert(source, tmp_path / "out.pth", 64, overrides=TILE)
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_mmdet_vitdet_is_windowed_and_keeps_its_interpolation_at_its_own_size(tmp_path):
+    """mmdet's ViTDet: OpenMMLab's names (``backbone.``, ``patch_embed.projection``) with windowed blocks."""
+    from tests.test_vitdet import detectron2_state, get_abs_pos
+
+    state = {k.replace("backbone.net.", "backbone.").replace("patch_embed.proj.", "patch_embed.projection."): v
+             for k, v in detectron2_state().items()}
+    source = tmp_path / "vitdet_mask-rcnn_vit-b-mae_lsj-100e.pth"
+    torch.save({"meta": {"mmengine_version": "0.10.4", "iter": 184375}, "state_dict": state}, source)
+    report = inspect(source).to_json()
+    assert (report["format"], report["window"], report["details"]["global_blocks"]) == ("mmdet", "14x14", "[1]")
+    result = convert(source, tmp_path / "same.pth", 1024)
+    assert "mmdet: set pretrain_img_size=1024 on the ViT backbone, so get_abs_pos does not interpolate" in result.notes
+    out = torch.load(tmp_path / "same.pth", weights_only=True)["state_dict"]
+    pos = state["backbone.pos_embed"]
+    assert torch.allclose(get_abs_pos(out["backbone.pos_embed"], True, (64, 64)), get_abs_pos(pos, True, (64, 64)), atol=1e-6)
+    assert all(torch.equal(out[k], v) for k, v in state.items() if k != "backbone.pos_embed")

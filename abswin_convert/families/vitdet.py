@@ -1,5 +1,12 @@
-"""ViTDet and the plain ViTs it starts from: detectron2 (``.pkl`` / ``.pth``), transformers ``VitDet``, MAE and timm
-``vit_*``. All hold a flat embedding with a cls row, ``[1, 1 + 14*14, C]`` for 224 px at patch 16.
+"""ViTDet and the plain ViTs it starts from: detectron2 (``.pkl`` / ``.pth``), transformers ``VitDet``, mmdet's
+ViTDet, MAE, DeiT, mmpretrain and timm ``vit_*``. All hold a flat embedding with a cls row, ``[1, 1 + 14*14, C]``
+for 224 px at patch 16.
+
+ViTDet backbones (detectron2, transformers, mmdet, or any with windowed blocks' relative-position tables) are
+windowed. A plain ViT attends globally: its window is its whole grid, there is no pattern to protect, and the
+tiling recipe (which changes what it computes) is refused unless asked for with ``--recipe tile`` or ``--window``.
+A finetuned ViTDet that runs at a larger size than its stored grid (its config, or its global tables, say so)
+keeps the interpolation it was finetuned with unless the tiling recipe is asked for.
 
 The paper's ViTDet recipe: the pretrained grid itself is the window part (resized to the window when the sizes
 differ), tiled into every window at the target size; the global part is zero. ``--global-size GHxGW`` moves into a
@@ -38,10 +45,15 @@ FORMATS = (
     ("timm", "pos_embedding", "patch_embed.proj.weight"),
     ("mmpretrain", "pos_embed", "patch_embed.projection.weight"),
 )
-WINDOWED_FORMATS = ("detectron2", "transformers")  # ViTDet backbones: windowed blocks by construction
+WINDOWED_FORMATS = ("detectron2", "mmdet", "transformers")  # ViTDet backbones: windowed blocks by construction
 RECIPE_FLAG = "--recipe tile"
 RECIPE_HELP = "README: Which recipe for a plain ViT?"
-_SQUARE_ONLY = {"detectron2": "detectron2's ViT (pretrain_img_size)", "transformers": "transformers VitDet (pretrain_image_size)"}
+_SQUARE_ONLY = {
+    "detectron2": "detectron2's ViT (pretrain_img_size)",
+    "mmdet": "mmdet's ViTDet ViT (pretrain_img_size)",
+    "transformers": "transformers VitDet (pretrain_image_size)",
+}
+_GET_ABS_POS = ("detectron2", "mmdet")  # runtimes that interpolate with get_abs_pos, set up by pretrain_img_size
 
 
 def detect(ckpt: Checkpoint) -> Detection | None:
@@ -61,6 +73,8 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         window, configured = _configured(ckpt.config or {})
         if fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
             fmt = "mae"
+        if fmt == "mmpretrain" and relpos.tables(ckpt):
+            fmt = "mmdet"  # OpenMMLab's names with windowed blocks: mmdet's ViTDet backbone
         # SAM-style windowed blocks carry relative-position tables of the window's length: windowed too.
         plain = fmt not in WINDOWED_FORMATS and not relpos.tables(ckpt)
         return Detection(
@@ -167,7 +181,7 @@ def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
     size = None
     if det.format == "transformers":
         size = (ckpt.config or {}).get("image_size")
-    elif det.format == "detectron2" and det.global_blocks:
+    elif det.format in _GET_ABS_POS and det.global_blocks:
         rows = max(ckpt.shape(k)[0] for k, (block, _) in relpos.tables(ckpt).items() if block in det.global_blocks)
         size = (rows + 1) // 2 * det.patch_stride
     if not isinstance(size, int) or size == det.native_input[0]:
@@ -187,10 +201,10 @@ def _updated_config(config: dict | None, img_size: int) -> dict | None:
 def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
     """The one config change that makes the runtime take the embedding as it is."""
     n = img_size[0]
-    if det.format == "detectron2":
+    if det.format in _GET_ABS_POS:
         resized = any(k.endswith(("rel_pos_h", "rel_pos_w")) for k in result.replace)
         extra = f" and img_size={n}" if resized else ""
-        return f"detectron2: set pretrain_img_size={n}{extra} on the ViT backbone, so get_abs_pos does not interpolate"
+        return f"{det.format}: set pretrain_img_size={n}{extra} on the ViT backbone, so get_abs_pos does not interpolate"
     if det.format == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"

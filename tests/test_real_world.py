@@ -219,6 +219,7 @@ def test_verify_without_anything_to_check_is_not_verified(models, tmp_path):
     metrics = run_hook("verify", tmp_path / "out.safetensors", {"img_size": 64})
     assert (metrics["ok"], metrics["verified"], metrics["verdict"]) == (False, False, "not verified")
     assert metrics["runtime"].startswith("not verified: no config.json")
+    assert metrics["problems"] == [metrics["runtime"]]
     assert "**Not verified**: verify could not check this output." in model_card({"family": "vitdet"}, {"verify": metrics})
 
 

@@ -50,7 +50,7 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
         report["problems"].append(report["runtime_error"])
     report["verified"] = report.get("runtime_ok") is True or "native_max_abs_error" in report
     if not report["verified"]:
-        report["problems"].append(f"not verified: nothing was checked ({report.get('runtime', 'no runtime')})")
+        report["problems"].append(report.get("runtime") or "not verified: nothing was checked")
     report["ok"] = report["verified"] and not report["problems"]
     report["verdict"] = "verified" if report["ok"] else "failed" if report["verified"] else "not verified"
     return report

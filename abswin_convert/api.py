@@ -6,13 +6,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import families
+from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
 from .hub.sources import ResolvedHubFile, open_source
-from .io.checkpoint import Checkpoint
+from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.jsonfile import write_json
-from .io.outputs import output_format, output_paths, sidecar_of
+from .io.outputs import WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import output_metadata
+from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
 from .maths.grid import format_size, parse_size
@@ -62,9 +64,9 @@ class InspectReport:
     window: str
     patch_stride: int
     native_input: str
-    window_energy: float
-    window_energy_normalized: float
-    chance_share: float
+    window_energy: float | None  # None where undefined: the window covers the whole grid (fewer than two tiles)
+    window_energy_normalized: float | None
+    chance_share: float | None
     targets: list[str]
     resize: str
     details: dict[str, str | int]
@@ -89,13 +91,14 @@ def load(
     """Open a source (a local path or a Hub name) and detect its family (``overrides``: what the user said about
     key, layout, window, stride); the Hub file it came from, or None for a local source."""
     ckpt, hub_file = open_source(source)
-    return ckpt, families.detect(ckpt, family, overrides), hub_file
+    return *families.recognise(ckpt, family, overrides), hub_file
 
 
 def inspect(source: str | Path, family: str | None = None, overrides: Overrides | None = None) -> InspectReport:
     """What ``abswin-convert inspect`` reports about ``source``."""
     ckpt, det, hub_file = load(source, family, overrides)
     grid = native_grid(ckpt, det)  # split (absolute-win) checkpoints are composed at the native size
+    tiled = det.tiles >= 2
     return InspectReport(
         source=str(source),
         file=str(ckpt.path),
@@ -114,9 +117,9 @@ def inspect(source: str | Path, family: str | None = None, overrides: Overrides 
         window=format_size(det.window),
         patch_stride=det.patch_stride,
         native_input=format_size(det.native_input),
-        window_energy=round(aw.window_energy(grid, det.window), 4),
-        window_energy_normalized=round(aw.normalized_window_energy(grid, det.window), 4),
-        chance_share=round(aw.chance_share(det.grid, det.window), 4),
+        window_energy=round(aw.window_energy(grid, det.window), 4) if tiled else None,
+        window_energy_normalized=round(aw.normalized_window_energy(grid, det.window), 4) if tiled else None,
+        chance_share=round(aw.chance_share(det.grid, det.window), 4) if tiled else None,
         targets=list(det.targets),
         resize=det.resize.name,
         details=det.details(ckpt),
@@ -135,29 +138,104 @@ def convert(
     family: str | None = None,
     overrides: Overrides | None = None,
     provenance: dict[str, str] | None = None,
+    ema: bool | None = None,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
-    ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors."""
+    ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors.
+    Every state dict of a training checkpoint (EMA copies too) is converted; a torch output keeps them all, a
+    safetensors output holds one: the EMA copy when there is one, as timm loads it (``ema=False``: the plain one)."""
     fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
-    weights_path, config_path = output_paths(Path(output), fmt, ckpt.path.name if ckpt.format == "torch" else None)
-    check_destination(weights_path, [ckpt.path], force)
+    torch_name = ckpt.path.name if ckpt.format == "torch" and not ckpt.shards else None
+    weights_path, config_path = output_paths(Path(output), fmt, torch_name)
+    sharded = bool(ckpt.shards) and fmt == "safetensors" and weights_path.name == WEIGHTS_FILE  # -o FOLDER
+    check_destination(weights_path.parent / SAFETENSORS_INDEX if sharded else weights_path, _inputs(ckpt), force)
     plan = families.plan(ckpt, det, request)
+    copies = _planned_copies(ckpt, det, request, overrides)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
     streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
-    metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
+    notes = list(plan.notes)
     if streamed:
+        ckpt, plan, chosen_note = _chosen_copy(ckpt, plan, copies, ema)
+        notes += chosen_note
+    elif copies:
+        notes.append(f"converted the same way: {', '.join(copies)} (kept beside {ckpt.wrapper})")
+    metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
+    if sharded:
+        weights_path = write_shards(weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan)
+    elif streamed:
         write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
     else:
-        write_torch(weights_path, _torch_object(ckpt, plan))
+        write_torch(weights_path, _torch_object(ckpt, plan, copies))
         write_json(sidecar_of(weights_path), metadata)
     wrote_config = None
     if plan.config is not None and config_path is not None:
         write_json(config_path, plan.config)
         wrote_config = config_path
-    return ConversionResult(weights_path, wrote_config, det, metadata, plan.notes)
+    return ConversionResult(weights_path, wrote_config, det, metadata, notes)
+
+
+def _inputs(ckpt: Checkpoint) -> list[Path]:
+    """The files a conversion reads, which it must never write over: every shard, or the one file."""
+    return [ckpt.path, *(ckpt.path.parent / name for name in shard_files(ckpt.shards))] if ckpt.shards else [ckpt.path]
+
+
+def write_shards(folder: Path, ckpt: Checkpoint, tensors: list[OutputTensor], metadata: dict[str, str], plan: Plan) -> Path:
+    """The output as safetensors shards with the input's boundaries (new tensors join the last shard), each
+    streamed as a single file is, then the index; returns the index's path."""
+    source_of = {ckpt.stored_name(plan.output_key(key)): key for key in ckpt.keys()}
+    last = shard_files(ckpt.shards)[-1]  # type: ignore[arg-type]
+    groups: dict[str, list[OutputTensor]] = {}
+    for tensor in tensors:
+        shard = ckpt.shards[source_of[tensor.name]] if tensor.name in source_of else last  # type: ignore[index]
+        groups.setdefault(output_shard_name(shard), []).append(tensor)
+    for name in groups:  # never onto an input shard (an existing output was allowed with the index's check)
+        check_destination(folder / name, _inputs(ckpt), force=True)
+    weight_map = {}
+    for i, (name, group) in enumerate(groups.items()):
+        write_safetensors(folder / name, group, metadata, hash_source=ckpt.path if i == 0 else None)
+        weight_map.update(dict.fromkeys((t.name for t in group), name))
+    return write_index(folder, weight_map, sum(t.nbytes for t in tensors))
+
+
+def _planned_copies(
+    ckpt: Checkpoint, det: Detection, request: ConvertRequest, overrides: Overrides | None
+) -> dict[str, tuple[Checkpoint, Plan]]:
+    """Each other state dict of a training checkpoint (EMA copies), recognised and planned on its own."""
+    planned = {}
+    for name in ckpt.copies:
+        try:
+            copy, copy_det = families.recognise(ckpt.copy(name), det.family, overrides)
+        except families.NotRecognised as exc:
+            raise AbswinError(
+                f"{ckpt.path.name}: {name!r} holds a second state dict that is not a {det.family} model, so it cannot be "
+                "converted with the rest; convert a file holding only the model you want"
+            ) from exc
+        planned[name] = copy, families.plan(copy, copy_det, request)
+    return planned
+
+
+def _chosen_copy(
+    ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]], ema: bool | None
+) -> tuple[Checkpoint, Plan, list[str]]:
+    """The one state dict a safetensors output holds: the EMA copy timm would load, unless ``ema`` is False."""
+    ema_copies = [name for name in EMA_KEYS if name in copies]
+    if ema is True and not ema_copies:
+        held = ckpt.wrapper or "one state dict"
+        raise AbswinError(f"{ckpt.path.name}: --ema asked for an EMA copy, but it holds none (only {held})")
+    if not copies:
+        return ckpt, plan, []
+    if ema is False or not ema_copies:
+        chosen, (copy, copy_plan) = ckpt.wrapper, (ckpt, plan)
+    else:
+        chosen, (copy, copy_plan) = ema_copies[0], copies[ema_copies[0]]
+    copy_plan.stats["state_dict"] = str(chosen)
+    others = [name for name in (ckpt.wrapper, *copies) if name != chosen]
+    flag = "--ema" if chosen == ckpt.wrapper else "--no-ema"
+    return copy, copy_plan, [f"wrote the state dict {chosen!r} of {len(copies) + 1} (not {', '.join(map(repr, others))}; {flag} "
+                             "picks the other; a .pt output keeps them all)"]
 
 
 def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
@@ -166,31 +244,39 @@ def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
     for key in ckpt.keys():
         if key in plan.drop:
             continue
-        name = plan.output_key(key)
+        name = ckpt.stored_name(plan.output_key(key))
         if key in plan.replace:
             value = plan.replace[key]
             out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
             continue
         entry = ckpt.raw_entry(key)
         if entry is not None:
-            out.append(OutputTensor(name, entry.dtype, entry.shape, RawBytes(ckpt.path, entry.start, entry.nbytes)))
+            out.append(OutputTensor(name, entry.dtype, entry.shape, RawBytes(ckpt.file_of(key), entry.start, entry.nbytes)))
         else:
             value = ckpt.tensor(key)
             out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
     for name, value in plan.add.items():
-        out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
+        out.append(OutputTensor(ckpt.stored_name(name), value.dtype, tuple(value.shape), value))
     return out
 
 
-def _torch_object(ckpt: Checkpoint, plan: Plan) -> dict:
-    """The state dict for ``--format pt``, inside the source's own wrapper (or the one the target needs)."""
+def _state_dict(ckpt: Checkpoint, plan: Plan) -> dict:
+    """The converted state dict under the input's own names (prefixes included)."""
     state = {}
     for key in ckpt.keys():
         if key not in plan.drop:
-            state[plan.output_key(key)] = plan.replace.get(key, ckpt.tensor(key))
-    state.update(plan.add)
+            state[ckpt.stored_name(plan.output_key(key))] = plan.replace.get(key, ckpt.tensor(key))
+    state.update({ckpt.stored_name(name): value for name, value in plan.add.items()})
+    return state
+
+
+def _torch_object(ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]]) -> dict:
+    """The state dict for ``--format pt``, inside the source's own wrapper (or the one the target needs), with
+    every converted copy and the wrapper's other entries (optimizer, epoch, args, ...)."""
+    state = _state_dict(ckpt, plan)
     if plan.wrapper is not None and plan.wrapper != ckpt.wrapper:
         return {plan.wrapper: state}  # another model's file: the source's other entries do not belong in it
     if ckpt.wrapper is None:
         return state
-    return {**ckpt.extra, ckpt.wrapper: state}
+    converted = {name: _state_dict(copy, copy_plan) for name, (copy, copy_plan) in copies.items()}
+    return {**ckpt.extra, ckpt.wrapper: state, **converted}

@@ -20,9 +20,12 @@ from transformers import VitDetConfig, VitDetModel
 
 from abswin_convert import convert, inspect
 from abswin_convert.errors import AbswinError
+from abswin_convert.families.overrides import Overrides
+from tests.hiera_models import save_official
 from tests.random_weights import randomize
 
 DIM, HEADS = 32, 2
+TILE = Overrides(recipe="tile")  # a plain ViT gets the ViTDet recipe only when asked for
 
 
 def vit(img_size: int | tuple[int, int] = 224, **kwargs) -> torch.nn.Module:
@@ -130,7 +133,7 @@ def test_inspect_recognises_each_format(sources, cli, name, fmt, key, container)
 @pytest.mark.parametrize("name", ["detectron2-pkl", "detectron2-pth"])
 def test_detectron2_gets_a_1024_grid_that_get_abs_pos_takes_as_is(sources, cli, tmp_path, name):
     path, state = sources[name]
-    result = cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 1024, "--window", 14, "--json")
+    result = cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 1024, "--recipe", "tile", "--json")
     assert result.exit_code == 0, result.output
     out = load_file(tmp_path / "out.safetensors")
     source_pos = state["backbone.net.pos_embed"]
@@ -169,7 +172,9 @@ def test_detectron2_global_size_of_the_pretrained_grid_keeps_what_get_abs_pos_co
     source_pos = state["backbone.net.pos_embed"]
     assert torch.allclose(get_abs_pos(out, True, (64, 64)), get_abs_pos(source_pos, True, (64, 64)), atol=1e-6)
     assert not any("finetuned ViTDet" in n for n in result.notes)
-    assert any("--global-size 14x14 keeps exactly that" in n for n in convert(path, tmp_path / "t.safetensors", 1024).notes)
+    default = convert(path, tmp_path / "t.safetensors", 1024)  # its 127-row global tables: it runs at 1024
+    assert any("runs at 1024 px, interpolating the 14x14 grid: kept (pass --recipe tile" in n for n in default.notes)
+    assert torch.equal(load_file(tmp_path / "t.safetensors")["backbone.net.pos_embed"], out)
 
 
 def test_transformers_vitdet_at_1024_is_unchanged_with_the_full_global_part(sources, cli, tmp_path):
@@ -192,7 +197,7 @@ def test_transformers_vitdet_at_1024_is_unchanged_with_the_full_global_part(sour
 @pytest.mark.parametrize("name", ["timm", "mae"])
 def test_plain_vits_load_strict_at_1024_with_the_tiled_grid(sources, cli, tmp_path, name):
     path, original = sources[name]
-    result = cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 1024)
+    result = cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 1024, "--recipe", "tile")
     assert result.exit_code == 0, result.output
     pooling = {"global_pool": "avg"} if name == "mae" else {}
     model = vit(1024, **pooling)
@@ -206,7 +211,8 @@ def test_plain_vits_load_strict_at_1024_with_the_tiled_grid(sources, cli, tmp_pa
 @pytest.mark.parametrize("name", ["timm", "mae", "transformers"])
 def test_native_size_changes_nothing(sources, cli, tmp_path, name):
     path, original = sources[name]
-    assert cli("convert", path, "-o", tmp_path / "out", "--img-size", 224).exit_code == 0
+    recipe = () if name == "transformers" else ("--recipe", "tile")
+    assert cli("convert", path, "-o", tmp_path / "out", "--img-size", 224, *recipe).exit_code == 0
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         if name == "transformers":
@@ -258,9 +264,9 @@ def test_transformers_vitdet_tables_match_its_own_get_rel_pos(sources, cli, tmp_
 def test_global_size_keeps_the_pretrained_grid_at_224_and_stretches_its_smooth_part(sources, tmp_path):
     path, original = sources["timm"]
     grid = original.pos_embed.detach()[0, 1:].reshape(14, 14, DIM)
-    convert(path, tmp_path / "same.safetensors", 224, global_size="7x7")
+    convert(path, tmp_path / "same.safetensors", 224, global_size="7x7", overrides=TILE)
     assert torch.allclose(load_file(tmp_path / "same.safetensors")["pos_embed"], original.pos_embed.detach(), atol=1e-6)
-    result = convert(path, tmp_path / "big.safetensors", 448, global_size="7x7")
+    result = convert(path, tmp_path / "big.safetensors", 448, global_size="7x7", overrides=TILE)
     # the least-squares 7x7 grid, solved independently through the 2-D operator of one-hot images
     basis = torch.eye(49).reshape(49, 1, 7, 7)
     operator = F.interpolate(basis, size=(14, 14), mode="bicubic", align_corners=False).reshape(49, 196).T
@@ -275,13 +281,61 @@ def test_global_size_keeps_the_pretrained_grid_at_224_and_stretches_its_smooth_p
 
 def test_a_window_other_than_the_pretrained_grid_resizes_it(sources, cli, tmp_path):
     path, original = sources["timm"]
-    report = json.loads(cli("inspect", path, "--window", 16, "--json").stdout)
-    assert report["window"] == "16x16"
-    assert cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 512, "--window", 16).exit_code == 0
+    report = json.loads(cli("inspect", path, "--window", 7, "--json").stdout)
+    assert report["window"] == "7x7"
+    assert cli("convert", path, "-o", tmp_path / "out.safetensors", "--img-size", 448, "--window", 7).exit_code == 0
     grid = original.pos_embed.detach()[0, 1:].reshape(1, 14, 14, DIM).permute(0, 3, 1, 2)
-    window = F.interpolate(grid, size=(16, 16), mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
-    got = load_file(tmp_path / "out.safetensors")["pos_embed"][0, 1:].reshape(32, 32, DIM)
-    assert torch.allclose(got, window.repeat(2, 2, 1), atol=1e-6)
+    window = F.interpolate(grid, size=(7, 7), mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+    got = load_file(tmp_path / "out.safetensors")["pos_embed"][0, 1:].reshape(28, 28, DIM)
+    assert torch.allclose(got, window.repeat(4, 4, 1), atol=1e-6)
+
+
+def test_a_window_larger_than_the_grid_is_refused(sources, cli, tmp_path):
+    """A 16x16 window on a 14x14 grid cannot be the identity at the model's own size."""
+    result = cli("convert", sources["timm"][0], "-o", tmp_path / "out.safetensors", "--img-size", 512, "--window", 16)
+    assert result.exit_code == 2, result.output
+    assert "window 16x16 is larger than the 14x14 token grid of vitdet (timm); pass --window 14x14 or smaller" in result.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["timm", "mae"])
+def test_a_plain_vit_is_refused_by_default_naming_the_recipe_flag(sources, cli, tmp_path, name):
+    """timm vit_* and MAE attend globally: nothing to protect, and tiling would change them, so it is asked for."""
+    report = json.loads(cli("inspect", sources[name][0], "--json").stdout)
+    assert report["window"] == report["grid"] == "14x14" and report["window_energy"] is None
+    result = cli("convert", sources[name][0], "-o", tmp_path / "out.safetensors", "--img-size", 224)
+    assert result.exit_code == 2, result.output
+    assert "plain global-attention ViT" in result.stderr and "pass --recipe tile" in result.stderr
+    assert "Which recipe for a plain ViT?" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_the_recipe_flag_is_refused_where_windows_are_the_checkpoints_own(tmp_path):
+    _, path = save_official(tmp_path)
+    with pytest.raises(AbswinError, match=r"--recipe tile is for ViTs; hiera \(official\) has windows of its own, drop --recipe"):
+        convert(path, tmp_path / "out.safetensors", 448, overrides=TILE)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_finetuned_transformers_vitdet_keeps_its_interpolation_by_default(cli, tmp_path):
+    """image_size 1024 over a 224 grid: the model runs at 1024 through interpolation, so converting it for 1024 is
+    the identity on what it computes unless the tiling recipe is asked for by name."""
+    folder = tmp_path / "src"
+    original = randomize(VitDetModel(vitdet_config(img_size=1024)), seed=8)
+    original.save_pretrained(folder)
+    result = cli("convert", folder, "-o", tmp_path / "out", "--img-size", 1024)
+    assert result.exit_code == 0, result.output
+    assert "interpolating the 14x14 grid: kept (pass --recipe tile" in result.stdout
+    model = VitDetModel.from_pretrained(tmp_path / "out").eval()
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = original(x).last_hidden_state, model(x).last_hidden_state
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    tiled = cli("convert", folder, "-o", tmp_path / "tiled", "--img-size", 1024, "--recipe", "tile")
+    assert tiled.exit_code == 0, tiled.output
+    pos = load_file(tmp_path / "tiled" / "model.safetensors")["embeddings.position_embeddings"]
+    source_pos = original.embeddings.position_embeddings.detach()
+    assert torch.equal(get_abs_pos(pos, True, (64, 64)), get_abs_pos(source_pos, True, (64, 64), tiling=True))
 
 
 def test_mae_pretrain_decoder_embedding_is_resized_too(tmp_path):
@@ -289,7 +343,7 @@ def test_mae_pretrain_decoder_embedding_is_resized_too(tmp_path):
     gen = torch.Generator().manual_seed(6)
     state = {**encoder, "mask_token": torch.randn(1, 1, 16, generator=gen), "decoder_pos_embed": torch.randn(1, 197, 16, generator=gen)}
     path = _torch_save(tmp_path / "mae_visualize_vit_tiny.pth", {"model": state})
-    result = convert(path, tmp_path / "out.safetensors", 448)
+    result = convert(path, tmp_path / "out.safetensors", 448, overrides=TILE)
     out = load_file(tmp_path / "out.safetensors")
     decoder = state["decoder_pos_embed"]
     expected = F.interpolate(decoder[0, 1:].reshape(1, 14, 14, 16).permute(0, 3, 1, 2), size=(28, 28), mode="bicubic", align_corners=False)
@@ -321,7 +375,8 @@ def test_a_pkl_holding_an_object_is_refused_and_nothing_runs(tmp_path, cli):
     ("transformers", "512x1024", "square models only"),
 ])
 def test_bad_sizes_fail_with_one_line_and_write_nothing(sources, cli, tmp_path, name, size, message):
-    result = cli("convert", sources[name][0], "-o", tmp_path / "out", "--img-size", size)
+    recipe = ("--recipe", "tile") if name == "timm" else ()
+    result = cli("convert", sources[name][0], "-o", tmp_path / "out", "--img-size", size, *recipe)
     assert result.exit_code == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -329,7 +384,7 @@ def test_bad_sizes_fail_with_one_line_and_write_nothing(sources, cli, tmp_path, 
 
 def test_timm_takes_a_non_square_size(sources, tmp_path):
     path, original = sources["timm"]
-    convert(path, tmp_path / "out.safetensors", "448x672")
+    convert(path, tmp_path / "out.safetensors", "448x672", overrides=TILE)
     model = vit((448, 672))
     model.load_state_dict(load_file(tmp_path / "out.safetensors"), strict=True)
     expected = get_abs_pos(original.pos_embed.detach(), True, (28, 42), tiling=True)

@@ -11,6 +11,14 @@ from .push import push_lines
 from .support import emit, family_option, json_option, override_options, user_errors
 
 
+def _energy(recorded: str) -> str:
+    """Window energy as recorded: a number, or why it is undefined."""
+    try:
+        return f"{float(recorded):.3f}"
+    except ValueError:
+        return recorded
+
+
 @click.command("convert")
 @click.argument("source")
 @click.option("-o", "--output", required=True, help="Output weight file, or a folder (gets config.json too).")
@@ -20,6 +28,8 @@ from .support import emit, family_option, json_option, override_options, user_er
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default=None,
               help="Output format; default: from the output's suffix (.pt/.pth/.bin: pt), else safetensors.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--ema/--no-ema", default=None,
+              help="Training checkpoints with an EMA copy: which one a safetensors output holds (default: EMA, as timm).")
 @click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
 @override_options
@@ -27,7 +37,7 @@ from .support import emit, family_option, json_option, override_options, user_er
 @user_errors
 def convert_command(
     source: str, output: str, img_size: str, target: str, global_size: str, fmt: str | None, force: bool,
-    family: str | None, as_json: bool, push_to: str | None, **overrides: object,
+    family: str | None, as_json: bool, push_to: str | None, ema: bool | None, **overrides: object,
 ) -> None:
     """Rewrite SOURCE's position embedding for --img-size and write it to --output."""
     from ..api import convert
@@ -35,12 +45,13 @@ def convert_command(
     from ..io.provenance import read_provenance
 
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
-                     family=family, overrides=Overrides.parse(**overrides))  # type: ignore[arg-type]
+                     family=family, overrides=Overrides.parse(**overrides), ema=ema)  # type: ignore[arg-type]
     stats = read_provenance(result.metadata)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
-        f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, window energy {float(stats['window_energy']):.3f}",
+        f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, "
+        f"window energy {_energy(stats['window_energy'])}",
     ] + [f"  note: {n}" for n in result.notes]
     report = result.to_json()
     if push_to:

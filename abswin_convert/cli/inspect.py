@@ -46,10 +46,16 @@ def inspect_lines(r: InspectReport) -> list[str]:
         f"position       {r.position_key} {r.position_shape} {r.position_dtype} ({r.layout})",
         f"grid           {r.grid} tokens + {r.prefix_tokens} prefix, window {r.window}, "
         f"patch stride {r.patch_stride}, native input {r.native_input}",
-        f"window energy  {r.window_energy:.3f} (chance {r.chance_share:.3f}; normalised "
-        f"{r.window_energy_normalized:.3f}: {energy_verdict(r.window_energy_normalized)})",
+        _energy_line(r),
         f"convert        targets {', '.join(r.targets)}; global part resized with {r.resize}",
     ]
+
+
+def _energy_line(r: InspectReport) -> str:
+    if r.window_energy is None or r.chance_share is None or r.window_energy_normalized is None:
+        return f"window energy  undefined: the {r.window} window covers the whole grid (global attention)"
+    return (f"window energy  {r.window_energy:.3f} (chance {r.chance_share:.3f}; normalised "
+            f"{r.window_energy_normalized:.3f}: {energy_verdict(r.window_energy_normalized)})")
 
 
 def energy_verdict(normalized: float) -> str:

@@ -54,7 +54,7 @@ family_option = click.option("--family", default=None, help="Skip detection and 
 
 
 def override_options(func: Callable) -> Callable:
-    """``--key/--layout/--window/--patch-stride``: read a checkpoint of a family we do not know, or correct one."""
+    """``--key/--layout/--window/--patch-stride/--recipe``: read a checkpoint of a family we do not know, or correct one."""
     from ..maths.grid import LAYOUTS
 
     options = [
@@ -62,6 +62,8 @@ def override_options(func: Callable) -> Callable:
         click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Layout of --key's tensor."),
         click.option("--window", default=None, help="Window in tokens, N or HxW (overrides the family's)."),
         click.option("--patch-stride", type=int, default=None, help="Pixels per token (overrides the family's)."),
+        click.option("--recipe", type=click.Choice(["tile"]), default=None,
+                     help="Plain global-attention ViT: tile its pretrained grid into ViTDet windows (not the identity)."),
     ]
     for option in reversed(options):
         func = option(func)

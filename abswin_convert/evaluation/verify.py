@@ -5,7 +5,9 @@
    own) is built from its source's timm config: the runtime reads the split from the weights.
 2. A split output (window + global parts) composed at the source's native size equals the source embedding.
 
-A failed check is a metric (``ok: false`` and the reason), not an exception: the zoo report shows it.
+A failed check is a metric (``ok: false`` and the reason), not an exception: the zoo report shows it. ``ok`` is
+true only when something was checked (a runtime built and loaded, or the native-size equivalence computed): a
+verification that could not run says ``verified: false``, "not verified", and is not ok.
 """
 
 from __future__ import annotations
@@ -31,30 +33,33 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
     path = Path(checkpoint)
     ckpt = open_checkpoint(path)
     provenance = read_provenance(ckpt.metadata)
-    det = families.detect(ckpt, provenance.get("family"))  # the family it was converted as, when recorded
+    _, det = families.recognise(ckpt, provenance.get("family"))  # the family it was converted as, when recorded
     report: dict = {"family": det.family, "format": det.format, "img_size": img_size, "problems": []}
     source = source or provenance.get("source")
     report.update(_runtime_check(path, img_size, _config_for(path, source)))
     if det.format == "timm-abswin" and source and Path(source).exists():
-        src = open_checkpoint(source)
-        error = native_error(src, families.detect(src, det.family), ckpt.path)
+        src, src_det = families.recognise(open_checkpoint(source), det.family)
+        error = native_error(src, src_det, ckpt.path)
         report["native_max_abs_error"] = error
         if error > NATIVE_TOLERANCE:
             report["problems"].append(f"window + global at the native size differ from the source by {error:.2e}")
     for key in ("residual", "window_energy"):
         if key in provenance:
-            report[key] = float(provenance[key])
+            report[key] = _number(provenance[key])
     if report.get("runtime_ok") is False:
         report["problems"].append(report["runtime_error"])
-    report["ok"] = not report["problems"]
+    report["verified"] = report.get("runtime_ok") is True or "native_max_abs_error" in report
+    if not report["verified"]:
+        report["problems"].append(report.get("runtime") or "not verified: nothing was checked")
+    report["ok"] = report["verified"] and not report["problems"]
+    report["verdict"] = "verified" if report["ok"] else "failed" if report["verified"] else "not verified"
     return report
 
 
 def native_error(source: Checkpoint, source_det: Detection, output: Path) -> float:
     """Max abs difference between the source embedding and the written window + global parts composed
     at the native size: 0 (to float precision) when the conversion is exact there."""
-    out = open_checkpoint(output)
-    out_det = families.detect(out, source_det.family)
+    out, out_det = families.recognise(open_checkpoint(output), source_det.family)
     window = read_window(out, out_det)
     if window is None:
         raise AbswinError(f"{output} holds no split absolute-win embedding to check")
@@ -69,6 +74,14 @@ def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, img_size: int, 
     return float((a(x) - b(x)).abs().max())
 
 
+def _number(recorded: str) -> float | str:
+    """A recorded number, or the words that say why there is none (window energy of a single window)."""
+    try:
+        return float(recorded)
+    except ValueError:
+        return recorded
+
+
 def _config_for(path: Path, source: str | Path | None) -> Path | None:
     """The output's own config.json, else its source's."""
     own = config_beside(path)
@@ -79,7 +92,7 @@ def _config_for(path: Path, source: str | Path | None) -> Path | None:
 
 def _runtime_check(path: Path, img_size: int, config: Path | None) -> dict:
     if config is None:
-        return {"runtime": "skipped: no config.json beside the weights or their source to build the model from"}
+        return {"runtime": "not verified: no config.json beside the weights or their source to build the model from"}
     try:
         classifier = load_classifier(path, img_size, config)
     except AbswinError as exc:

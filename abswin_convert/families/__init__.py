@@ -16,6 +16,36 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (hiera.FAMILY, sam.FAMILY, vit
 NAMES = (*FAMILIES, generic.NAME)
 
 
+class NotRecognised(AbswinError):
+    """No family recognises the checkpoint (as opposed to one that does, and refuses it)."""
+
+
+def recognise(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | None = None) -> tuple[Checkpoint, Detection]:
+    """``detect``, seeing through the prefixes wrappers put before a model's names (DDP's ``module.``,
+    ``torch.compile``'s ``_orig_mod.``, a Lightning attribute, ``backbone.``): the checkpoint returned names tensors
+    without the prefix, and its ``stored_name`` puts it back. The shortest prefix that is recognised wins."""
+    try:
+        return ckpt, detect(ckpt, family, overrides)
+    except NotRecognised:
+        for prefix in _model_prefixes(ckpt):
+            view = ckpt.without_prefix(prefix)
+            try:
+                return view, detect(view, family, overrides)
+            except NotRecognised:
+                continue
+        raise
+
+
+def _model_prefixes(ckpt: Checkpoint) -> list[str]:
+    """Every dotted prefix of a position-like tensor's name (``a.`` and ``a.b.`` of ``a.b.pos_embed``), shortest first."""
+    found: set[str] = set()
+    for key in ckpt.keys():
+        parts = key.split(".")
+        if "pos" in parts[-1] or "position" in key:
+            found.update(".".join(parts[:i]) + "." for i in range(1, len(parts)))
+    return sorted(found, key=lambda p: (len(p), p))
+
+
 def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | None = None) -> Detection:
     """The one family that recognises ``ckpt`` (or the one named), with what it found and the user's overrides."""
     overrides = overrides or Overrides()
@@ -31,7 +61,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
         return _with_cross_family_targets(overrides.apply(found[0]))
     if not found:
         named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
-        raise AbswinError(
+        raise NotRecognised(
             f"{ckpt.path.name}: no position embedding recognised {named}; {generic.position_candidates(ckpt)}; "
             "pass --family, or --key/--layout/--window for a family we do not know"
         )

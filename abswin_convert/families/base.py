@@ -51,6 +51,13 @@ class Detection:
     global_blocks: tuple[int, ...] = ()  # blocks with global attention whose relative-position tables follow the grid
     rel_pos_tables: int = 0
     recipe: str | None = None  # how a family without a window pattern of its own gets one (ViTDet)
+    global_attention: bool = False  # a plain ViT: every block attends over the whole grid, no window pattern
+    tile_requested: bool = False  # the user asked for the ViTDet recipe (--recipe tile, or a --window on a plain ViT)
+
+    @property
+    def tiles(self) -> int:
+        """How many windows cover the native grid; window energy is defined only from two on."""
+        return -(-self.grid[0] // self.window[0]) * -(-self.grid[1] // self.window[1])
 
     @property
     def native_input(self) -> Size:
@@ -231,7 +238,7 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
         "global_size": format_size(tuple(parts.global_.shape[:2])),
         "resize": det.resize.name,
         "residual": f"{parts.residual:.6g}",
-        "window_energy": f"{parts.energy:.6g}",
+        "window_energy": f"{parts.energy:.6g}" if det.tiles >= 2 else "undefined (one window)",
     }
 
 

@@ -1,5 +1,12 @@
-"""ViTDet and the plain ViTs it starts from: detectron2 (``.pkl`` / ``.pth``), transformers ``VitDet``, MAE and timm
-``vit_*``. All hold a flat embedding with a cls row, ``[1, 1 + 14*14, C]`` for 224 px at patch 16.
+"""ViTDet and the plain ViTs it starts from: detectron2 (``.pkl`` / ``.pth``), transformers ``VitDet``, mmdet's
+ViTDet, MAE, DeiT, mmpretrain and timm ``vit_*``. All hold a flat embedding with a cls row, ``[1, 1 + 14*14, C]``
+for 224 px at patch 16.
+
+ViTDet backbones (detectron2, transformers, mmdet, or any with windowed blocks' relative-position tables) are
+windowed. A plain ViT attends globally: its window is its whole grid, there is no pattern to protect, and the
+tiling recipe (which changes what it computes) is refused unless asked for with ``--recipe tile`` or ``--window``.
+A finetuned ViTDet that runs at a larger size than its stored grid (its config, or its global tables, say so)
+keeps the interpolation it was finetuned with unless the tiling recipe is asked for.
 
 The paper's ViTDet recipe: the pretrained grid itself is the window part (resized to the window when the sizes
 differ), tiled into every window at the target size; the global part is zero. ``--global-size GHxGW`` moves into a
@@ -13,9 +20,11 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import torch
 
+from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
 from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
@@ -28,13 +37,23 @@ NAME = "vitdet"
 WINDOW = (14, 14)  # ViTDet's windowed blocks
 _HIERA_STEM = 7  # Hiera's overlapping 7x7 stem: a Hiera checkpoint, not a ViT
 MAE_DECODER_KEY = "decoder_pos_embed"
-# (format, position key, patch-embedding weight); "timm" covers MAE, told apart by its wrapper or decoder.
+# (format, position key, patch-embedding weight); "timm" covers MAE and DeiT, told apart by wrapper or decoder.
 FORMATS = (
     ("detectron2", "backbone.net.pos_embed", "backbone.net.patch_embed.proj.weight"),
     ("transformers", "embeddings.position_embeddings", "embeddings.projection.weight"),
     ("timm", "pos_embed", "patch_embed.proj.weight"),
+    ("timm", "pos_embedding", "patch_embed.proj.weight"),
+    ("mmpretrain", "pos_embed", "patch_embed.projection.weight"),
 )
-_SQUARE_ONLY = {"detectron2": "detectron2's ViT (pretrain_img_size)", "transformers": "transformers VitDet (pretrain_image_size)"}
+WINDOWED_FORMATS = ("detectron2", "mmdet", "transformers")  # ViTDet backbones: windowed blocks by construction
+RECIPE_FLAG = "--recipe tile"
+RECIPE_HELP = "README: Which recipe for a plain ViT?"
+_SQUARE_ONLY = {
+    "detectron2": "detectron2's ViT (pretrain_img_size)",
+    "mmdet": "mmdet's ViTDet ViT (pretrain_img_size)",
+    "transformers": "transformers VitDet (pretrain_image_size)",
+}
+_GET_ABS_POS = ("detectron2", "mmdet")  # runtimes that interpolate with get_abs_pos, set up by pretrain_img_size
 
 
 def detect(ckpt: Checkpoint) -> Detection | None:
@@ -54,13 +73,30 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         window, configured = _configured(ckpt.config or {})
         if fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
             fmt = "mae"
+        if fmt == "mmpretrain" and relpos.tables(ckpt):
+            fmt = "mmdet"  # OpenMMLab's names with windowed blocks: mmdet's ViTDet backbone
+        # SAM-style windowed blocks carry relative-position tables of the window's length: windowed too.
+        plain = fmt not in WINDOWED_FORMATS and not relpos.tables(ckpt)
         return Detection(
-            NAME, fmt, pos_key, "flat_cls", (side, side), window, patch_shape[-1], BICUBIC, ("baked",), prefix,
-            pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
+            NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window, patch_shape[-1], BICUBIC,
+            ("baked",), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
             rel_pos_tables=len(relpos.tables(ckpt)),
-            recipe=f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero",
+            recipe=(f"none by default (plain global-attention ViT); {RECIPE_FLAG}: " if plain else "")
+            + f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero",
+            global_attention=plain,
         )
     return None
+
+
+def refuse_plain(det: Detection) -> None:
+    """A plain ViT attends globally: its runtime's own interpolation of the embedding is right for it."""
+    if det.global_attention and not det.tile_requested:
+        g = format_size(det.grid)
+        raise AbswinError(
+            f"{det.pos_key} belongs to a plain global-attention ViT ({det.format}, {g} grid): it has no window pattern "
+            f"to protect, and its runtime's own interpolation is right for it; pass {RECIPE_FLAG} to tile the "
+            f"pretrained grid into the windows of a ViTDet backbone ({RECIPE_HELP})"
+        )
 
 
 def _configured(config: dict) -> tuple[Size, list[int] | None]:
@@ -96,15 +132,25 @@ def recipe(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Deco
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
     base.require_target(det, request.target)
+    refuse_plain(det)
     if det.format in _SQUARE_ONLY:
         base.require_square(request.img_size, _SQUARE_ONLY[det.format])
     out_grid = base.output_grid(det, request.img_size)
     pos = base.read_position(ckpt, det)
+    runs_at = _interpolated_size(ckpt, det)
+    if runs_at and request.global_size is None and not det.tile_requested:
+        request = replace(request, global_size=det.grid)  # keep the interpolation it was finetuned with
     parts = recipe(pos.grid, det, request.global_size)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.stats["recipe"] = "vitdet: pretrained grid tiled per window" + ("" if request.global_size else ", global part zero")
     if request.global_size is None:
         result.stats["global_size"] = "none"
+    if runs_at and not det.tile_requested:
+        result.stats["recipe"] = "vitdet: the runtime's interpolation of the pretrained grid, as finetuned"
+        result.notes.append(
+            f"the model runs at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
+            f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
+        )
     result.replace[det.pos_key] = base.bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if MAE_DECODER_KEY in ckpt:
@@ -129,6 +175,20 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
     result.notes.append(f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)")
 
 
+def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
+    """The image size a finetuned ViTDet runs at, when its runtime interpolates the stored grid: a transformers
+    config's ``image_size``, or the span of a detectron2 checkpoint's global relative-position tables."""
+    size = None
+    if det.format == "transformers":
+        size = (ckpt.config or {}).get("image_size")
+    elif det.format in _GET_ABS_POS and det.global_blocks:
+        rows = max(ckpt.shape(k)[0] for k, (block, _) in relpos.tables(ckpt).items() if block in det.global_blocks)
+        size = (rows + 1) // 2 * det.patch_stride
+    if not isinstance(size, int) or size == det.native_input[0]:
+        return None
+    return size
+
+
 def _updated_config(config: dict | None, img_size: int) -> dict | None:
     if not config:
         return None
@@ -141,13 +201,15 @@ def _updated_config(config: dict | None, img_size: int) -> dict | None:
 def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
     """The one config change that makes the runtime take the embedding as it is."""
     n = img_size[0]
-    if det.format == "detectron2":
+    if det.format in _GET_ABS_POS:
         resized = any(k.endswith(("rel_pos_h", "rel_pos_w")) for k in result.replace)
         extra = f" and img_size={n}" if resized else ""
-        return f"detectron2: set pretrain_img_size={n}{extra} on the ViT backbone, so get_abs_pos does not interpolate"
+        return f"{det.format}: set pretrain_img_size={n}{extra} on the ViT backbone, so get_abs_pos does not interpolate"
     if det.format == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
+    if det.format == "mmpretrain":
+        return f"mmpretrain: set img_size={n} on the VisionTransformer backbone (model.backbone.img_size in the config)"
     size = base.size_arg(img_size)
     return f"build the ViT with img_size={size} (timm.create_model(arch, img_size={size}); MAE's models_vit take img_size too)"
 

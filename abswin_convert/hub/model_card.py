@@ -50,7 +50,8 @@ def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None)
         "## Provenance\n\n" + markdown_table(("", "value"), _provenance_rows(provenance)),
     ]
     if hooks:
-        parts.append("## Hook results\n\n" + markdown_table(("hook", "metric", "value"), _hook_rows(hooks)))
+        table = markdown_table(("hook", "metric", "value"), _hook_rows(hooks))
+        parts.append("## Hook results\n\n" + _not_verified(hooks) + table)
     return "\n\n".join(parts) + "\n"
 
 
@@ -113,6 +114,12 @@ def _target_sentence(p: dict[str, str]) -> str:
 def _provenance_rows(provenance: dict[str, str]) -> list[tuple[str, ...]]:
     values = dict(provenance, source=_source_name(provenance))
     return [(label, f"`{values[key]}`") for key, label in _PROVENANCE_ROWS if values.get(key)]
+
+
+def _not_verified(hooks: dict[str, dict]) -> str:
+    """A hook that could check nothing says so first: its results are no evidence either way."""
+    unchecked = [h for h in sorted(hooks) if isinstance(hooks[h], dict) and hooks[h].get("verified") is False]
+    return f"**Not verified**: {', '.join(unchecked)} could not check this output.\n\n" if unchecked else ""
 
 
 def _hook_rows(hooks: dict[str, dict]) -> list[tuple[str, ...]]:

@@ -7,6 +7,7 @@ Everything a user can get wrong here (empty, truncated, foreign or malicious fil
 from __future__ import annotations
 
 import argparse
+import copy
 import pickle
 import re
 import sys
@@ -23,13 +24,17 @@ from .jsonfile import read_json_object
 from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
 from .safetensors_header import TensorEntry, read_header, read_tensor
+from .shards import INDEX_SUFFIX, index_in, read_weight_map, shard_files
 
 # torch's weights-only loader warns about pickle protocols it was not written for; the user can do nothing about
 # it, and what matters (the file opens, or a one-line error says why not) is said anyway.
 warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint", category=UserWarning)
 
 WRAPPER_KEYS = ("model_state", "model", "state_dict")
+# The copies timm's load_checkpoint(use_ema=True) prefers over the plain state dict, in its order.
+EMA_KEYS = ("state_dict_ema", "model_ema")
 _ZIP_MAGIC = b"PK\x03\x04"
+_LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 
 
 class Checkpoint:
@@ -47,6 +52,7 @@ class Checkpoint:
         extra: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
         stored: dict[str, TensorEntry] | None = None,
+        shards: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self.format = format  # "safetensors" | "torch" | "pickle"
@@ -57,6 +63,9 @@ class Checkpoint:
         self._entries = entries
         self._tensors = tensors
         self._stored = stored or {}  # byte ranges of a torch file's tensors, where they can be copied raw
+        self.shards = shards  # tensor -> shard file beside ``path`` (the index) for a sharded checkpoint
+        self.prefix = ""  # stripped from the stored names by ``without_prefix`` (DDP's ``module.``, ...)
+        self._unprefixed: frozenset[str] = frozenset()  # names stored without it
 
     def keys(self) -> list[str]:
         return list(self._entries if self._entries is not None else self._tensors)  # type: ignore[arg-type]
@@ -74,9 +83,13 @@ class Checkpoint:
             return self._entries[key].dtype
         return self._tensors[key].dtype  # type: ignore[index]
 
+    def file_of(self, key: str) -> Path:
+        """The file holding ``key``: its shard in a sharded checkpoint."""
+        return self.path.parent / self.shards[key] if self.shards else self.path
+
     def tensor(self, key: str) -> torch.Tensor:
         if self._entries is not None:
-            return read_tensor(self.path, self._entries[key])
+            return read_tensor(self.file_of(key), self._entries[key])
         return self._tensors[key]  # type: ignore[index]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -86,6 +99,38 @@ class Checkpoint:
     def raw_entry(self, key: str) -> TensorEntry | None:
         """The byte range of a tensor in the file (safetensors, or an uncompressed torch zip), for raw copying."""
         return self._entries[key] if self._entries is not None else self._stored.get(key)
+
+    def without_prefix(self, prefix: str) -> Checkpoint:
+        """The same checkpoint naming ``prefix``-ed tensors without it (others keep their names, unless that would
+        hide one); ``stored_name`` gives the names back, so outputs keep the input's keys."""
+        names = {k: k[len(prefix):] if k.startswith(prefix) else k for k in self.keys()}
+        if len(set(names.values())) < len(names):
+            return self  # stripping would merge two tensors: not a wrapper prefix
+        view = copy.copy(self)
+        if self._entries is not None:
+            view._entries = {names[k]: v for k, v in self._entries.items()}
+        else:
+            view._tensors = {names[k]: v for k, v in self._tensors.items()}  # type: ignore[union-attr]
+        view._stored = {names[k]: v for k, v in self._stored.items()}
+        view.shards = {names[k]: v for k, v in self.shards.items()} if self.shards else None
+        view.prefix = prefix
+        view._unprefixed = frozenset(k for k, new in names.items() if k == new)
+        return view
+
+    def stored_name(self, name: str) -> str:
+        """The name a tensor has (or a new one gets) in the file: with the prefix ``without_prefix`` stripped."""
+        return name if not self.prefix or name in self._unprefixed else self.prefix + name
+
+    @property
+    def copies(self) -> list[str]:
+        """The other state dicts beside the one this handle reads (EMA copies): wrapper entries holding only tensors."""
+        return [k for k, v in self.extra.items() if isinstance(v, dict) and v and all(_is_weight(x) for x in v.values())]
+
+    def copy(self, name: str) -> Checkpoint:
+        """A handle on the state dict ``copies`` names; tensors in memory (only the primary one is copied raw)."""
+        tensors = _tensors_of(self.path, self.extra[name])
+        extra = {k: v for k, v in self.extra.items() if k != name}
+        return Checkpoint(self.path, self.format, name, self.config, tensors=tensors, extra=extra, metadata=self.metadata)
 
     def describe(self) -> str:
         wrapped = f"{{'{self.wrapper}': ...}}" if self.wrapper else "flat"
@@ -97,7 +142,12 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     path = Path(source)
     if path.is_dir():
         config_path = config_path or config_beside(path)
+        index = index_in(path)
+        if index is not None:
+            return _open_shards(index, config_path)
         path = weights_in(path)
+    if path.name.endswith(INDEX_SUFFIX) and path.is_file():
+        return _open_shards(path, config_path or config_beside(path))
     if not path.exists():
         raise AbswinError(f"{path}: no such file or folder")
     if not path.is_file():  # reading a pipe or a device would block or never end
@@ -109,6 +159,8 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
         raise AbswinError(f"{path}: cannot read ({exc.strerror})") from exc
     if not magic:
         raise AbswinError(f"{path}: the file is empty")
+    if magic.startswith(_LFS_MAGIC[:9]):
+        _refuse_lfs_pointer(path)
     config = read_json_object(config_path) if config_path else None
     # safetensors first: its header length is little-endian, so 1 file in 32 starts with the pickle byte 0x80.
     # A .safetensors name is trusted even when the length is wrong, so that read_header says what is wrong.
@@ -121,6 +173,42 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     if magic[:1] == b"\x80":
         return _open_pickle(path, config) if path.suffix == ".pkl" else _open_legacy_torch(path, config)
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
+
+
+def _open_shards(index: Path, config_path: Path | None) -> Checkpoint:
+    """Every shard an index names, as one checkpoint: safetensors headers (tensors read when asked for), or torch
+    shards memory-mapped. Each tensor must sit in the shard the index says."""
+    weight_map = read_weight_map(index)
+    config = read_json_object(config_path) if config_path else None
+    shards = [open_checkpoint(index.parent / name) for name in shard_files(weight_map)]
+    formats = {shard.format for shard in shards}
+    if len(formats) != 1:
+        raise AbswinError(f"{index}: its shards mix {' and '.join(sorted(formats))} files")
+    found: dict[str, str] = {}
+    for shard in shards:
+        found.update(dict.fromkeys(shard.keys(), shard.path.name))
+    if found != weight_map:
+        wrong = sorted(set(found.items()) ^ set(weight_map.items()))[0][0]
+        raise AbswinError(f"{index}: the index and the shards disagree about {wrong!r}; re-download the checkpoint")
+    if shards[0].format == "safetensors":
+        entries = {key: entry for shard in shards for key, entry in shard._entries.items()}  # type: ignore[union-attr]
+        return Checkpoint(index, "safetensors", None, config, entries=entries, metadata=shards[0].metadata, shards=weight_map)
+    tensors = {key: value for shard in shards for key, value in shard.state_dict().items()}  # memory-mapped views
+    return Checkpoint(index, shards[0].format, None, config, tensors=tensors, shards=weight_map)
+
+
+def _refuse_lfs_pointer(path: Path) -> None:
+    """A Git LFS pointer (a short text file) stands where the weights should be: say what to fetch."""
+    with open(path, "rb") as f:
+        text = f.read(1024)
+    if not text.startswith(_LFS_MAGIC):
+        return
+    size = re.search(rb"^size (\d+)$", text, re.MULTILINE)
+    weights = f" of {int(size.group(1)):,} bytes" if size else ""
+    raise AbswinError(
+        f"{path}: this is a Git LFS pointer, not the weights{weights}; fetch the real file "
+        f"(git lfs pull --include {path.name!r}, or download it from the Hub)"
+    )
 
 
 def _open_torch(path: Path, config: dict | None) -> Checkpoint:
@@ -224,15 +312,25 @@ def _from_object(
     if not isinstance(obj, dict):
         raise AbswinError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
     wrapper, state, extra = _unwrap(obj)
+    tensors = _tensors_of(path, state)
+    if not tensors:
+        raise AbswinError(f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)})")
+    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra, stored=stored)
+
+
+def _is_weight(value: object) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray))
+
+
+def _tensors_of(path: Path, state: dict) -> dict[str, torch.Tensor]:
+    """The tensors (and numeric numpy arrays) of a state dict; anything else in it is not a weight."""
     tensors = {}
     for key, value in state.items():
         if isinstance(value, np.ndarray):
             value = _numeric_array(path, key, value)
         if isinstance(value, torch.Tensor):
             tensors[str(key)] = value
-    if not tensors:
-        raise AbswinError(f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)})")
-    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra, stored=stored)
+    return tensors
 
 
 def _numeric_array(path: Path, key: object, value: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,53 @@
+"""Sharded checkpoints, as transformers writes large models: ``model-0000k-of-0000n.safetensors`` (or
+``pytorch_model-0000k-of-0000n.bin``) beside an index, ``model.safetensors.index.json``, whose ``weight_map``
+names the shard of every tensor. Read as one checkpoint (safetensors lazily, header by header), and written back
+as shards with the same boundaries and an index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import AbswinError
+from .jsonfile import read_json_object, write_json
+
+INDEX_SUFFIX = ".index.json"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def index_in(folder: Path) -> Path | None:
+    """The shard index of a folder (the safetensors one first), or None when the folder is not sharded."""
+    indexes = sorted(folder.glob(f"*{INDEX_SUFFIX}"), key=lambda p: (p.name != SAFETENSORS_INDEX, p.name))
+    return indexes[0] if indexes else None
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """The index's ``weight_map`` (tensor name -> shard file), each shard a file beside the index."""
+    weight_map = read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise AbswinError(f"{index}: a shard index needs a non-empty weight_map of tensor name -> shard file")
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str) or Path(shard).name != shard or shard.startswith("."):
+            raise AbswinError(f"{index}: the shard of {key!r} must be a file name beside the index, found {shard!r}")
+        if not (index.parent / shard).is_file():
+            raise AbswinError(f"{index}: shard {shard} is missing; download every file the index names")
+    return weight_map
+
+
+def shard_files(weight_map: dict[str, str]) -> list[str]:
+    """The shard files in the order the index first names them."""
+    return list(dict.fromkeys(weight_map.values()))
+
+
+def output_shard_name(shard: str) -> str:
+    """A safetensors output's name for an input shard: ``pytorch_model-00001-of-00002.bin`` ->
+    ``model-00001-of-00002.safetensors``."""
+    stem = shard.rsplit(".", 1)[0]
+    return stem.replace("pytorch_model", "model", 1) + ".safetensors"
+
+
+def write_index(folder: Path, weight_map: dict[str, str], total_size: int) -> Path:
+    """``model.safetensors.index.json`` for the shards written into ``folder``."""
+    path = folder / SAFETENSORS_INDEX
+    write_json(path, {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))})
+    return path

@@ -248,6 +248,7 @@ def test_out_option_and_text_output(local_manifest, tmp_path):
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nlayout = "hwc"\n', "layout = 'hwc'; use one of flat"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nwindow = "7x"\n', "#1: window: cannot read size"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\npatch_stride = 0\n', "patch_stride must be a positive"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nrecipe = "stretch"\n', "recipe = 'stretch'; the one recipe is 'tile'"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nresources = {num_gpus = "1"}\n', "resources.num_gpus must be"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nresources = {GPU = 1}\n', "resources.GPU: write num_gpus"),
         ('[[model]]\nsource = "a/b"\nimg_size = 448\nprivate = "yes"\n', "private must be true or false"),
@@ -311,6 +312,22 @@ def test_manifest_overrides_reach_convert_and_a_changed_one_rebuilds(tmp_path):
     manifest.write_text(entry + "window = 2\npatch_stride = 16\n")  # another window: the output is rebuilt
     assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["converted"]
     assert read_output(output).provenance["window"] == "2x2"
+
+
+def test_a_plain_vit_is_refused_in_its_row_unless_the_entry_asks_for_the_recipe(tmp_path):
+    from safetensors.torch import save_file
+
+    from tests.real_world_checkpoints import cifar_vit
+
+    save_file({k: v.contiguous() for k, v in cifar_vit().state_dict().items()}, tmp_path / "vit.safetensors")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[[model]]\nsource = "vit.safetensors"\nimg_size = 64\n')
+    [refused] = run_zoo(load_manifest(manifest)).rows
+    assert refused.status == "failed" and "--recipe tile" in refused.error
+    manifest.write_text('[[model]]\nsource = "vit.safetensors"\nimg_size = 64\nrecipe = "tile"\n')
+    [row] = run_zoo(load_manifest(manifest)).rows
+    assert row.status == "converted", row.error
+    assert json.loads(read_output(tmp_path / "converted" / row.output).provenance["zoo_options"])["recipe"] == "tile"
 
 
 def test_help_and_the_local_executor_do_not_import_ray(tmp_path):

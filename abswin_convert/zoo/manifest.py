@@ -18,7 +18,7 @@ from ..errors import AbswinError
 from ..evaluation.hooks import BUILTIN_HOOKS
 from ..families import NAMES as FAMILY_NAMES
 from ..families.base import TARGETS
-from ..families.overrides import Overrides
+from ..families.overrides import RECIPES, TILE, Overrides
 from ..hub.sources import is_repo_id, parse_hub_source
 from ..io.outputs import WEIGHT_SUFFIXES
 from ..maths.grid import LAYOUTS, format_size, parse_size
@@ -31,7 +31,7 @@ else:  # pragma: no cover - Python 3.10
 
 FORMATS = ("safetensors", "pt")
 PUSH_PLACEHOLDERS = ("size", "target", "name")
-OVERRIDE_KEYS = ("key", "layout", "window", "patch_stride")
+OVERRIDE_KEYS = ("key", "layout", "window", "patch_stride", "recipe")
 _MODEL_KEYS = {
     "source", "name", "img_size", "to", "global_size", "format", "family", "push_to", "private", "hooks", "resources",
     *OVERRIDE_KEYS,
@@ -274,8 +274,8 @@ def _hook(spec: object, where: str) -> HookSpec:
 
 
 def _overrides(entry: dict, where: str) -> Overrides:
-    """``key``, ``layout``, ``window`` and ``patch_stride``: what ``convert --key ...`` takes."""
-    key, layout, window, stride = (entry.get(k) for k in OVERRIDE_KEYS)
+    """``key``, ``layout``, ``window``, ``patch_stride`` and ``recipe``: what ``convert --key ...`` takes."""
+    key, layout, window, stride, recipe = (entry.get(k) for k in OVERRIDE_KEYS)
     if key is not None and (not isinstance(key, str) or not key):
         raise AbswinError(f"{where}: key must be the name of the position tensor")
     if layout is not None and layout not in LAYOUTS:
@@ -284,11 +284,14 @@ def _overrides(entry: dict, where: str) -> Overrides:
         raise AbswinError(f"{where}: window {window!r} is neither a number nor \"HxW\"")
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0):
         raise AbswinError(f"{where}: patch_stride must be a positive number of pixels, found {stride!r}")
+    if recipe is not None and recipe not in RECIPES:
+        raise AbswinError(f"{where} has recipe = {recipe!r}; the one recipe is {TILE!r}")
     return Overrides.parse(
         key=key,
         layout=layout,
         window=_size(str(window), "window", where) if window is not None else None,
         patch_stride=stride,
+        recipe=recipe,
     )
 
 

@@ -147,9 +147,16 @@ def convert(
     plan = families.plan(ckpt, det, request)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
     streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
-    metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
+    # A Hub file's sha256 comes with it (LFS metadata). The safetensors writer still hashes the file, to check it at
+    # no cost in wall time; the torch writer records it unchecked, as checking would cost the whole hash it saves.
+    hub_sha256 = hub_file.sha256 if hub_file else None
+    metadata = output_metadata(
+        str(source), None if streamed else ckpt.path, plan.stats, extra, None if streamed else hub_sha256
+    )
     if streamed:
-        write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
+        write_safetensors(
+            weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path, expected_sha256=hub_sha256
+        )
     else:
         write_torch(weights_path, _torch_object(ckpt, plan))
         write_json(sidecar_of(weights_path), metadata)

@@ -147,8 +147,8 @@ def convert(
     plan = families.plan(ckpt, det, request)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
     streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
-    # A Hub file's sha256 comes with it (LFS metadata). The safetensors writer still hashes the file, to check it at
-    # no cost in wall time; the torch writer records it unchecked, as checking would cost the whole hash it saves.
+    # A Hub file's sha256 comes with it (LFS metadata). The safetensors writer still hashes the file beside its copy,
+    # to check it; the torch writer records it unchecked, as checking would cost the whole hash it saves.
     hub_sha256 = hub_file.sha256 if hub_file else None
     metadata = output_metadata(
         str(source), None if streamed else ckpt.path, plan.stats, extra, None if streamed else hub_sha256

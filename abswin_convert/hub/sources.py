@@ -194,7 +194,8 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
     # Download by the revision as given, so the cache records where a branch pointed (offline runs need that).
     path = Path(hf_hub_download(source.repo_id, filename, revision=source.revision))
     commit = _snapshot_commit(path, filename)
-    lfs = siblings[filename].lfs
+    # A branch that moved between the listing and the download: the listed LFS entry is another version's
+    lfs = siblings[filename].lfs if info.sha == commit else None
     if lfs is not None and path.stat().st_size != lfs.size:  # the cheap check; the writer compares the sha256
         raise AbswinError(
             f"{HubSource(source.repo_id, commit, filename)}: the cached copy has {path.stat().st_size} bytes, the Hub "

@@ -1,7 +1,38 @@
-"""abswin-convert: take window-attention ViT checkpoints to a new resolution without breaking them."""
+"""abswin-convert: take window-attention ViT checkpoints to a new resolution without breaking them.
+
+The public names load lazily (PEP 562), so that importing the package, or running ``abswin-convert --help``,
+does not import torch: each is imported from its module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .api import ConversionResult, InspectReport, convert, inspect
+# public name -> the module (relative to this package) that defines it; one line per name
+_LAZY_EXPORTS = {
+    "ConversionResult": ".api",
+    "InspectReport": ".api",
+    "convert": ".api",
+    "inspect": ".api",
+}
 
-__all__ = ["ConversionResult", "InspectReport", "__version__", "convert", "inspect"]
+__all__ = ["__version__", *_LAZY_EXPORTS]
+
+if TYPE_CHECKING:
+    from .api import ConversionResult, InspectReport, convert, inspect  # noqa: F401  (for type checkers)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_EXPORTS})

@@ -162,11 +162,18 @@ def convert(
         notes += chosen_note
     elif copies:
         notes.append(f"converted the same way: {', '.join(copies)} (kept beside {ckpt.wrapper})")
-    metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
+    # A Hub file's sha256 comes with it (LFS metadata). The safetensors writer still hashes the file beside its copy,
+    # to check it; the torch writer records it unchecked, as checking would cost the whole hash it saves.
+    hub_sha256 = hub_file.sha256 if hub_file else None
+    metadata = output_metadata(
+        str(source), None if streamed else ckpt.path, plan.stats, extra, None if streamed else hub_sha256
+    )
     if sharded:
         weights_path = write_shards(weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan)
     elif streamed:
-        write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
+        write_safetensors(
+            weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path, expected_sha256=hub_sha256
+        )
     else:
         write_torch(weights_path, _torch_object(ckpt, plan, copies))
         write_json(sidecar_of(weights_path), metadata)

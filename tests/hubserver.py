@@ -6,7 +6,8 @@ It answers the subset of the Hub HTTP API that downloads, listings and uploads u
 - ``HEAD``/``GET /{repo_id}/resolve/{revision}/{path}``: file contents with ``X-Repo-Commit``, ``ETag`` and
   ``Content-Length``
 - ``GET /api/models/{repo_id}`` and ``GET /api/models/{repo_id}/revision/{revision}``: repo info with ``sha`` and
-  ``siblings``
+  ``siblings``; with ``?blobs=true`` (``files_metadata``) each sibling's size, and for the files the repo's
+  ``.gitattributes`` sends to LFS the ``lfs`` entry (sha256, size) the Hub reads from their pointer
 - ``GET /api/models/{repo_id}/tree/{revision}[/{path}]``: tree listing (``list_repo_files``, ``list_repo_tree``)
 - ``GET /api/models/{repo_id}/commits/{revision}``: history, newest first (``list_repo_commits``)
 - ``POST /api/repos/create``, ``POST /api/models/{repo_id}/branch/{branch}``
@@ -44,6 +45,8 @@ USER = "test-user"
 """The account every authenticated request belongs to; ``create_repo`` without an org creates repos here."""
 
 _GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.pt filter=lfs diff=lfs merge=lfs -text\n"
+_LFS_SUFFIXES = (".safetensors", ".pt")  # what _GITATTRIBUTES sends to LFS; other files stay in git
+_LFS_POINTER_SIZE = 134  # a git-lfs pointer file's usual size
 
 
 class RecordedRequest(NamedTuple):
@@ -122,6 +125,12 @@ class Repo:
 def git_blob_oid(content: bytes) -> str:
     """The git object id of a blob: what the Hub reports as a regular file's oid and ETag."""
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(blob: Path) -> str:  # blobs are named by content, so a path's hash never changes
+    with open(blob, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _now() -> str:
@@ -501,7 +510,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _sibling(self, path: str, oid: str, with_blobs: bool) -> dict[str, Any]:
         if not with_blobs:
             return {"rfilename": path}
-        return {"rfilename": path, "blobId": oid, "size": self.server.state.blob_path(oid).stat().st_size}
+        blob = self.server.state.blob_path(oid)
+        sibling = {"rfilename": path, "blobId": oid, "size": blob.stat().st_size}
+        if path.endswith(_LFS_SUFFIXES):  # as the Hub lists an LFS file: its sha256 and size from the pointer
+            lfs = {"sha256": _sha256_of(blob), "size": sibling["size"], "pointerSize": _LFS_POINTER_SIZE}
+            sibling["lfs"] = lfs
+        return sibling
 
 
 class _HubHTTPServer(ThreadingHTTPServer):

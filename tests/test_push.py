@@ -96,6 +96,30 @@ def test_convert_hf_uri_records_repo_commit_and_file(local_hub, timm_repo, tmp_p
     assert provenance["source_sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
 
 
+def test_a_hub_file_changed_in_the_cache_fails_the_sha256_check(local_hub, timm_repo, tmp_path):
+    source = f"hf://{TIMM_REPO}@{timm_repo}/hiera_timm.safetensors"
+    cached = Path(snapshot_download(TIMM_REPO, revision=timm_repo)) / "hiera_timm.safetensors"
+    data = bytearray(cached.read_bytes())
+    data[-4:] = bytes(4 - i for i in range(4))  # the same size, one weight changed: still a readable checkpoint
+    cached.write_bytes(data)
+    out = tmp_path / "out.safetensors"
+    result = run("convert", source, "-o", out, "--img-size", 448)
+    assert result.exit_code == 2 and not out.exists() and not list(tmp_path.glob(".out*"))
+    assert f"its sha256 is {hashlib.sha256(data).hexdigest()}, its source says" in result.stderr
+    assert "the file changed after it was fetched" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_format_pt_from_the_hub_records_the_hubs_sha256_without_hashing(local_hub, timm_repo, tmp_path, monkeypatch):
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr("abswin_convert.io.provenance.sha256_of", no_hashing)
+    out = tmp_path / "out.pt"
+    run_ok("convert", f"hf://{TIMM_REPO}@{timm_repo}/hiera_timm.safetensors", "-o", out, "--img-size", 448)
+    original = Path(snapshot_download(TIMM_REPO, revision=timm_repo)) / "hiera_timm.safetensors"
+    assert read_output(out).provenance["source_sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
+
+
 def test_a_hub_file_that_is_no_checkpoint_is_named_by_its_hub_name(local_hub, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.safetensors").write_bytes(b"not a checkpoint at all")

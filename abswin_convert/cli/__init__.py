@@ -1,7 +1,7 @@
 """The ``abswin-convert`` command: one module per command, each parses, calls the library, prints. No maths here.
 
-Command modules import only click at load time, so ``--help`` and ``--version`` start fast; the library is
-imported inside each command.
+Command modules import only click and ``..vocabulary`` at load time, so ``--help``, ``--version`` and option errors
+start fast, without torch (tests/test_cli_startup.py checks it); the library is imported inside each command.
 """
 
 from __future__ import annotations

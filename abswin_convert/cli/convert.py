@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..families.base import TARGETS
+from ..vocabulary import TARGETS
 from .push import push_lines
 from .support import emit, family_option, json_option, override_options, user_errors
 

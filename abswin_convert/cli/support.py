@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import AbswinError
+from ..vocabulary import LAYOUTS
 
 
 def _fail(message: str, code: int) -> None:
@@ -55,8 +56,6 @@ family_option = click.option("--family", default=None, help="Skip detection and 
 
 def override_options(func: Callable) -> Callable:
     """``--key/--layout/--window/--patch-stride/--recipe``: read a checkpoint of a family we do not know, or correct one."""
-    from ..maths.grid import LAYOUTS
-
     options = [
         click.option("--key", default=None, help="Position tensor to convert (a family we do not know)."),
         click.option("--layout", type=click.Choice(LAYOUTS), default=None, help="Layout of --key's tensor."),

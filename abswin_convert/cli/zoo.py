@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
+from typing import TYPE_CHECKING
 
 import click
-from tqdm.auto import tqdm
 
-from ..zoo import EXECUTORS, OutputJob, OutputRow, Progress, ZooReport, load_manifest, run_zoo
+from ..vocabulary import EXECUTORS
 from .support import emit, json_option, user_errors
 
-
-class TerminalProgress(Progress):
-    """An overall bar plus one line per output as it starts and ends; silent when stderr is not a terminal."""
-
-    def __init__(self, total: int) -> None:
-        self._bar = tqdm(total=total, unit="output", desc="zoo", file=sys.stderr, disable=not sys.stderr.isatty())
-        self._lock = threading.Lock()  # tqdm bars are not thread-safe
-
-    def started(self, job: OutputJob) -> None:
-        with self._lock:
-            if not self._bar.disable:
-                self._bar.write(f"  start     {job.folder.name}  ({job.source})", file=sys.stderr)
-
-    def finished(self, row: OutputRow) -> None:
-        with self._lock:
-            if not self._bar.disable:
-                line = f"  {row.status:<9} {row.output}  {row.seconds:.1f}s {row.error or ''}"
-                self._bar.write(line, file=sys.stderr)
-            self._bar.update(1)
-
-    def close(self) -> None:
-        self._bar.close()
+if TYPE_CHECKING:
+    from ..zoo import ZooReport
 
 
 @click.command("zoo")
@@ -57,6 +36,9 @@ def zoo_command(
     run left. With --executor ray each output is a Ray task; the output folder must then be storage every node
     of the cluster shares. Exits 1 if any output failed.
     """
+    from ..zoo import load_manifest, run_zoo
+    from .zoo_progress import TerminalProgress
+
     parsed = load_manifest(manifest, out)  # a bad manifest fails here, before any work or bar
     progress = TerminalProgress(len(parsed.outputs))
     try:

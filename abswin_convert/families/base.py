@@ -20,7 +20,6 @@ from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
 from ..maths.resize import Resize, Size
 from ..plan import Plan
 
-TARGETS = ("baked", "timm-abswin", "sam2")
 # Runtimes with native absolute win keep the window part as a tensor of its own, under these names.
 TIMM_WINDOW_KEY = "pos_embed_win"  # timm's Hiera with abs_win_pos_embed=True
 SAM2_WINDOW_KEY = "pos_embed_window"  # SAM2's HieraDet trunk (sam2, transformers, timm)

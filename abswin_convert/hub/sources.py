@@ -67,6 +67,8 @@ class ResolvedHubFile:
     filename: str
     preprocessor_config_path: Path | None = None
     license: str | None = None  # from the repo's model card, when it names one
+    # The file's sha256 as the Hub's LFS metadata gives it; None for a file stored in git, or one found offline
+    sha256: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -181,8 +183,10 @@ def offline_mode() -> bool:
 
 
 def _resolve_online(source: HubSource) -> ResolvedHubFile:
-    info = HfApi().model_info(source.repo_id, revision=source.revision, files_metadata=False, timeout=_API_TIMEOUT_S)
-    files = {sibling.rfilename for sibling in info.siblings or []}
+    # files_metadata: the LFS entry of each file carries its sha256, which provenance then need not hash again
+    info = HfApi().model_info(source.repo_id, revision=source.revision, files_metadata=True, timeout=_API_TIMEOUT_S)
+    siblings = {sibling.rfilename: sibling for sibling in info.siblings or []}
+    files = set(siblings)
     filename = source.filename or pick_weight_file(files, source)
     if filename not in files:
         weights = [name for name in sorted(files) if name.lower().endswith(WEIGHT_SUFFIXES)]
@@ -190,6 +194,13 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
     # Download by the revision as given, so the cache records where a branch pointed (offline runs need that).
     path = Path(hf_hub_download(source.repo_id, filename, revision=source.revision))
     commit = _snapshot_commit(path, filename)
+    # A branch that moved between the listing and the download: the listed LFS entry is another version's
+    lfs = siblings[filename].lfs if info.sha == commit else None
+    if lfs is not None and path.stat().st_size != lfs.size:  # the cheap check; the writer compares the sha256
+        raise AbswinError(
+            f"{HubSource(source.repo_id, commit, filename)}: the cached copy has {path.stat().st_size} bytes, the Hub "
+            f"says {lfs.size}; delete it from the Hugging Face cache ({path}) and run again"
+        )
 
     def fetch(name: str) -> Path | None:  # pinned to the weight file's commit
         return Path(hf_hub_download(source.repo_id, name, revision=commit)) if name in files else None
@@ -203,6 +214,7 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
         filename=filename,
         preprocessor_config_path=fetch(PREPROCESSOR_CONFIG_FILE),
         license=_card_license(fetch(MODEL_CARD_FILE)),
+        sha256=lfs.sha256 if lfs is not None else None,
     )
 
 

@@ -143,16 +143,23 @@ def safetensors_header(tensors: list[OutputTensor], metadata: dict[str, str]) ->
     return struct.pack("<Q", len(body)) + body
 
 
-def write_safetensors(dest: Path, tensors: list[OutputTensor], metadata: dict[str, str], hash_source: Path | None = None) -> None:
+def write_safetensors(
+    dest: Path,
+    tensors: list[OutputTensor],
+    metadata: dict[str, str],
+    hash_source: Path | None = None,
+    expected_sha256: str | None = None,
+) -> None:
     """Stream ``tensors`` (in the given order) into a safetensors file at ``dest``, atomically.
 
     With ``hash_source``, that file's sha256 is computed while the data is written and recorded as
-    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place).
+    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place); with ``expected_sha256`` too,
+    the hash checks the source against it (AbswinError on a mismatch, nothing written).
     """
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise AbswinError("the conversion would write a key twice; this is a bug, please report it")
-    digest = SourceDigest(hash_source) if hash_source is not None else None
+    digest = SourceDigest(hash_source, expected_sha256) if hash_source is not None else None
     if digest is not None:
         metadata[SOURCE_SHA256] = digest.PLACEHOLDER
     header = safetensors_header(tensors, metadata)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import AbswinError
+from ..vocabulary import LAYOUTS
 from .resize import Size
-
-LAYOUTS = ("flat", "flat_cls", "nhwc", "nchw")
 
 
 @dataclass

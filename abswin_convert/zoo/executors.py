@@ -10,11 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from ..errors import AbswinError
+from ..vocabulary import EXECUTORS
 from .manifest import OutputJob
 from .output import run_output, source_digest
 from .report import OutputRow
-
-EXECUTORS = ("local", "ray")
 
 
 class Progress:

@@ -17,12 +17,12 @@ from typing import Any
 from ..errors import AbswinError
 from ..evaluation.hooks import BUILTIN_HOOKS
 from ..families import NAMES as FAMILY_NAMES
-from ..families.base import TARGETS
 from ..families.overrides import RECIPES, TILE, Overrides
 from ..hub.sources import is_repo_id, parse_hub_source
 from ..io.outputs import WEIGHT_SUFFIXES
-from ..maths.grid import LAYOUTS, format_size, parse_size
+from ..maths.grid import format_size, parse_size
 from ..maths.resize import Size
+from ..vocabulary import LAYOUTS, TARGETS
 
 if sys.version_info >= (3, 11):
     import tomllib

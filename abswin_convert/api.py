@@ -9,13 +9,14 @@ from . import families
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
 from .hub.sources import ResolvedHubFile, open_source
+from .in_memory import as_size
 from .io.checkpoint import Checkpoint
 from .io.jsonfile import write_json
 from .io.outputs import output_format, output_paths, sidecar_of
 from .io.provenance import output_metadata
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
-from .maths.grid import format_size, parse_size
+from .maths.grid import format_size
 from .maths.resize import Size
 from .plan import Plan
 
@@ -71,16 +72,6 @@ class InspectReport:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def _as_size(value: int | str | Size | None) -> Size | None:
-    if value is None or value == "full":
-        return None
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, str):
-        return parse_size(value)
-    return (int(value[0]), int(value[1]))
 
 
 def load(
@@ -141,7 +132,7 @@ def convert(
     ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors."""
     fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
-    request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
+    request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
     weights_path, config_path = output_paths(Path(output), fmt, ckpt.path.name if ckpt.format == "torch" else None)
     check_destination(weights_path, [ckpt.path], force)
     plan = families.plan(ckpt, det, request)
@@ -184,11 +175,7 @@ def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
 
 def _torch_object(ckpt: Checkpoint, plan: Plan) -> dict:
     """The state dict for ``--format pt``, inside the source's own wrapper (or the one the target needs)."""
-    state = {}
-    for key in ckpt.keys():
-        if key not in plan.drop:
-            state[plan.output_key(key)] = plan.replace.get(key, ckpt.tensor(key))
-    state.update(plan.add)
+    state = plan.applied(ckpt)
     if plan.wrapper is not None and plan.wrapper != ckpt.wrapper:
         return {plan.wrapper: state}  # another model's file: the source's other entries do not belong in it
     if ckpt.wrapper is None:

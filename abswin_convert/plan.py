@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .io.checkpoint import Checkpoint
 
 
 @dataclass
@@ -26,3 +30,9 @@ class Plan:
 
     def output_key(self, key: str) -> str:
         return self.rename.get(key, key)
+
+    def applied(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+        """The converted state dict in source order (tensors read now); untouched tensors pass through as they are."""
+        state = {self.output_key(key): self.replace.get(key, ckpt.tensor(key)) for key in ckpt.keys() if key not in self.drop}
+        state.update(self.add)
+        return state

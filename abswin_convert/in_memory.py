@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -115,13 +116,14 @@ def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, to
     Prints one line saying which; prints nothing and changes nothing when the sizes already agree."""
     if "pos_embed" not in checkpoint_model or not hasattr(model, "pos_embed"):
         return
+    built: Any = model  # models of several libraries, read by attribute name
     windowed = _windowed_input(model)
     if windowed is None:
         _plain_resize(model, checkpoint_model)
         return
     img_size, split_global = windowed
     window_part = getattr(model, "pos_embed_win", None)
-    already = tuple(checkpoint_model["pos_embed"].shape) == tuple(model.pos_embed.shape) and (
+    already = tuple(checkpoint_model["pos_embed"].shape) == tuple(built.pos_embed.shape) and (
         window_part is None or "pos_embed_win" in checkpoint_model)
     if already:
         return
@@ -136,7 +138,7 @@ def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, to
           f"{', split into pos_embed + pos_embed_win' if split_global else ''})")
 
 
-def _windowed_input(model: torch.nn.Module) -> tuple[Size, Size | None] | None:
+def _windowed_input(model: Any) -> tuple[Size, Size | None] | None:
     """The input size of a model that attends in windows, and the global grid of its split embedding if it has
     one; None for a model without windows."""
     if hasattr(model, "mask_unit_size") and hasattr(model, "tokens_spatial_shape"):  # Hiera (timm or official)
@@ -144,7 +146,7 @@ def _windowed_input(model: torch.nn.Module) -> tuple[Size, Size | None] | None:
         tokens = model.tokens_spatial_shape
         img_size = (tokens[-2] * stride[-2], tokens[-1] * stride[-1])
         split = getattr(model, "pos_embed_win", None) is not None
-        return img_size, (tuple(model.pos_embed.shape[-2:]) if split else None)  # type: ignore[return-value]
+        return img_size, (tuple(model.pos_embed.shape[-2:]) if split else None)
     blocks = getattr(model, "blocks", [])
     if any(getattr(block, "window_size", 0) for block in blocks) and model.pos_embed.dim() == 4:  # timm SAM ViT
         grid, patch = model.patch_embed.grid_size, model.patch_embed.patch_size
@@ -156,7 +158,7 @@ def _grid_of(img_size: Size, det: Detection) -> Size:
     return (img_size[0] // det.patch_stride, img_size[1] // det.patch_stride)
 
 
-def _plain_resize(model: torch.nn.Module, checkpoint_model: dict[str, torch.Tensor]) -> None:
+def _plain_resize(model: Any, checkpoint_model: dict[str, torch.Tensor]) -> None:
     """MAE's behaviour for a ViT without windows: bicubic resize of the grid, prefix tokens kept."""
     posemb = checkpoint_model["pos_embed"]
     new_grid = tuple(model.patch_embed.grid_size)
@@ -165,7 +167,7 @@ def _plain_resize(model: torch.nn.Module, checkpoint_model: dict[str, torch.Tens
     pos = to_grid(posemb, layout, prefix)
     if pos.size == new_grid:
         return
-    resized = PositionGrid(aw.naive(pos.grid, new_grid, BICUBIC), pos.prefix)  # type: ignore[arg-type]
+    resized = PositionGrid(aw.naive(pos.grid, new_grid, BICUBIC), pos.prefix)
     checkpoint_model["pos_embed"] = from_grid(resized, layout).to(posemb.dtype)
-    print(f"abswin-convert: pos_embed {format_size(pos.size)} -> {format_size(new_grid)} tokens "  # type: ignore[arg-type]
+    print(f"abswin-convert: pos_embed {format_size(pos.size)} -> {format_size(new_grid)} tokens "
           "by plain bicubic resize (the model has no windows, so no window pattern to keep)")

@@ -138,7 +138,7 @@ def convert(
     plan = families.plan(ckpt, det, request)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
     streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
-    metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
+    metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=not streamed)
     if streamed:
         write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
     else:

@@ -23,7 +23,7 @@ from ..families import hiera
 from ..families.base import TIMM_WINDOW_KEY, nchw, output_grid, read_parts, read_position
 from ..io.jsonfile import write_json
 from ..io.outputs import folder_paths
-from ..io.provenance import output_metadata
+from ..io.provenance import output_metadata, public_name
 from ..io.writer import OutputTensor, check_destination, write_safetensors
 from ..maths import absolute_win as aw
 from ..maths.grid import format_size
@@ -135,9 +135,10 @@ def run_finetune(checkpoint: str | Path, data: str, img_size: int, steps: int, p
     metrics = evaluate(classifier, make_loader(eval_set, max(batch_size, 64), dev, limit=eval_limit), dev, progress)
     report = {"checkpoint": str(checkpoint), "data": data, "img_size": img_size, "pos": pos, "steps": steps, "lr": lr,
               "batch_size": batch_size, "seed": seed, "device": str(dev), **fit, **metrics}
-    stats = {"finetune." + k: str(report[k]) for k in ("data", "pos", "steps", "lr", "seed", "top1", "loss")}
+    stats = {"finetune." + k: str(report[k]) for k in ("pos", "steps", "lr", "seed", "top1", "loss")}
+    stats["finetune.data"] = public_name(data)
     stats["img_size"] = format_size((img_size, img_size))  # what hooks read as the checkpoint's size
-    save_timm(classifier, img_size, weights, config_path, output_metadata(str(checkpoint), source, stats))
+    save_timm(classifier, img_size, weights, config_path, output_metadata(checkpoint, source, stats))
     return {**report, "output": str(out)}
 
 

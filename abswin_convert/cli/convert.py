@@ -8,28 +8,53 @@ import click
 
 from ..families.base import TARGETS
 from .push import push_lines
-from .support import emit, family_option, json_option, override_options, user_errors
+from .support import (
+    SIZE_METAVAR, emit, family_option, json_option, override_options, quiet_option, renamed_option, user_errors,
+)
 
 
-@click.command("convert")
+TARGET_HELP = (
+    "baked: the same keys and layout, the embedding for the new size (build the model at that size, load strict); "
+    "timm-abswin: window and global parts apart, for timm's Hiera with abs_win_pos_embed=True; "
+    "sam2: a Hiera image checkpoint as a SAM2 image-encoder trunk."
+)
+
+
+@click.command("convert", short_help="Rewrite a checkpoint's position embedding for a new input size.")
 @click.argument("source")
-@click.option("-o", "--output", required=True, help="Output weight file, or a folder (gets config.json too).")
-@click.option("--img-size", required=True, help="Target input size, N or HxW (e.g. 448 or 448x640).")
-@click.option("--to", "target", type=click.Choice(TARGETS), default="baked", show_default=True)
-@click.option("--global-size", default="full", show_default=True, help="'full' (exact) or GHxGW to refit the global part.")
+@click.option("-o", "--output", required=True, metavar="PATH", help="Output weight file, or a folder (it gets model.safetensors, and "
+              "an updated config.json when the source had one).")
+@click.option("--img-size", required=True, metavar=SIZE_METAVAR, help="Target input size in pixels, e.g. 448 or 448x640.")
+@renamed_option("--target", old=("--to",), param="target", type=click.Choice(TARGETS), default="baked",
+                show_default=True, help=TARGET_HELP)
+@click.option("--global-size", default="full", show_default=True, metavar="full|GHxGW",
+              help="full keeps the whole global part (exact); GHxGW refits it on a smaller grid and reports the residual.")
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default=None,
               help="Output format; default: from the output's suffix (.pt/.pth/.bin: pt), else safetensors.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
 @override_options
+@quiet_option
 @json_option
 @user_errors
 def convert_command(
     source: str, output: str, img_size: str, target: str, global_size: str, fmt: str | None, force: bool,
-    family: str | None, as_json: bool, push_to: str | None, **overrides: object,
+    family: str | None, as_json: bool, quiet: bool, push_to: str | None, **overrides: object,
 ) -> None:
-    """Rewrite SOURCE's position embedding for --img-size and write it to --output."""
+    """Rewrite SOURCE's position embedding for --img-size and write it to --output.
+
+    SOURCE is a weight file (.safetensors, .pth/.pt/.bin, detectron2 .pkl), a folder holding one (and its
+    config.json), or a Hugging Face Hub name: org/repo, org/repo@revision or hf://org/repo/path/in/repo.
+    At the checkpoint's own size the output is the input; the notes printed after say what to change in the
+    code that builds the model.
+
+    \b
+    Examples:
+      abswin-convert convert timm/hiera_tiny_224.mae_in1k_ft_in1k -o hiera-448/ --img-size 448
+      abswin-convert convert ./hiera-folder/ -o hiera-abswin/ --img-size 448x640 --target timm-abswin
+      abswin-convert convert sam_vit_b_01ec64.pth -o sam_vit_b_1536.pth --img-size 1536
+    """
     from ..api import convert
     from ..families.overrides import Overrides
     from ..io.provenance import read_provenance

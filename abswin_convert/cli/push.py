@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..hub.push import PushResult
 
 
-@click.command("push")
+@click.command("push", short_help="Upload a converted output to the Hugging Face Hub with a model card.")
 @click.argument("path")
 @click.option("--repo-id", required=True, metavar="ORG/NAME", help="Hub repo to push to (created when missing).")
 @click.option("--private", is_flag=True, help="Create the repo private (a repo that exists keeps its visibility).")
@@ -27,6 +27,12 @@ def push_command(
     """Upload PATH (a folder `convert -o` wrote, or one weight file) to the Hub with a model card.
 
     The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT picks the Hub.
+
+    \b
+    Examples:
+      abswin-convert push hiera-448/ --repo-id me/hiera-tiny-448 --dry-run
+      abswin-convert push hiera-448/ --repo-id me/hiera-tiny-448 --private
+      abswin-convert push sam_vit_b_1536.pth --repo-id me/sam-vit-b-1536 --create-pr
     """
     from ..hub.push import push
 

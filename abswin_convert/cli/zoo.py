@@ -36,7 +36,7 @@ class TerminalProgress(Progress):
         self._bar.close()
 
 
-@click.command("zoo")
+@click.command("zoo", short_help="Convert, check and push every checkpoint a manifest lists.")
 @click.argument("manifest")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
               help="Entries (local) or outputs (ray) run at once.")

@@ -37,7 +37,7 @@ def square_size(checkpoint: str, img_size: str | None) -> int:
 @click.option("--img-size", default=None, metavar=SIZE_METAVAR,
               help="Input size in pixels (square); default: the size the checkpoint was converted for.")
 @device_option
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @eval_limit_option
 @quiet_option
 @json_option
@@ -72,7 +72,8 @@ def eval_command(checkpoint: str, data: str, img_size: str | None, device: str, 
               help="Start from the naive-resized embedding, or from absolute win (window and global trained apart).")
 @click.option("-o", "--output", required=True, metavar="PATH", help="Output folder (model.safetensors + config.json).")
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="AdamW learning rate.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Training images per step (eval uses at least 64).")
 @device_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the model's new parameters and the data order.")
 @eval_limit_option

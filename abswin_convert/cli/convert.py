@@ -9,9 +9,16 @@ import click
 from ..families.base import TARGETS
 from .push import push_lines
 from .support import (
-    SIZE_METAVAR, emit, family_option, json_option, override_options, quiet_option, renamed_option, user_errors,
+    SIZE_METAVAR,
+    emit,
+    family_option,
+    json_option,
+    override_options,
+    quiet_downloads,
+    quiet_option,
+    renamed_option,
+    user_errors,
 )
-
 
 TARGET_HELP = (
     "baked: the same keys and layout, the embedding for the new size (build the model at that size, load strict); "
@@ -56,6 +63,8 @@ def convert_command(
       abswin-convert convert sam_vit_b_01ec64.pth -o sam_vit_b_1536.pth --img-size 1536
     """
     from ..api import convert
+
+    quiet_downloads(quiet)
     from ..families.overrides import Overrides
     from ..io.provenance import read_provenance
 

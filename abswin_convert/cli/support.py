@@ -73,7 +73,16 @@ def renamed_option(*names: str, old: tuple[str, ...], param: str, **kwargs: Any)
 FAMILY_NAMES = ("hiera", "sam", "vitdet", "sam2", "generic")
 SIZE_METAVAR = "N|HxW"
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars (they go to stderr, and only to a terminal).")
+quiet_option = click.option("-q", "--quiet", is_flag=True,
+                            help="No progress bars (they go to stderr, and only to a terminal).")
+
+
+def quiet_downloads(quiet: bool) -> None:
+    """huggingface_hub draws its own download bars on stderr; --quiet turns them off too."""
+    if quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 family_option = click.option(
     "--family", type=click.Choice(FAMILY_NAMES), default=None,
     help="Read the checkpoint as this family instead of detecting it (generic: any other, with --key/--layout/--window).",

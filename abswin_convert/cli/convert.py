@@ -75,7 +75,7 @@ def convert_command(
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
         f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, window energy {float(stats['window_energy']):.3f}",
-    ] + [f"  note: {n}" for n in result.notes]
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, stats)
     report = result.to_json()
     if push_to:
         from ..hub.push import push
@@ -84,3 +84,14 @@ def convert_command(
         report["push"] = pushed.to_json()
         lines += push_lines(pushed)
     emit(report, as_json, lines)
+
+
+def _load_lines(config_path: Path | None, provenance: dict[str, str]) -> list[str]:
+    """For a folder with config.json: the line that loads it as it is (timm local-dir:, transformers from_pretrained)."""
+    if config_path is None:
+        return []
+    from ..hub.model_card import loading_code
+    from ..io.jsonfile import read_json_object
+
+    code = loading_code(provenance, str(config_path.parent), on_hub=False, config=read_json_object(config_path))
+    return [f"  load: {code.splitlines()[-1]}"] if code else []

@@ -111,7 +111,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         _resize_decoder(ckpt, det, out_grid, result)
     if det.format == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0])
-    result.notes.append(_config_note(det, request.img_size, result))
+    result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
     if request.global_size is None and det.format in _SQUARE_ONLY:
         g = f"{det.grid[0]}x{det.grid[1]}"
         result.notes.append(
@@ -138,7 +138,7 @@ def _updated_config(config: dict | None, img_size: int) -> dict | None:
     return updated
 
 
-def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
+def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | None) -> str:
     """The one config change that makes the runtime take the embedding as it is."""
     n = img_size[0]
     if det.format == "detectron2":
@@ -149,7 +149,9 @@ def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
     size = base.size_arg(img_size)
-    return f"build the ViT with img_size={size} (timm.create_model(arch, img_size={size}); MAE's models_vit take img_size too)"
+    arch = config.get("architecture") if config else None
+    timm_call = f"timm.create_model('{arch if isinstance(arch, str) else 'vit_...'}', img_size={size})"
+    return f"build the ViT with img_size={size} ({timm_call}; MAE's models_vit take img_size too)"
 
 
 FAMILY = Family(NAME, detect, plan)

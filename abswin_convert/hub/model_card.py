@@ -45,13 +45,14 @@ _PROVENANCE_ROWS = (
 )
 
 
-def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME") -> str:
-    """The card's full text for an output with this provenance and these hook results, pushed to ``repo_id``."""
+def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME",
+               config: dict | None = None) -> str:
+    """The card's full text for an output with this provenance, hook results and config.json, pushed to ``repo_id``."""
     parts = [
         f"---\n{front_matter(provenance).to_yaml()}\n---",
         f"# {_source_name(provenance)}, absolute-win position embedding for {provenance.get('img_size', '?')}",
         _summary(provenance),
-        "## Usage\n\n" + usage(provenance, repo_id),
+        "## Usage\n\n" + usage(provenance, repo_id, config),
         "## Reproduce\n\n```bash\n" + reproduce_command(provenance) + "\n```",
         "## Provenance\n\n" + markdown_table(("", "value"), _provenance_rows(provenance)),
     ]
@@ -83,22 +84,29 @@ def library_name(provenance: dict[str, str]) -> str:
     )
 
 
-def usage(p: dict[str, str], repo_id: str) -> str:
+def usage(p: dict[str, str], repo_id: str, config: dict | None = None) -> str:
     """The lines that load the pushed weights, for the library that runs them."""
-    library = library_name(p)
-    size = p.get("img_size", "?")
-    h, _, w = size.partition("x")
-    img_size = h if h == w else f"({h}, {w})"
-    if library == "timm":
-        code = f"import timm\n\nmodel = timm.create_model(\"hf-hub:{repo_id}\", pretrained=True)  # built for {size} input"
-    elif library == "transformers":
-        code = (f"from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained(\"{repo_id}\")  "
-                f"# config.json says {size}")
-    else:
+    code = loading_code(p, repo_id, on_hub=True, config=config)
+    if code is None:
+        h, _, w = p.get("img_size", "?").partition("x")
         weights = "model.pt" if p.get("output_format") == "pt" else "model.safetensors"
         code = (f"from huggingface_hub import hf_hub_download\n\npath = hf_hub_download(\"{repo_id}\", \"{weights}\")\n"
-                f"# build the {p.get('family', 'model')} model for img_size={img_size}, then load path with strict=True")
+                f"# build the {p.get('family', 'model')} model for img_size={h if h == w else (h, w)}, "
+                "then load path with strict=True")
     return f"```python\n{code}\n```"
+
+
+def loading_code(p: dict[str, str], where: str, on_hub: bool, config: dict | None = None) -> str | None:
+    """Python that builds the model from an output folder (``where``: a local folder or a Hub repo) as it is, for
+    timm (``hf-hub:``/``local-dir:``) and transformers (the config's own class); None for other runtimes."""
+    library = library_name(p)
+    if library == "timm":
+        prefix = "hf-hub:" if on_hub else "local-dir:"
+        return f"import timm\n\nmodel = timm.create_model(\"{prefix}{where}\", pretrained=True)  # built for {p.get('img_size')}"
+    if library == "transformers":
+        names = (config or {}).get("architectures") or ["AutoModel"]
+        return f"from transformers import {names[0]}\n\nmodel = {names[0]}.from_pretrained(\"{where}\")"
+    return None
 
 
 def reproduce_command(p: dict[str, str]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from ..errors import AbswinError
+from ..io.jsonfile import read_json_object
 from ..io.outputs import ConvertedOutput, read_output
 from ..io.provenance import sha256_of
 from .errors import hub_errors
@@ -101,7 +102,8 @@ def push(
     if not is_repo_id(repo_id):
         raise AbswinError(f"{repo_id!r} is not a Hub repo id; write it as org/name")
     output = read_output(Path(path))
-    card = model_card(output.provenance, output.hooks, repo_id)
+    config = read_json_object(output.config) if output.config else None
+    card = model_card(output.provenance, output.hooks, repo_id, config)
     files = upload_files(output, card)
     branch = revision or DEFAULT_REVISION
     if dry_run:

@@ -29,8 +29,8 @@ TARGET_HELP = (
 
 @click.command("convert", short_help="Rewrite a checkpoint's position embedding for a new input size.")
 @click.argument("source")
-@click.option("-o", "--output", required=True, metavar="PATH", help="Output weight file, or a folder (it gets model.safetensors, and "
-              "an updated config.json when the source had one).")
+@click.option("-o", "--output", required=True, metavar="PATH",
+              help="Output weight file, or a folder (model.safetensors, and config.json when the source had one).")
 @click.option("--img-size", required=True, metavar=SIZE_METAVAR, help="Target input size in pixels, e.g. 448 or 448x640.")
 @renamed_option("--target", old=("--to",), param="target", type=click.Choice(TARGETS), default="baked",
                 show_default=True, help=TARGET_HELP)
@@ -74,7 +74,8 @@ def convert_command(
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
-        f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, window energy {float(stats['window_energy']):.3f}",
+        f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, "
+        f"window energy {float(stats['window_energy']):.3f}",
     ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, stats)
     report = result.to_json()
     if push_to:

@@ -49,7 +49,9 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result.replace[det.pos_key] = base.nchw(sam2_parts.global_).to(dtype)
     result.add[sam2.SAM2_PREFIX + SAM2_WINDOW_KEY] = base.nchw(sam2_parts.window).to(dtype)
     if result.drop:
-        result.notes.append(f"dropped {len(result.drop)} tensors a SAM2 trunk has no place for (classifier head, final norm, MAE decoder)")
+        result.notes.append(
+            f"dropped {len(result.drop)} tensors a SAM2 trunk has no place for (classifier head, final norm, MAE decoder)"
+        )
     background: Size = tuple(sam2_parts.global_.shape[:2])  # type: ignore[assignment]
     result.notes.append(_trunk_note(ckpt, det, timm_names, request.img_size, background))
     return result

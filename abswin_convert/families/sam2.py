@@ -125,7 +125,9 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result.rename = {k: v for k, v in rename.items() if k != v}
     result.wrapper = SAM2_WRAPPER  # what sam2's loader reads, with --format pt
     if det.format != "sam2":
-        result.notes.append(f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors")
+        result.notes.append(
+            f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors"
+        )
     result.notes.append(_runtime_note("sam2", request.img_size, background, False))
     return result
 

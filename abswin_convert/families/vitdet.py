@@ -126,7 +126,9 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
     pos = to_grid(ckpt.tensor(MAE_DECODER_KEY), "flat_cls", det.prefix_tokens)
     resized = PositionGrid(BICUBIC.apply(pos.grid, out_grid), pos.prefix)
     result.replace[MAE_DECODER_KEY] = from_grid(resized, "flat_cls").to(ckpt.dtype(MAE_DECODER_KEY))
-    result.notes.append(f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)")
+    result.notes.append(
+        f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)"
+    )
 
 
 def _updated_config(config: dict | None, img_size: int) -> dict | None:

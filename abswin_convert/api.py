@@ -19,6 +19,7 @@ from .maths import absolute_win as aw
 from .maths.grid import format_size
 from .maths.resize import Size
 from .plan import Plan
+from .progress import byte_bar
 
 
 @dataclass
@@ -126,10 +127,12 @@ def convert(
     family: str | None = None,
     overrides: Overrides | None = None,
     provenance: dict[str, str] | None = None,
+    progress: bool = True,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
-    ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors."""
+    ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors.
+    ``progress``: a bar on stderr while a large file is written (only on a terminal)."""
     fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
@@ -140,7 +143,9 @@ def convert(
     streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
     metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=not streamed)
     if streamed:
-        write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
+        tensors = output_tensors(ckpt, plan)
+        with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
+            write_safetensors(weights_path, tensors, metadata, hash_source=ckpt.path, progress=advance)
     else:
         write_torch(weights_path, _torch_object(ckpt, plan))
         write_json(sidecar_of(weights_path), metadata)

@@ -69,7 +69,7 @@ def convert_command(
     from ..io.provenance import read_provenance
 
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
-                     family=family, overrides=Overrides.parse(**overrides))  # type: ignore[arg-type]
+                     family=family, overrides=Overrides.parse(**overrides), progress=not quiet)  # type: ignore[arg-type]
     stats = read_provenance(result.metadata)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),

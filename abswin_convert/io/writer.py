@@ -14,7 +14,7 @@ import errno
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -143,11 +143,13 @@ def safetensors_header(tensors: list[OutputTensor], metadata: dict[str, str]) ->
     return struct.pack("<Q", len(body)) + body
 
 
-def write_safetensors(dest: Path, tensors: list[OutputTensor], metadata: dict[str, str], hash_source: Path | None = None) -> None:
+def write_safetensors(dest: Path, tensors: list[OutputTensor], metadata: dict[str, str], hash_source: Path | None = None,
+                      progress: Callable[[int], object] | None = None) -> None:
     """Stream ``tensors`` (in the given order) into a safetensors file at ``dest``, atomically.
 
     With ``hash_source``, that file's sha256 is computed while the data is written and recorded as
-    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place).
+    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place). ``progress(n)`` is called with
+    each tensor's byte count once written.
     """
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
@@ -162,6 +164,8 @@ def write_safetensors(dest: Path, tensors: list[OutputTensor], metadata: dict[st
         for t in tensors:
             _write_tensor(out, t.data)
             handed_over = _start_writeback(out, handed_over)
+            if progress is not None:
+                progress(t.nbytes)
         if digest is not None:
             metadata[SOURCE_SHA256] = digest.hexdigest()
             _patch_header(out, header, SOURCE_SHA256, digest.PLACEHOLDER, metadata[SOURCE_SHA256])

@@ -81,7 +81,8 @@ def save_panels(panels: list[tuple[str, torch.Tensor]], window: Size, output: st
 def plot_embedding(grid: torch.Tensor, window: Size, output: str | Path, title: str = "") -> Path:
     """The embedding, its tiled window part and its global part, side by side."""
     win, global_ = aw.split(grid, window)
-    panels = [("embedding", grid), ("window part (tiled)", aw.tile(win, (grid.shape[0], grid.shape[1]))), ("global part", global_)]
+    tiled = aw.tile(win, (grid.shape[0], grid.shape[1]))
+    panels = [("embedding", grid), ("window part (tiled)", tiled), ("global part", global_)]
     return save_panels(panels, window, output, title)
 
 

@@ -17,12 +17,22 @@ _LAZY_EXPORTS = {
     "InspectReport": ".api",
     "convert": ".api",
     "inspect": ".api",
+    "ConvertedStateDict": ".in_memory",
+    "convert_state_dict": ".in_memory",
+    "interpolate_pos_embed": ".in_memory",
+    "resample_abswin_pos_embed": ".in_memory",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
 
-if TYPE_CHECKING:
-    from .api import ConversionResult, InspectReport, convert, inspect  # noqa: F401  (for type checkers)
+if TYPE_CHECKING:  # for type checkers
+    from .api import ConversionResult, InspectReport, convert, inspect  # noqa: F401
+    from .in_memory import (  # noqa: F401
+        ConvertedStateDict,
+        convert_state_dict,
+        interpolate_pos_embed,
+        resample_abswin_pos_embed,
+    )
 
 
 def __getattr__(name: str) -> Any:

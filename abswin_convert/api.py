@@ -10,6 +10,7 @@ from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
 from .hub.sources import ResolvedHubFile, open_source
+from .in_memory import as_size
 from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.jsonfile import write_json
 from .io.outputs import WEIGHTS_FILE, output_format, output_paths, sidecar_of
@@ -17,9 +18,10 @@ from .io.provenance import output_metadata
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
-from .maths.grid import format_size, parse_size
+from .maths.grid import format_size
 from .maths.resize import Size
 from .plan import Plan
+from .progress import byte_bar
 
 
 @dataclass
@@ -73,16 +75,6 @@ class InspectReport:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def _as_size(value: int | str | Size | None) -> Size | None:
-    if value is None or value == "full":
-        return None
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, str):
-        return parse_size(value)
-    return (int(value[0]), int(value[1]))
 
 
 def load(
@@ -139,15 +131,17 @@ def convert(
     overrides: Overrides | None = None,
     provenance: dict[str, str] | None = None,
     ema: bool | None = None,
+    progress: bool = True,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
     ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors.
     Every state dict of a training checkpoint (EMA copies too) is converted; a torch output keeps them all, a
-    safetensors output holds one: the EMA copy when there is one, as timm loads it (``ema=False``: the plain one)."""
+    safetensors output holds one: the EMA copy when there is one, as timm loads it (``ema=False``: the plain one).
+    ``progress``: a bar on stderr while a large file is written (only on a terminal)."""
     fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
-    request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
+    request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
     torch_name = ckpt.path.name if ckpt.format == "torch" and not ckpt.shards else None
     weights_path, config_path = output_paths(Path(output), fmt, torch_name)
     sharded = bool(ckpt.shards) and fmt == "safetensors" and weights_path.name == WEIGHTS_FILE  # -o FOLDER
@@ -166,14 +160,16 @@ def convert(
     # to check it; the torch writer records it unchecked, as checking would cost the whole hash it saves.
     hub_sha256 = hub_file.sha256 if hub_file else None
     metadata = output_metadata(
-        str(source), None if streamed else ckpt.path, plan.stats, extra, None if streamed else hub_sha256
+        source, ckpt.path, plan.stats, extra, hash_now=not streamed, source_sha256=None if streamed else hub_sha256
     )
+    tensors = output_tensors(ckpt, plan) if streamed else []
     if sharded:
-        weights_path = write_shards(weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan)
+        weights_path = write_shards(weights_path.parent, ckpt, tensors, metadata, plan)
     elif streamed:
-        write_safetensors(
-            weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path, expected_sha256=hub_sha256
-        )
+        with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
+            write_safetensors(
+                weights_path, tensors, metadata, hash_source=ckpt.path, expected_sha256=hub_sha256, progress=advance
+            )
     else:
         write_torch(weights_path, _torch_object(ckpt, plan, copies))
         write_json(sidecar_of(weights_path), metadata)
@@ -267,23 +263,13 @@ def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
     return out
 
 
-def _state_dict(ckpt: Checkpoint, plan: Plan) -> dict:
-    """The converted state dict under the input's own names (prefixes included)."""
-    state = {}
-    for key in ckpt.keys():
-        if key not in plan.drop:
-            state[ckpt.stored_name(plan.output_key(key))] = plan.replace.get(key, ckpt.tensor(key))
-    state.update({ckpt.stored_name(name): value for name, value in plan.add.items()})
-    return state
-
-
 def _torch_object(ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]]) -> dict:
     """The state dict for ``--format pt``, inside the source's own wrapper (or the one the target needs), with
     every converted copy and the wrapper's other entries (optimizer, epoch, args, ...)."""
-    state = _state_dict(ckpt, plan)
+    state = plan.applied(ckpt)
     if plan.wrapper is not None and plan.wrapper != ckpt.wrapper:
         return {plan.wrapper: state}  # another model's file: the source's other entries do not belong in it
     if ckpt.wrapper is None:
         return state
-    converted = {name: _state_dict(copy, copy_plan) for name, (copy, copy_plan) in copies.items()}
+    converted = {name: copy_plan.applied(copy) for name, (copy, copy_plan) in copies.items()}
     return {**ckpt.extra, ckpt.wrapper: state, **converted}

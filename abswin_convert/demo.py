@@ -34,11 +34,11 @@ def run_demo(out_dir: str | None = None) -> dict:
     """Run the whole path; returns a report with the printable ``lines``."""
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="abswin-demo-") as tmp:
-            return _run(Path(tmp))
-    return _run(Path(out_dir))
+            return _run(Path(tmp), kept=False)
+    return _run(Path(out_dir), kept=True)
 
 
-def _run(out: Path) -> dict:
+def _run(out: Path, kept: bool) -> dict:
     source = example_path()
     info = inspect(source)
     abswin = convert(source, out / "timm-abswin", TARGET, target="timm-abswin", force=True)
@@ -47,7 +47,9 @@ def _run(out: Path) -> dict:
     det = families.detect(ckpt, hiera.NAME)
     report = {
         "inspect": info.to_json(),
-        "outputs": [str(abswin.output), str(baked.output)],
+        # a temp folder is gone when the demo returns: name its files by their place inside it
+        "outputs": [str(p if kept else p.relative_to(out)) for p in (abswin.output, baked.output)],
+        "kept": kept,
         "native_max_abs_error": native_error(ckpt, det, abswin.output),
         **_pattern_kept(ckpt, det, baked.output),
     }
@@ -127,7 +129,8 @@ def _lines(r: dict) -> list[str]:
         f"               {i['family']} ({i['format']}), {i['position_key']} {i['position_shape']}, grid {i['grid']}, "
         f"window {i['window']}, window energy {i['window_energy_normalized']:.3f} (normalised)",
         f"converted      -> {r['outputs'][0]} (timm abswin parts)",
-        f"               -> {r['outputs'][1]} (baked for {TARGET}x{TARGET})",
+        f"               -> {r['outputs'][1]} (baked for {TARGET}x{TARGET})"
+        + ("" if r["kept"] else "; in a temp folder, deleted on exit: -o DIR keeps them"),
         f"native check   window + global composed at {i['grid']} vs source: max abs error {r['native_max_abs_error']:.1e}",
         f"pattern        window energy at {TARGET}: absolute win {r['energy_abswin']:.3f}, "
         f"naive bicubic {r['energy_naive']:.3f} (source {r['energy_source']:.3f})",

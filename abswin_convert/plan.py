@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .io.checkpoint import Checkpoint
 
 
 @dataclass
@@ -26,3 +30,11 @@ class Plan:
 
     def output_key(self, key: str) -> str:
         return self.rename.get(key, key)
+
+    def applied(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+        """The converted state dict in source order under the input's own names (prefixes included; tensors read
+        now); untouched tensors pass through as they are."""
+        name = ckpt.stored_name
+        state = {name(self.output_key(key)): self.replace.get(key, ckpt.tensor(key)) for key in ckpt.keys() if key not in self.drop}
+        state.update({name(key): value for key, value in self.add.items()})
+        return state

@@ -1,8 +1,10 @@
-"""Pictures of position embeddings: is this checkpoint window-periodic at a glance?
+"""Pictures of position embeddings: is this checkpoint window-periodic, and what does interpolating it do?
 
-Each panel shows a ``[H, W, C]`` grid as colour: its channels projected onto the three principal components of
-the first panel's grid (one basis and one colour scale for all panels, so they compare), with the window
-boundaries drawn as thin lines. Needs matplotlib (``pip install 'abswin-convert[plot]'``).
+``inspect --plot`` draws the embedding as trained, what naive interpolation makes of it at the target size, and what
+absolute win makes of it, under a one-sentence verdict. Each panel shows a ``[H, W, C]`` grid as colour: its
+channels projected onto the three principal components of the first panel's grid (one basis and one colour scale
+for all panels, so they compare), with the window boundaries drawn as thin lines.
+Needs matplotlib (``pip install 'abswin-convert[plot]'``).
 """
 
 from __future__ import annotations
@@ -44,16 +46,19 @@ def to_rgb(grids: list[torch.Tensor]) -> list[np.ndarray]:
     return images
 
 
-def draw_panels(ax_row, panels: list[tuple[str, torch.Tensor]], window: Size) -> None:
-    """Draw ``(title, grid)`` panels on a row of axes, window boundaries as thin white lines."""
-    for ax, (title, grid), image in zip(ax_row, panels, to_rgb([g for _, g in panels])):
+def draw_panels(ax_row, panels: list[tuple[str, torch.Tensor]], window: Size, captions: list[str] | None = None) -> None:
+    """Draw ``(title, grid)`` panels on a row of axes, window boundaries as thin white lines; under each, its
+    caption (default: its normalised window energy)."""
+    captions = captions or [f"window energy {aw.normalized_window_energy(g, window):.2f}" for _, g in panels]
+    for ax, (title, grid), image, caption in zip(ax_row, panels, to_rgb([g for _, g in panels]), captions):
         ax.imshow(image, interpolation="nearest")
         h, w = grid.shape[:2]
         for y in range(window[0], h, window[0]):
             ax.axhline(y - 0.5, color="white", linewidth=0.5, alpha=0.7)
         for x in range(window[1], w, window[1]):
             ax.axvline(x - 0.5, color="white", linewidth=0.5, alpha=0.7)
-        ax.set_title(f"{title}\nwindow energy {aw.normalized_window_energy(grid, window):.2f}", fontsize=9)
+        ax.set_title(title, fontsize=9.5)
+        ax.set_xlabel(caption, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
 
@@ -76,16 +81,76 @@ def save_panels(panels: list[tuple[str, torch.Tensor]], window: Size, output: st
 def plot_embedding(grid: torch.Tensor, window: Size, output: str | Path, title: str = "") -> Path:
     """The embedding, its tiled window part and its global part, side by side."""
     win, global_ = aw.split(grid, window)
-    panels = [("embedding", grid), ("window part (tiled)", aw.tile(win, tuple(grid.shape[:2]))), ("global part", global_)]
+    tiled = aw.tile(win, (grid.shape[0], grid.shape[1]))
+    panels = [("embedding", grid), ("window part (tiled)", tiled), ("global part", global_)]
     return save_panels(panels, window, output, title)
 
 
-def plot_checkpoint(source: str | Path, output: str | Path, family: str | None = None, overrides=None) -> Path:
-    """``inspect --plot``: the picture of a checkpoint's embedding (composed at its native size when split)."""
+COLOUR_KEY = (
+    "Colour: each token's position vector, its channels projected onto their three main directions (PCA) as red, "
+    "green, blue; one mapping for all panels, so equal colours mean equal vectors. White lines: the attention windows. "
+    "Window pattern strength: 0 = no pattern shared by the windows, 1 = every window the same."
+)
+
+
+def plot_checkpoint(source: str | Path, output: str | Path, family: str | None = None, overrides=None,
+                    img_size: int | str | Size | None = None) -> Path:
+    """``inspect --plot``: the embedding at its own size, then what naive interpolation and absolute win make of it
+    at ``img_size`` (default twice the native size), windows drawn on all three, with a one-line verdict."""
     from .api import load
-    from .families.base import native_grid
+    from .families import base
+    from .in_memory import as_size
+    from .io.provenance import public_name
     from .maths.grid import format_size
 
     ckpt, det = load(source, family, overrides)[:2]  # a local path or a Hub name
-    title = f"{Path(str(source)).name}: {det.family} ({det.format}), {det.pos_key} grid {format_size(det.grid)}, window {format_size(det.window)}"
-    return plot_embedding(native_grid(ckpt, det), det.window, output, title)
+    target = as_size(img_size) or (2 * det.native_input[0], 2 * det.native_input[1])
+    out_grid = base.output_grid(det, target)
+    native = base.native_grid(ckpt, det)
+    parts, _ = base.read_parts(ckpt, det, None)
+    naive = aw.naive(native, out_grid, det.resize)
+    abswin = aw.compose(parts.window, parts.global_, out_grid, det.resize)
+    strength = [max(0.0, aw.normalized_window_energy(g, det.window)) for g in (native, naive, abswin)]  # < 0: chance
+    size = f"{format_size(target)} px ({format_size(out_grid)} tokens)"
+    panels = [
+        (f"as trained: {format_size(det.native_input)} px ({format_size(det.grid)} tokens)", native),
+        (f"naive interpolation ({det.resize.name.replace('-antialias', ', antialiased')}) to {size}", naive),
+        (f"absolute win to {size}", abswin),
+    ]
+    captions = [f"window pattern strength {e:.2f}" for e in strength]
+    name = f"{public_name(source)}: {det.family} ({det.format}), {det.pos_key}, windows of {format_size(det.window)} tokens"
+    windows = -(-det.grid[0] // det.window[0]) * -(-det.grid[1] // det.window[1])
+    return save_figure(panels, captions, det.window, output, name, verdict(strength, naive, abswin, windows))
+
+
+def verdict(strength: list[float], naive: torch.Tensor, abswin: torch.Tensor, windows: int) -> str:
+    """One sentence on the figure: does the choice of interpolation matter for this checkpoint?"""
+    native, after_naive, after_abswin = strength
+    if native > 0.2:
+        return (f"Window-periodic: naive interpolation breaks it (pattern strength {native:.2f} -> {after_naive:.2f}); "
+                f"absolute win keeps it ({after_abswin:.2f}).")
+    differ = aw.relative_error(naive, abswin)
+    if native > 0.05:
+        return (f"Partly window-periodic (strength {native:.2f}): naive interpolation weakens it to {after_naive:.2f}, "
+                f"absolute win keeps {after_abswin:.2f}; the two differ by {differ:.0%}.")
+    if differ < 0.1:
+        return f"No window pattern (strength {native:.2f}): naive interpolation and absolute win agree (within {differ:.0%})."
+    return (f"No window pattern (strength {native:.2f}), yet the two differ by {differ:.0%}: "
+            f"absolute win repeats what its {windows} windows share by chance.")
+
+
+def save_figure(panels: list[tuple[str, torch.Tensor]], captions: list[str], window: Size, output: str | Path,
+                name: str, headline: str) -> Path:
+    """Panels in a row under a bold ``headline`` and a ``name`` line, each with its caption, the colour key below."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 5.6), squeeze=False)
+    draw_panels(axes[0], panels, window, captions)
+    fig.suptitle(headline, fontsize=12, fontweight="bold", y=0.975)
+    fig.text(0.5, 0.905, name, ha="center", fontsize=9, color="dimgray")
+    fig.text(0.5, 0.01, COLOUR_KEY, ha="center", va="bottom", fontsize=8.5, wrap=True, color="dimgray")
+    fig.tight_layout(rect=(0, 0.11, 1, 0.89))
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output

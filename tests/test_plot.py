@@ -13,6 +13,7 @@ import torch
 from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
 from abswin_convert.maths import absolute_win as aw
+from abswin_convert.maths.resize import BICUBIC
 from abswin_convert.plot import plot_embedding, to_rgb
 from abswin_convert.synthetic import structured_grid
 
@@ -55,3 +56,32 @@ def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(AbswinError, match="pip install"):
         plot_embedding(structured_grid((16, 16), 4, (8, 8)), (8, 8), tmp_path / "e.png")
     assert not (tmp_path / "e.png").exists()
+
+
+def test_the_verdict_names_what_naive_interpolation_does():
+    from abswin_convert.plot import verdict
+
+    grid = structured_grid((32, 32), 8, (8, 8))
+    naive, abswin = aw.naive(grid, (64, 64), BICUBIC), aw.compose(*aw.split(grid, (8, 8)), (64, 64), BICUBIC)
+    assert verdict([0.83, 0.13, 0.83], naive, abswin, 16).startswith("Window-periodic: naive interpolation breaks it")
+    assert verdict([0.02, 0.0, 0.02], naive, naive, 16) == (
+        "No window pattern (strength 0.02): naive interpolation and absolute win agree (within 0%).")
+    assert "yet the two differ by" in verdict([0.02, 0.0, 0.29], naive, abswin, 4)
+
+
+def test_inspect_plot_of_a_periodic_checkpoint_says_so_at_the_size_asked(tmp_path, monkeypatch):
+    """The figure's headline is what a newcomer reads first; text in the figure is checked through the saver."""
+    import tests.hiera_models as hm
+    from abswin_convert import plot
+
+    _, source = hm.save_timm(tmp_path)
+    seen = {}
+    real = plot.save_figure
+    monkeypatch.setattr(plot, "save_figure", lambda panels, captions, *rest: seen.update(panels=panels, rest=rest)
+                        or real(panels, captions, *rest))
+    out = plot.plot_checkpoint(source, tmp_path / "p.png", img_size=448)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    titles = [title for title, _ in seen["panels"]]
+    assert titles[0].startswith("as trained: 224x224 px") and titles[2] == "absolute win to 448x448 px (112x112 tokens)"
+    assert seen["rest"][-1].startswith("Window-periodic: naive interpolation breaks it")
+    assert str(tmp_path) not in seen["rest"][-2]  # the source by name, not by its folder

@@ -19,10 +19,21 @@ from .zoo import zoo_command
 COMMANDS = (inspect_command, convert_command, demo_command, eval_command, finetune_command, push_command, zoo_command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="abswin-convert")
 def main() -> None:
-    """Convert window-attention ViT checkpoints to absolute-win position embeddings for a new input size."""
+    """Convert window-attention ViT checkpoints to absolute-win position embeddings for a new input size.
+
+    Naive interpolation of a windowed ViT's position embedding (Hiera, SAM, SAM2, ViTDet) breaks the pattern
+    it repeats in every window; absolute win keeps it (Bolya et al., ICLR 2024). Start with `inspect`, then
+    `convert`; `abswin-convert COMMAND --help` shows examples. SOURCE may be a file, a folder or a Hub name.
+
+    \b
+    Examples:
+      abswin-convert inspect facebook/sam-vit-base --plot sam.png --img-size 1536
+      abswin-convert convert facebook/sam-vit-base -o sam-1536/ --img-size 1536
+      abswin-convert demo
+    """
 
 
 for _command in COMMANDS:

@@ -8,7 +8,23 @@ import click
 
 from ..vocabulary import TARGETS
 from .push import push_lines
-from .support import emit, family_option, json_option, override_options, user_errors
+from .support import (
+    SIZE_METAVAR,
+    emit,
+    family_option,
+    json_option,
+    override_options,
+    quiet_downloads,
+    quiet_option,
+    renamed_option,
+    user_errors,
+)
+
+TARGET_HELP = (
+    "baked: the same keys and layout, the embedding for the new size (build the model at that size, load strict); "
+    "timm-abswin: window and global parts apart, for timm's Hiera with abs_win_pos_embed=True; "
+    "sam2: a Hiera image checkpoint as a SAM2 image-encoder trunk."
+)
 
 
 def _energy(recorded: str) -> str:
@@ -19,12 +35,15 @@ def _energy(recorded: str) -> str:
         return recorded
 
 
-@click.command("convert")
+@click.command("convert", short_help="Rewrite a checkpoint's position embedding for a new input size.")
 @click.argument("source")
-@click.option("-o", "--output", required=True, help="Output weight file, or a folder (gets config.json too).")
-@click.option("--img-size", required=True, help="Target input size, N or HxW (e.g. 448 or 448x640).")
-@click.option("--to", "target", type=click.Choice(TARGETS), default="baked", show_default=True)
-@click.option("--global-size", default="full", show_default=True, help="'full' (exact) or GHxGW to refit the global part.")
+@click.option("-o", "--output", required=True, metavar="PATH",
+              help="Output weight file, or a folder (model.safetensors, and config.json when the source had one).")
+@click.option("--img-size", required=True, metavar=SIZE_METAVAR, help="Target input size in pixels, e.g. 448 or 448x640.")
+@renamed_option("--target", old=("--to",), param="target", type=click.Choice(TARGETS), default="baked",
+                show_default=True, help=TARGET_HELP)
+@click.option("--global-size", default="full", show_default=True, metavar="full|GHxGW",
+              help="full keeps the whole global part (exact); GHxGW refits it on a smaller grid and reports the residual.")
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default=None,
               help="Output format; default: from the output's suffix (.pt/.pth/.bin: pt), else safetensors.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -33,26 +52,42 @@ def _energy(recorded: str) -> str:
 @click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
 @override_options
+@quiet_option
 @json_option
 @user_errors
 def convert_command(
     source: str, output: str, img_size: str, target: str, global_size: str, fmt: str | None, force: bool,
-    family: str | None, as_json: bool, push_to: str | None, ema: bool | None, **overrides: object,
+    family: str | None, as_json: bool, quiet: bool, push_to: str | None, ema: bool | None, **overrides: object,
 ) -> None:
-    """Rewrite SOURCE's position embedding for --img-size and write it to --output."""
+    """Rewrite SOURCE's position embedding for --img-size and write it to --output.
+
+    SOURCE is a weight file (.safetensors, .pth/.pt/.bin, detectron2 .pkl), a folder holding one (and its
+    config.json), or a Hugging Face Hub name: org/repo, org/repo@revision or hf://org/repo/path/in/repo.
+    At the checkpoint's own size the output is the input; the notes printed after say what to change in the
+    code that builds the model.
+
+    \b
+    Examples:
+      abswin-convert convert timm/hiera_tiny_224.mae_in1k_ft_in1k -o hiera-448/ --img-size 448
+      abswin-convert convert ./hiera-folder/ -o hiera-abswin/ --img-size 448x640 --target timm-abswin
+      abswin-convert convert sam_vit_b_01ec64.pth -o sam_vit_b_1536.pth --img-size 1536
+    """
     from ..api import convert
+
+    quiet_downloads(quiet)
     from ..families.overrides import Overrides
     from ..io.provenance import read_provenance
 
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
-                     family=family, overrides=Overrides.parse(**overrides), ema=ema)  # type: ignore[arg-type]
+                     family=family, overrides=Overrides.parse(**overrides), ema=ema,  # type: ignore[arg-type]
+                     progress=not quiet)
     stats = read_provenance(result.metadata)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
         f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, "
         f"window energy {_energy(stats['window_energy'])}",
-    ] + [f"  note: {n}" for n in result.notes]
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, stats)
     report = result.to_json()
     if push_to:
         from ..hub.push import push
@@ -61,3 +96,14 @@ def convert_command(
         report["push"] = pushed.to_json()
         lines += push_lines(pushed)
     emit(report, as_json, lines)
+
+
+def _load_lines(config_path: Path | None, provenance: dict[str, str]) -> list[str]:
+    """For a folder with config.json: the line that loads it as it is (timm local-dir:, transformers from_pretrained)."""
+    if config_path is None:
+        return []
+    from ..hub.model_card import loading_code
+    from ..io.jsonfile import read_json_object
+
+    code = loading_code(provenance, str(config_path.parent), on_hub=False, config=read_json_object(config_path))
+    return [f"  load: {code.splitlines()[-1]}"] if code else []

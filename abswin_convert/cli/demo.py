@@ -6,15 +6,23 @@ import sys
 
 import click
 
-from .support import emit, json_option, user_errors
+from .support import emit, json_option, renamed_option, user_errors
 
 
-@click.command("demo")
-@click.option("--out", "out_dir", default=None, help="Keep the converted files here (default: a temp folder).")
+@click.command("demo", short_help="Inspect, convert, verify and evaluate the example that ships with the package.")
+@renamed_option("-o", "--output", old=("--out",), param="out_dir", default=None, metavar="DIR",
+                help="Keep the converted files here (default: a temp folder, deleted on exit).")
 @json_option
 @user_errors
 def demo_command(out_dir: str | None, as_json: bool) -> None:
-    """Run the whole path on the example checkpoint that ships with the package."""
+    """Run the whole path on the example checkpoint that ships with the package: inspect it, convert it both ways,
+    check the split output against the source at the native size, load both in timm, and compare accuracy.
+
+    \b
+    Examples:
+      abswin-convert demo
+      abswin-convert demo -o demo-outputs/ --json
+    """
     from ..demo import run_demo
 
     report = run_demo(out_dir)

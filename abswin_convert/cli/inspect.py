@@ -6,21 +6,37 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .support import emit, family_option, json_option, override_options, user_errors
+from .support import SIZE_METAVAR, emit, family_option, json_option, override_options, user_errors
 
 if TYPE_CHECKING:
     from ..api import InspectReport
 
 
-@click.command("inspect")
+@click.command("inspect", short_help="Say what a checkpoint is and whether naive interpolation would break it.")
 @click.argument("source")
 @family_option
 @override_options
-@click.option("--plot", "plot_path", default=None, metavar="OUT.png", help="Also draw the embedding and its window part.")
+@click.option("--plot", "plot_path", default=None, metavar="OUT.png",
+              help="Also draw the embedding with its windows, and what naive interpolation and absolute win make of it "
+                   "at --img-size (needs matplotlib: pip install 'abswin-convert[plot]').")
+@click.option("--img-size", default=None, metavar=SIZE_METAVAR,
+              help="The size --plot compares at; default: twice the native size.")
 @json_option
 @user_errors
-def inspect_command(source: str, family: str | None, as_json: bool, plot_path: str | None, **overrides: object) -> None:
-    """Report a checkpoint's family, format, position grid, window and window energy."""
+def inspect_command(source: str, family: str | None, as_json: bool, plot_path: str | None, img_size: str | None,
+                    **overrides: object) -> None:
+    """Report SOURCE's family, format, position grid, window and window energy: how much of the embedding
+    repeats in every window, which naive interpolation breaks.
+
+    SOURCE is a weight file, a folder holding one (and its config.json), or a Hugging Face Hub name:
+    org/repo, org/repo@revision or hf://org/repo/path/in/repo.
+
+    \b
+    Examples:
+      abswin-convert inspect timm/hiera_tiny_224.mae_in1k_ft_in1k
+      abswin-convert inspect ./sam-vit-base/ --plot sam.png --img-size 1536
+      abswin-convert inspect model_final_61ccd1.pkl --json
+    """
     from ..api import inspect
     from ..families.overrides import Overrides
 
@@ -30,7 +46,7 @@ def inspect_command(source: str, family: str | None, as_json: bool, plot_path: s
     if plot_path:
         from ..plot import plot_checkpoint
 
-        data["plot"] = str(plot_checkpoint(source, plot_path, family, parsed))
+        data["plot"] = str(plot_checkpoint(source, plot_path, family, parsed, img_size=img_size))
         lines.append(f"plot           {data['plot']}")
     emit(data, as_json, lines)
 
@@ -38,7 +54,8 @@ def inspect_command(source: str, family: str | None, as_json: bool, plot_path: s
 def inspect_lines(r: InspectReport) -> list[str]:
     wrapper = f"{{'{r.wrapper}': ...}}" if r.wrapper else "flat"
     hub = r.hub
-    chosen = [f"hub            {hub['repo_id']}@{hub['revision']}: chose {hub['filename']} at commit {hub['commit']}"] if hub else []
+    chosen = [f"hub            {hub['repo_id']}@{hub['revision']}: chose {hub['filename']} at commit {hub['commit']}"
+              ] if hub else []
     return [
         *chosen,
         f"file           {r.file}",
@@ -52,15 +69,9 @@ def inspect_lines(r: InspectReport) -> list[str]:
 
 
 def _energy_line(r: InspectReport) -> str:
+    from ..maths.absolute_win import periodicity_verdict
+
     if r.window_energy is None or r.chance_share is None or r.window_energy_normalized is None:
         return f"window energy  undefined: the {r.window} window covers the whole grid (global attention)"
     return (f"window energy  {r.window_energy:.3f} (chance {r.chance_share:.3f}; normalised "
-            f"{r.window_energy_normalized:.3f}: {energy_verdict(r.window_energy_normalized)})")
-
-
-def energy_verdict(normalized: float) -> str:
-    if normalized > 0.2:
-        return "window-periodic, naive interpolation will break it"
-    if normalized > 0.05:
-        return "partly window-periodic"
-    return "no window pattern to speak of"
+            f"{r.window_energy_normalized:.3f}: {periodicity_verdict(r.window_energy_normalized)})")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..zoo import ZooReport
 
 
-@click.command("zoo")
+@click.command("zoo", short_help="Convert, check and push every checkpoint a manifest lists.")
 @click.argument("manifest")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
               help="Entries (local) or outputs (ray) run at once.")

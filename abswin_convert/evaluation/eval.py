@@ -34,7 +34,7 @@ def make_loader(dataset, batch_size: int, device: torch.device, *, shuffle: bool
     """A loader of uint8 batches; pinned memory and worker processes on CUDA, none on CPU."""
     if limit is not None:
         if limit <= 0:
-            raise AbswinError(f"--limit must be positive, got {limit}")
+            raise AbswinError(f"--eval-limit must be positive, got {limit}")
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     cuda = device.type == "cuda"
     workers = (4 if cuda else 0) if workers is None else workers

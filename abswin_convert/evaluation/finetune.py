@@ -23,7 +23,7 @@ from ..families import hiera
 from ..families.base import TIMM_WINDOW_KEY, nchw, output_grid, read_parts, read_position
 from ..io.jsonfile import write_json
 from ..io.outputs import folder_paths
-from ..io.provenance import output_metadata
+from ..io.provenance import output_metadata, public_name
 from ..io.writer import OutputTensor, check_destination, write_safetensors
 from ..maths import absolute_win as aw
 from ..maths.grid import format_size
@@ -75,9 +75,12 @@ def _forever(loader: DataLoader) -> Iterator:
 
 def train(classifier: Classifier, loader: DataLoader, steps: int, lr: float, device: torch.device,
           weight_decay: float = 0.05, warmup: int | None = None, cosine: bool = False, eval_at: Sequence[int] = (),
-          on_eval: Callable[[int], None] | None = None) -> dict:
+          on_eval: Callable[[int], None] | None = None, progress: bool = False) -> dict:
     """``steps`` AdamW steps, linear warmup then constant ``lr`` (or a cosine decay to 0); ``on_eval(step)`` runs
-    after each step in ``eval_at`` (0 = before training). Returns the mean training loss and the speed."""
+    after each step in ``eval_at`` (0 = before training). Returns the mean training loss and the speed.
+    ``progress``: a bar on stderr, when it is a terminal (no loss on it: that would cost a host sync per step)."""
+    from tqdm.auto import tqdm
+
     model = classifier.model
     warmup = max(1, steps // 10) if warmup is None else warmup
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
@@ -88,7 +91,7 @@ def train(classifier: Classifier, loader: DataLoader, steps: int, lr: float, dev
         on_eval(0)
     start = time.perf_counter()
     batches = _forever(loader)
-    for step in range(1, steps + 1):
+    for step in tqdm(range(1, steps + 1), desc="finetune", unit="step", disable=None if progress else True, leave=False):
         model.train()
         images, labels = next(batches)
         x = batch_inputs(classifier, images, device)
@@ -131,13 +134,14 @@ def run_finetune(checkpoint: str | Path, data: str, img_size: int, steps: int, p
     classifier = prepare(start_model(checkpoint, img_size, pos), dev)
     train_set = open_dataset(data, "train", classifier.preprocess.geometry)
     eval_set = open_dataset(data, "eval", classifier.preprocess.geometry)
-    fit = train(classifier, make_loader(train_set, batch_size, dev, shuffle=True, seed=seed), steps, lr, dev)
+    fit = train(classifier, make_loader(train_set, batch_size, dev, shuffle=True, seed=seed), steps, lr, dev, progress=progress)
     metrics = evaluate(classifier, make_loader(eval_set, max(batch_size, 64), dev, limit=eval_limit), dev, progress)
     report = {"checkpoint": str(checkpoint), "data": data, "img_size": img_size, "pos": pos, "steps": steps, "lr": lr,
               "batch_size": batch_size, "seed": seed, "device": str(dev), **fit, **metrics}
-    stats = {"finetune." + k: str(report[k]) for k in ("data", "pos", "steps", "lr", "seed", "top1", "loss")}
+    stats = {"finetune." + k: str(report[k]) for k in ("pos", "steps", "lr", "seed", "top1", "loss")}
+    stats["finetune.data"] = public_name(data)
     stats["img_size"] = format_size((img_size, img_size))  # what hooks read as the checkpoint's size
-    save_timm(classifier, img_size, weights, config_path, output_metadata(str(checkpoint), source, stats))
+    save_timm(classifier, img_size, weights, config_path, output_metadata(checkpoint, source, stats))
     return {**report, "output": str(out)}
 
 

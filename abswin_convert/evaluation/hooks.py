@@ -80,12 +80,13 @@ def call_with_options(func: Callable[..., dict], name: str, path: Path, options:
     return func(path, **options)
 
 
-def converted_size(path: Path) -> int:
-    """The input size recorded in a converted checkpoint's provenance (square sizes only)."""
+def converted_size(path: str | Path) -> int:
+    """The input size recorded in a converted checkpoint's provenance (square sizes only): what eval and finetune
+    use when no size is given."""
     provenance = read_provenance(open_checkpoint(path).metadata)
     if "img_size" not in provenance:
-        raise AbswinError(f"{path}: no img_size option and no abswin.img_size in its metadata; pass img_size")
+        raise AbswinError(f"{path}: no abswin.img_size in its metadata to default to; pass --img-size (img_size in a hook)")
     h, w = parse_size(provenance["img_size"])
     if h != w:
-        raise AbswinError(f"{path}: converted for {h}x{w}; eval and finetune take square sizes, pass img_size")
+        raise AbswinError(f"{path}: converted for {h}x{w}; eval and finetune take square sizes, pass --img-size (img_size in a hook)")
     return h

@@ -29,6 +29,10 @@ MAE_ONLY_PREFIXES = ("decoder", "mask_token", "multi_scale_fusion_heads")
 _HF_PREFIXES = ("hiera.", "")
 IMAGE_TARGETS = ("baked", "timm-abswin")
 VIDEO_FORMAT = "official-video"
+_SIZE_ARGS = ("img_size", "abs_win_pos_embed", "global_pos_size")  # what the note sets for the new size
+# (embedding width, blocks) -> timm name, for the notes of a checkpoint without a timm config.json
+_TIMM_HIERAS = {(96, 12): "hiera_tiny_224", (96, 16): "hiera_small_224", (96, 24): "hiera_base_224",
+                (112, 24): "hiera_base_plus_224", (144, 48): "hiera_large_224", (256, 48): "hiera_huge_224"}
 
 
 def detect(ckpt: Checkpoint) -> Detection | None:
@@ -111,10 +115,23 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     if det.format in ("timm", "timm-abswin"):  # other formats' configs do not describe a timm model
         result.config = _updated_config(ckpt.config, request, global_size)
     gh, gw = global_size
+    config = (ckpt.config or {}) if det.format in ("timm", "timm-abswin") else {}
+    arch = config.get("architecture")
+    name = f"'{arch}'" if isinstance(arch, str) else _timm_arch(ckpt, det)
+    own = {k: v for k, v in (config.get("model_args") or {}).items() if k not in _SIZE_ARGS}  # e.g. a custom width
     result.notes.append(
-        f"timm.create_model(arch, abs_win_pos_embed=True, global_pos_size=({gh}, {gw}), img_size={request.img_size[0]})"
+        f"timm.create_model({name}, {''.join(f'{k}={v!r}, ' for k, v in own.items())}abs_win_pos_embed=True, "
+        f"global_pos_size=({gh}, {gw}), img_size={base.size_arg(request.img_size)}) loads it with strict=True"
     )
     return result
+
+
+def _timm_arch(ckpt: Checkpoint, det: Detection) -> str:
+    """timm's name for a Hiera with this stem width and block count (timm's hiera_*_224 table), else a hint."""
+    width = ckpt.shape(det.pos_key)[-1] if det.layout == "flat" else ckpt.shape(det.pos_key)[1]
+    blocks = len({key.split(".")[1] for key in ckpt.keys() if key.startswith(f"{det.key_prefix}blocks.")})
+    known = _TIMM_HIERAS.get((width, blocks))
+    return f"'{known}'" if known else "'hiera_<size>_224' (your Hiera's timm name)"
 
 
 def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Plan) -> None:

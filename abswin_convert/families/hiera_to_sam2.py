@@ -49,10 +49,17 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result.replace[det.pos_key] = base.nchw(sam2_parts.global_).to(dtype)
     result.add[sam2.SAM2_PREFIX + SAM2_WINDOW_KEY] = base.nchw(sam2_parts.window).to(dtype)
     if result.drop:
-        result.notes.append(f"dropped {len(result.drop)} tensors a SAM2 trunk has no place for (classifier head, final norm, MAE decoder)")
+        result.notes.append(
+            f"dropped {len(result.drop)} tensors a SAM2 trunk has no place for (classifier head, final norm, MAE decoder)"
+        )
     background: Size = tuple(sam2_parts.global_.shape[:2])  # type: ignore[assignment]
     result.notes.append(_trunk_note(ckpt, det, timm_names, request.img_size, background))
     return result
+
+
+# Stage-1 heads of the released Hieras by width (tiny/small/base 1, base_plus and large 2, huge 4), for sources whose
+# config does not say: the weights cannot tell (qkv has the same shape for any head count).
+_STAGE1_HEADS = {96: 1, 112: 2, 144: 2, 256: 4}
 
 
 def _trunk_note(ckpt: Checkpoint, det: Detection, timm_names: dict[str, str], img_size: Size, background: Size) -> str:
@@ -67,7 +74,7 @@ def _trunk_note(ckpt: Checkpoint, det: Detection, timm_names: dict[str, str], im
     starts = [0] + [i for i in range(1, depth) if f"blocks.{i}.proj.weight" in by_name] + [depth]
     stages = tuple(b - a for a, b in zip(starts, starts[1:]))
     config = ckpt.config or {}
-    heads = config.get("num_heads", "<stage-1 heads>")
+    heads = config.get("num_heads", _STAGE1_HEADS.get(embed_dim, 1))
     heads = heads[0] if isinstance(heads, list) else heads
     q_pool = config.get("q_pool", config.get("num_query_pool", len(stages) - 1))
     grid = (img_size[0] // sam2.PATCH_STRIDE, img_size[1] // sam2.PATCH_STRIDE)

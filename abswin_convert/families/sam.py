@@ -25,6 +25,7 @@ FORMATS = (
     ("transformers", "vision_encoder.pos_embed", "vision_encoder.patch_embed.projection.weight"),
     ("timm", "pos_embed", "patch_embed.proj.weight"),
 )
+_TIMM_ARCHS = {768: "samvit_base_patch16", 1024: "samvit_large_patch16", 1280: "samvit_huge_patch16"}
 # segment-anything and transformers take one int as the image size; timm takes (H, W).
 _SQUARE_ONLY = ("segment-anything", "transformers")
 
@@ -67,7 +68,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if det.format == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride)
-    result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None))
+    result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None, _timm_arch(ckpt, det)))
     return result
 
 
@@ -84,7 +85,14 @@ def _updated_config(config: dict | None, img_size: int, patch_stride: int) -> di
     return updated
 
 
-def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool) -> str:
+def _timm_arch(ckpt: Checkpoint, det: Detection) -> str:
+    """The timm name of the model: its config.json's, else the SAM size its width says (768 base, 1024 large, 1280 huge)."""
+    if ckpt.config and isinstance(ckpt.config.get("architecture"), str):
+        return ckpt.config["architecture"]
+    return _TIMM_ARCHS.get(ckpt.shape(det.pos_key)[-1], "samvit_base_patch16")
+
+
+def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool, timm_arch: str) -> str:
     """How to build the model that loads the output."""
     n, g = img_size[0], grid[0]
     if det.format == "segment-anything":
@@ -95,7 +103,7 @@ def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool) 
     if det.format == "transformers":
         done = "written to config.json" if wrote_config else "set them in the model config"
         return f"vision_config.image_size={n}, prompt_encoder_config.image_size={n} ({done})"
-    return f"timm.create_model('samvit_...', img_size={base.size_arg(img_size)}) loads it with strict=True"
+    return f"timm.create_model('{timm_arch}', img_size={base.size_arg(img_size)}) loads it with strict=True"
 
 
 FAMILY = Family(NAME, detect, plan)

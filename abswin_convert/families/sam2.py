@@ -34,6 +34,7 @@ PATCH_STRIDE = 4
 NATIVE_INPUT = 1024  # SAM2 trains at 1024 px; a transformers config.json may say otherwise
 SAM2_PREFIX = "image_encoder.trunk."
 SAM2_WRAPPER = "model"
+NATIVE_INPUT = 1024  # what sam2's SAM2ImagePredictor hard-codes its feature sizes for
 TARGETS = ("baked", "sam2")
 
 # Per format, a key (after the trunk prefix) that only that spelling has.
@@ -124,7 +125,9 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result.rename = {k: v for k, v in rename.items() if k != v}
     result.wrapper = SAM2_WRAPPER  # what sam2's loader reads, with --format pt
     if det.format != "sam2":
-        result.notes.append(f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors")
+        result.notes.append(
+            f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors"
+        )
     result.notes.append(_runtime_note("sam2", request.img_size, background, False))
     return result
 
@@ -158,10 +161,18 @@ def sam2_trunk_key(key: str, fmt: str) -> str | None:
 def _runtime_note(fmt: str, img_size: Size, background: Size, config_written: bool) -> str:
     field_name = {"sam2": "window_pos_embed_bkg_spatial_size", "timm": "global_pos_size"}.get(fmt, _BACKGROUND_FIELD)
     where = f"{field_name} as written to config.json" if config_written else f"{field_name}=({background[0]}, {background[1]})"
-    return (
+    note = (
         f"SAM2 composes pos_embed + pos_embed_window at run time, so these weights run at {format_size(img_size)} "
         f"and at any input whose sides are multiples of 32; build the trunk with {where}"
     )
+    if fmt == "sam2" and tuple(img_size) != (NATIVE_INPUT, NATIVE_INPUT):
+        h, w = img_size
+        sizes = ", ".join(f"({h // s}, {w // s})" for s in (4, 8, 16))
+        note += (
+            f"; sam2's predictor assumes {NATIVE_INPUT} px: build with image_size={h} (the model config's image_size) "
+            f"and set predictor._bb_feat_sizes = [{sizes}] on SAM2ImagePredictor"
+        )
+    return note
 
 
 def _updated_config(config: dict | None, img_size: Size, background: Size) -> dict | None:

@@ -157,7 +157,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         _resize_decoder(ckpt, det, out_grid, result)
     if det.format == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0])
-    result.notes.append(_config_note(det, request.img_size, result))
+    result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
     if request.global_size is None and det.format in _SQUARE_ONLY:
         g = f"{det.grid[0]}x{det.grid[1]}"
         result.notes.append(
@@ -172,7 +172,9 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
     pos = to_grid(ckpt.tensor(MAE_DECODER_KEY), "flat_cls", det.prefix_tokens)
     resized = PositionGrid(BICUBIC.apply(pos.grid, out_grid), pos.prefix)
     result.replace[MAE_DECODER_KEY] = from_grid(resized, "flat_cls").to(ckpt.dtype(MAE_DECODER_KEY))
-    result.notes.append(f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)")
+    result.notes.append(
+        f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)"
+    )
 
 
 def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
@@ -198,7 +200,7 @@ def _updated_config(config: dict | None, img_size: int) -> dict | None:
     return updated
 
 
-def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
+def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | None) -> str:
     """The one config change that makes the runtime take the embedding as it is."""
     n = img_size[0]
     if det.format in _GET_ABS_POS:
@@ -211,7 +213,9 @@ def _config_note(det: Detection, img_size: Size, result: Plan) -> str:
     if det.format == "mmpretrain":
         return f"mmpretrain: set img_size={n} on the VisionTransformer backbone (model.backbone.img_size in the config)"
     size = base.size_arg(img_size)
-    return f"build the ViT with img_size={size} (timm.create_model(arch, img_size={size}); MAE's models_vit take img_size too)"
+    arch = config.get("architecture") if config else None
+    timm_call = f"timm.create_model('{arch if isinstance(arch, str) else 'vit_...'}', img_size={size})"
+    return f"build the ViT with img_size={size} ({timm_call}; MAE's models_vit take img_size too)"
 
 
 FAMILY = Family(NAME, detect, plan)

@@ -17,6 +17,10 @@ _TARGET_LIBRARIES = {"timm-abswin": "timm", "sam2": "sam2"}
 _FORMAT_LIBRARIES = {"timm": "timm", "timm-abswin": "timm", "transformers": "transformers"}
 _FAMILY_LIBRARIES = {"hiera": "hiera", "sam2": "sam2", "sam": "segment-anything", "vitdet": "detectron2"}
 _FALLBACK_LIBRARY = "pytorch"
+# The Hub task of each family's models: what the card's pipeline_tag says.
+_FAMILY_TASKS = {"hiera": "image-classification", "vitdet": "image-feature-extraction", "sam": "mask-generation",
+                 "sam2": "mask-generation"}
+_TARGET_TASKS = {"sam2": "mask-generation"}
 
 # Provenance rows of the card: entry -> label; rows whose entry the output lacks are left out.
 _PROVENANCE_ROWS = (
@@ -41,12 +45,15 @@ _PROVENANCE_ROWS = (
 )
 
 
-def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None) -> str:
-    """The card's full text for an output with this provenance and these hook results."""
+def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME",
+               config: dict | None = None) -> str:
+    """The card's full text for an output with this provenance, hook results and config.json, pushed to ``repo_id``."""
     parts = [
         f"---\n{front_matter(provenance).to_yaml()}\n---",
         f"# {_source_name(provenance)}, absolute-win position embedding for {provenance.get('img_size', '?')}",
         _summary(provenance),
+        "## Usage\n\n" + usage(provenance, repo_id, config),
+        "## Reproduce\n\n```bash\n" + reproduce_command(provenance) + "\n```",
         "## Provenance\n\n" + markdown_table(("", "value"), _provenance_rows(provenance)),
     ]
     if hooks:
@@ -62,6 +69,7 @@ def front_matter(provenance: dict[str, str]) -> ModelCardData:
     return ModelCardData(
         base_model=provenance["source"] if from_hub else None,
         library_name=library_name(provenance),
+        pipeline_tag=_TARGET_TASKS.get(provenance.get("target", "")) or _FAMILY_TASKS.get(provenance.get("family", "")),
         license=provenance.get("source_license"),
         tags=sorted({tag for tag in tags if tag}),
     )
@@ -75,6 +83,48 @@ def library_name(provenance: dict[str, str]) -> str:
         or _FAMILY_LIBRARIES.get(provenance.get("family", ""))
         or _FALLBACK_LIBRARY
     )
+
+
+def usage(p: dict[str, str], repo_id: str, config: dict | None = None) -> str:
+    """The lines that load the pushed weights, for the library that runs them."""
+    code = loading_code(p, repo_id, on_hub=True, config=config)
+    if code is None:
+        h, _, w = p.get("img_size", "?").partition("x")
+        weights = "model.pt" if p.get("output_format") == "pt" else "model.safetensors"
+        code = (f"from huggingface_hub import hf_hub_download\n\npath = hf_hub_download(\"{repo_id}\", \"{weights}\")\n"
+                f"# build the {p.get('family', 'model')} model for img_size={h if h == w else (h, w)}, "
+                "then load path with strict=True")
+    return f"```python\n{code}\n```"
+
+
+def loading_code(p: dict[str, str], where: str, on_hub: bool, config: dict | None = None) -> str | None:
+    """Python that builds the model from an output folder (``where``: a local folder or a Hub repo) as it is, for
+    timm (``hf-hub:``/``local-dir:``) and transformers (the config's own class); None for other runtimes."""
+    library = library_name(p)
+    if library == "timm":
+        prefix = "hf-hub:" if on_hub else "local-dir:"
+        return f"import timm\n\nmodel = timm.create_model(\"{prefix}{where}\", pretrained=True)  # built for {p.get('img_size')}"
+    if library == "transformers":
+        names = (config or {}).get("architectures") or ["AutoModel"]
+        return f"from transformers import {names[0]}\n\nmodel = {names[0]}.from_pretrained(\"{where}\")"
+    return None
+
+
+def reproduce_command(p: dict[str, str]) -> str:
+    """The ``abswin-convert convert`` command that made these weights from the recorded source."""
+    source = p.get("source", "SOURCE")
+    if "source_commit" in p:
+        source = f"{source}@{p['source_commit']}"
+        if p.get("source_file"):
+            source = f"hf://{p['source']}@{p['source_commit']}/{p['source_file']}"
+    args = [f"abswin-convert convert {source} -o out/ --img-size {p.get('img_size', '?')}",
+            f"--target {p.get('target', 'baked')}"]
+    if p.get("family") == "generic":  # a family we do not know: the user described the tensor
+        args.append(f"--family generic --key {p.get('position_key')} --layout {p.get('layout', 'LAYOUT')} "
+                    f"--window {p.get('window')}")
+    if p.get("global_size", "none") != "none":  # the recorded size: the full grid gives itself back exactly
+        args.append(f"--global-size {p['global_size']}")
+    return " ".join(args)
 
 
 def _source_name(provenance: dict[str, str]) -> str:
@@ -123,7 +173,7 @@ def _not_verified(hooks: dict[str, dict]) -> str:
 
 
 def _hook_rows(hooks: dict[str, dict]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for hook in sorted(hooks):
         metrics = hooks[hook] if isinstance(hooks[hook], dict) else {"result": hooks[hook]}
         rows.extend((hook, metric, format_value(value)) for metric, value in sorted(_flatten(metrics).items()))

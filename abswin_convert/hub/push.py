@@ -14,6 +14,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from ..errors import AbswinError
+from ..io.jsonfile import read_json_object
 from ..io.outputs import ConvertedOutput, read_output
 from ..io.provenance import sha256_of
 from .errors import hub_errors
@@ -53,6 +54,7 @@ class PushResult:
     commit_url: str | None = None
     pull_request: str | None = None  # refs/pr/N with --create-pr
     changed: bool | None = None  # False: the repo already held exactly these files, no commit was made
+    card_kept: bool = False  # the repo's own README.md was kept (no --overwrite-card)
 
     @property
     def pushed_revision(self) -> str | None:
@@ -70,6 +72,7 @@ class PushResult:
             "commit_url": self.commit_url,
             "pull_request": self.pull_request,
             "changed": self.changed,
+            "card_kept": self.card_kept,
         }
 
 
@@ -88,16 +91,19 @@ def push(
     revision: str | None = None,
     create_pr: bool = False,
     dry_run: bool = False,
+    overwrite_card: bool = False,
 ) -> PushResult:
     """Upload the output at ``path`` (a folder ``convert -o`` wrote, or one weight file) to ``repo_id``.
 
     The repo is created when missing (``private`` applies then), and a ``revision`` other than ``main`` as a
     branch off ``main``. ``create_pr`` opens a pull request against ``revision`` instead of committing to it.
+    A README.md the repo already holds is kept unless ``overwrite_card``: it may be the author's own card.
     """
     if not is_repo_id(repo_id):
         raise AbswinError(f"{repo_id!r} is not a Hub repo id; write it as org/name")
     output = read_output(Path(path))
-    card = model_card(output.provenance, output.hooks)
+    config = read_json_object(output.config) if output.config else None
+    card = model_card(output.provenance, output.hooks, repo_id, config)
     files = upload_files(output, card)
     branch = revision or DEFAULT_REVISION
     if dry_run:
@@ -112,6 +118,9 @@ def push(
         if branch != DEFAULT_REVISION:
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         head = api.model_info(repo_id, revision=branch).sha
+        card_kept = not overwrite_card and api.file_exists(repo_id, MODEL_CARD_FILE, revision=branch)
+        if card_kept:
+            files = [f for f in files if f.path_in_repo != MODEL_CARD_FILE]
         operations = [CommitOperationAdd(f.path_in_repo, f.data) for f in files]
         info = api.create_commit(repo_id, operations, commit_message=message, revision=branch, create_pr=create_pr)
     return PushResult(
@@ -124,4 +133,5 @@ def push(
         commit_url=info.commit_url,
         pull_request=info.pr_revision,
         changed=info.oid != head,
+        card_kept=card_kept,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from pathlib import Path
 
@@ -56,22 +57,38 @@ class SourceDigest:
         return self._digest
 
 
+def public_name(location: str | Path) -> str:
+    """A local file or folder by its own name, not by where it sat on this disk (``/home/me/ckpts/x.pth`` -> ``x.pth``):
+    outputs are shared and uploaded, and the name with the sha256 identifies the source; a data set spec
+    ``kind:PATH`` keeps its kind (``imagefolder:/data/pets`` -> ``imagefolder:pets``)."""
+    text = str(location)
+    kind, sep, path = text.partition(":")
+    if sep and re.fullmatch(r"[a-z][a-z0-9_-]+", kind):  # a spec (not a Windows drive letter)
+        return f"{kind}:{public_name(path)}" if path else text
+    return Path(text.rstrip("/\\")).name or text
+
+
 def output_metadata(
-    source: str,
-    source_path: Path | None,
+    source: str | Path,
+    source_file: Path,
     stats: dict[str, str],
     extra: dict[str, str] | None = None,
+    *,
+    hash_now: bool = True,
     source_sha256: str | None = None,
 ) -> dict[str, str]:
     """safetensors ``__metadata__``: ``format=pt`` (transformers expects it) plus ``abswin.*`` entries.
 
-    ``source_sha256`` (a digest already known, e.g. from the Hub) is recorded as given; else ``source_path`` is
-    hashed. Neither leaves it out: the safetensors writer adds it, hashing alongside the copy.
+    The source is recorded by name (``source``, ``source_file``) and sha256, never by its local path; ``extra``
+    (a Hub source's repo and commit, the zoo's options) comes last. ``source_sha256`` (a digest already known, e.g.
+    from the Hub) is recorded as given; else ``hash_now=False`` leaves it out (the safetensors writer adds it,
+    hashing alongside the copy) and ``hash_now=True`` hashes ``source_file`` now.
     """
-    if source_sha256 is None and source_path is not None:
-        source_sha256 = sha256_of(source_path)
+    if source_sha256 is None and hash_now:
+        source_sha256 = sha256_of(source_file)
     digest = {"source_sha256": source_sha256} if source_sha256 is not None else {}
-    entries = {"version": __version__, "source": source, **digest, **stats, **(extra or {})}
+    named = {"source": public_name(source), "source_file": source_file.name}
+    entries = {"version": __version__, **named, **digest, **stats, **(extra or {})}
     return {"format": "pt", **{PREFIX + k: v for k, v in entries.items()}}
 
 

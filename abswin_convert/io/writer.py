@@ -14,7 +14,7 @@ import errno
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -149,12 +149,14 @@ def write_safetensors(
     metadata: dict[str, str],
     hash_source: Path | None = None,
     expected_sha256: str | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> None:
     """Stream ``tensors`` (in the given order) into a safetensors file at ``dest``, atomically.
 
     With ``hash_source``, that file's sha256 is computed while the data is written and recorded as
     ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place); with ``expected_sha256`` too,
-    the hash checks the source against it (AbswinError on a mismatch, nothing written).
+    the hash checks the source against it (AbswinError on a mismatch, nothing written). ``progress(n)`` is called
+    with each tensor's byte count once written.
     """
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
@@ -169,6 +171,8 @@ def write_safetensors(
         for t in tensors:
             _write_tensor(out, t.data)
             handed_over = _start_writeback(out, handed_over)
+            if progress is not None:
+                progress(t.nbytes)
         if digest is not None:
             metadata[SOURCE_SHA256] = digest.hexdigest()
             _patch_header(out, header, SOURCE_SHA256, digest.PLACEHOLDER, metadata[SOURCE_SHA256])

@@ -109,3 +109,12 @@ def normalized_window_energy(grid: torch.Tensor, window: Size) -> float:
     if chance >= 1 or constant:  # one window, or nothing but a constant: no pattern to speak of
         return 0.0
     return (window_energy(grid, window) - chance) / (1 - chance)
+
+
+def periodicity_verdict(normalized: float) -> str:
+    """What a normalised window energy means for naive interpolation, in words (``inspect`` and its plot)."""
+    if normalized > 0.2:
+        return "window-periodic, naive interpolation will break it"
+    if normalized > 0.05:
+        return "partly window-periodic"
+    return "no window pattern to speak of"

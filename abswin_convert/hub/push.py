@@ -80,6 +80,14 @@ def upload_files(output: ConvertedOutput, card: str) -> list[UploadFile]:
     return files + [UploadFile(MODEL_CARD_FILE, card.encode())]
 
 
+def check_push_target(repo_id: str, dry_run: bool = False) -> None:
+    """Refuse a push that cannot happen, before any work: a bad repo id, or offline mode for a real push."""
+    if not is_repo_id(repo_id):
+        raise AbswinError(f"{repo_id!r} is not a Hub repo id; write it as org/name")
+    if offline_mode() and not dry_run:
+        raise AbswinError(f"offline mode (HF_HUB_OFFLINE=1): cannot push to {repo_id}; unset it, or use --dry-run")
+
+
 def push(
     path: str | Path,
     repo_id: str,
@@ -94,16 +102,13 @@ def push(
     The repo is created when missing (``private`` applies then), and a ``revision`` other than ``main`` as a
     branch off ``main``. ``create_pr`` opens a pull request against ``revision`` instead of committing to it.
     """
-    if not is_repo_id(repo_id):
-        raise AbswinError(f"{repo_id!r} is not a Hub repo id; write it as org/name")
+    check_push_target(repo_id, dry_run)
     output = read_output(Path(path))
     card = model_card(output.provenance, output.hooks)
     files = upload_files(output, card)
     branch = revision or DEFAULT_REVISION
     if dry_run:
         return PushResult(repo_id, branch, files, card, dry_run=True)
-    if offline_mode():
-        raise AbswinError(f"offline mode (HF_HUB_OFFLINE=1): cannot push to {repo_id}; unset it, or use --dry-run")
     p = output.provenance
     message = f"abswin-convert {p.get('version')}: {p.get('family')} {p.get('target')} for {p.get('img_size')}"
     with hub_errors(f"push to {repo_id}", repo_id):

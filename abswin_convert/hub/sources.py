@@ -152,7 +152,8 @@ def _parse_hf_uri(text: str) -> HubSource:
     if match is None or not is_repo_id(match["repo_id"]):
         raise AbswinError(f"{text!r} is not a Hub name; write hf://org/repo[@revision][/path/in/repo]")
     revision = unquote(match["revision"]) if match["revision"] else DEFAULT_REVISION
-    return HubSource(match["repo_id"], revision, match["filename"])
+    filename = _checked_name(match["filename"], "file", text) if match["filename"] else None
+    return HubSource(match["repo_id"], _checked_name(revision, "revision", text), filename)
 
 
 def _parse_repo_reference(text: str) -> HubSource | None:
@@ -162,7 +163,15 @@ def _parse_repo_reference(text: str) -> HubSource | None:
         return None
     if text.lower().endswith(WEIGHT_SUFFIXES):
         return None
-    return HubSource(repo_id, revision or DEFAULT_REVISION)
+    return HubSource(repo_id, _checked_name(revision or DEFAULT_REVISION, "revision", text))
+
+
+def _checked_name(name: str, what: str, text: str) -> str:
+    """A revision or a file in a repo: ``..`` or a leading ``/`` would make the Hub cache read (or write) a file
+    outside its own folder."""
+    if name.startswith("/") or ".." in name.split("/") or "\\" in name or "\0" in name:
+        raise AbswinError(f"{text!r}: {what} {name!r} leaves the repo (.., / or \\); name a branch, tag, commit or file in it")
+    return name
 
 
 def is_repo_id(text: str) -> bool:

@@ -6,13 +6,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import families
+from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
 from .hub.sources import ResolvedHubFile, open_source
 from .io.checkpoint import Checkpoint
 from .io.jsonfile import write_json
-from .io.outputs import output_format, output_paths, sidecar_of
+from .io.outputs import CONFIG_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import output_metadata
+from .io.staging import output_unit
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
 from .maths.grid import format_size, parse_size
@@ -139,24 +141,29 @@ def convert(
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
     ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors."""
+    if not str(output).strip():
+        raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     fmt = output_format(Path(output), fmt)
     ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
     weights_path, config_path = output_paths(Path(output), fmt, ckpt.path.name if ckpt.format == "torch" else None)
-    check_destination(weights_path, [ckpt.path], force)
+    streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
+    files = [weights_path] if streamed else [weights_path, sidecar_of(weights_path)]
+    inputs = [ckpt.path, ckpt.path.parent / CONFIG_FILE]  # the config beside the weights was read too
+    for dest in [*files, *([config_path] if config_path else [])]:  # refused now, not after the plan's work
+        check_destination(dest, inputs, force)
     plan = families.plan(ckpt, det, request)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
-    streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
     metadata = output_metadata(str(source), None if streamed else ckpt.path, plan.stats, extra)
-    if streamed:
-        write_safetensors(weights_path, output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
-    else:
-        write_torch(weights_path, _torch_object(ckpt, plan))
-        write_json(sidecar_of(weights_path), metadata)
-    wrote_config = None
-    if plan.config is not None and config_path is not None:
-        write_json(config_path, plan.config)
-        wrote_config = config_path
+    wrote_config = config_path if plan.config is not None and config_path is not None else None
+    with output_unit([*files, *([wrote_config] if wrote_config else [])], inputs, force) as staging:
+        if streamed:
+            write_safetensors(staging.path(weights_path), output_tensors(ckpt, plan), metadata, hash_source=ckpt.path)
+        else:
+            write_torch(staging.path(weights_path), _torch_object(ckpt, plan))
+            write_json(staging.path(sidecar_of(weights_path)), metadata)
+        if wrote_config is not None:
+            write_json(staging.path(wrote_config), plan.config)
     return ConversionResult(weights_path, wrote_config, det, metadata, plan.notes)
 
 

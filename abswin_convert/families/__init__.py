@@ -25,7 +25,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     overrides = overrides or Overrides()
     if family == generic.NAME or (family is None and overrides.names_tensor):
         det = generic.detect(ckpt, overrides)
-        _require_memory(ckpt, det, det.grid, "the native grid " + format_size(det.grid))
+        _require_memory(ckpt, det, det.grid, _native_what(det))
         return det
     if overrides.names_tensor:
         raise AbswinError(f"--key/--layout describe a checkpoint of a family we do not know; drop --family {family} or use --family generic")
@@ -35,7 +35,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     found = [det for candidate in candidates if (det := candidate.detect(ckpt)) is not None]
     if len(found) == 1:
         det = _with_cross_family_targets(overrides.apply(found[0]))
-        _require_memory(ckpt, det, det.grid, "the native grid " + format_size(det.grid))
+        _require_memory(ckpt, det, det.grid, _native_what(det))
         return det
     if not found:
         named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
@@ -45,6 +45,10 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
         )
     names = ", ".join(f"{det.family} ({det.format})" for det in found)
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")
+
+
+def _native_what(det: Detection) -> str:
+    return f"the native grid {format_size(det.grid)} in whole {format_size(det.window)} windows"
 
 
 def _require_memory(ckpt: Checkpoint, det: Detection, grid: Size, what: str) -> None:

@@ -24,9 +24,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     """The one family that recognises ``ckpt`` (or the one named), with what it found and the user's overrides."""
     overrides = overrides or Overrides()
     if family == generic.NAME or (family is None and overrides.names_tensor):
-        det = generic.detect(ckpt, overrides)
-        _require_memory(ckpt, det, det.grid, _native_what(det))
-        return det
+        return _within_budget(ckpt, generic.detect(ckpt, overrides))
     if overrides.names_tensor:
         raise AbswinError(f"--key/--layout describe a checkpoint of a family we do not know; drop --family {family} or use --family generic")
     if family is not None and family not in FAMILIES:
@@ -34,9 +32,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     candidates = [FAMILIES[family]] if family else list(FAMILIES.values())
     found = [det for candidate in candidates if (det := candidate.detect(ckpt)) is not None]
     if len(found) == 1:
-        det = _with_cross_family_targets(overrides.apply(found[0]))
-        _require_memory(ckpt, det, det.grid, _native_what(det))
-        return det
+        return _within_budget(ckpt, _with_cross_family_targets(overrides.apply(found[0])))
     if not found:
         named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
         raise AbswinError(
@@ -47,8 +43,10 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")
 
 
-def _native_what(det: Detection) -> str:
-    return f"the native grid {format_size(det.grid)} in whole {format_size(det.window)} windows"
+def _within_budget(ckpt: Checkpoint, det: Detection) -> Detection:
+    """``det``, once its native grid in whole windows (``--window`` may be anything) fits the memory budget."""
+    _require_memory(ckpt, det, det.grid, f"the native grid {format_size(det.grid)} in whole {format_size(det.window)} windows")
+    return det
 
 
 def _require_memory(ckpt: Checkpoint, det: Detection, grid: Size, what: str) -> None:

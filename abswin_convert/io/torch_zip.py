@@ -273,7 +273,7 @@ _GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _DataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+class _DataUnpickler(pickle._Unpickler):
     """Data containers, torch tensors as placeholders, nothing else; storages are registered as they come."""
 
     stack: list[Any]  # the pure-Python unpickler's internals, which the overrides below use
@@ -326,7 +326,7 @@ class _DataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self.append(bytearray(data))
 
     dispatch: ClassVar[dict] = {
-        **pickle._Unpickler.dispatch,  # type: ignore[attr-defined]
+        **pickle._Unpickler.dispatch,
         pickle.BUILD[0]: load_build,
         pickle.BYTEARRAY8[0]: load_bytearray8,
     }

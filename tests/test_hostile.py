@@ -206,7 +206,7 @@ def test_the_input_folders_own_config_is_never_written(work, forkserver):
     for force in ([], ["--force"]):
         args = ["convert", "model/model.safetensors", "-o", "model", "--img-size", "448", "--to", "timm-abswin", *force]
         run = run_forked(forkserver, args, work)
-        assert_refused(run, "is an input of this command")
+        assert_refused(run, "config.json is the input file")
     assert snapshot(work) == before and leftovers(work) == []
 
 

@@ -61,7 +61,7 @@ def check_destination(dest: Path, inputs: list[Path], force: bool) -> None:
     """Refuse to write onto an input, or over an existing file without ``force``."""
     for source in inputs:
         if _same_file(dest, source):
-            raise AbswinError(f"output {dest} is an input of this command; choose another output path")
+            raise AbswinError(f"output {dest} is the input file {source}; choose another output path")
     if dest.exists() and not force:
         raise AbswinError(f"output {dest} already exists; pass --force to overwrite it")
     if dest.exists() and dest.is_dir():

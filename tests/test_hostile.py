@@ -231,6 +231,17 @@ def test_force_replaces_the_whole_output(work, forkserver):
     assert leftovers(work) == []
 
 
+@pytest.mark.parametrize(
+    ("plot", "expected"), [("e.png", "e.png already exists; pass --force"), ("e.xyz", "give a name ending in .png")]
+)
+def test_inspect_plot_checks_its_file_first(work, forkserver, plot, expected):
+    (work / "e.png").write_bytes(b"a picture the user keeps")
+    before = snapshot(work)
+    run = run_forked(forkserver, ["inspect", "model", "--plot", plot], work)
+    assert_refused(run, expected)
+    assert snapshot(work) == before and leftovers(work) == []
+
+
 def test_a_failed_write_leaves_no_folders(work):
     before = snapshot(work)
     run = run_cli(["convert", "model", "-o", "a/b/c/out.pt", "--img-size", "448"], work,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -17,12 +18,22 @@ if TYPE_CHECKING:
 @family_option
 @override_options
 @click.option("--plot", "plot_path", default=None, metavar="OUT.png", help="Also draw the embedding and its window part.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 @json_option
 @user_errors
-def inspect_command(source: str, family: str | None, as_json: bool, plot_path: str | None, **overrides: object) -> None:
+def inspect_command(
+    source: str, family: str | None, as_json: bool, plot_path: str | None, force: bool, **overrides: object
+) -> None:
     """Report a checkpoint's family, format, position grid, window and window energy."""
     from ..api import inspect
     from ..families.overrides import Overrides
+
+    if plot_path is not None:  # the picture's name and place are checked before any work
+        from ..io.writer import check_destination
+        from ..plot import plot_format
+
+        plot_format(Path(plot_path))
+        check_destination(Path(plot_path), [], force)
 
     parsed = Overrides.parse(**overrides)  # type: ignore[arg-type]
     report = inspect(source, family, parsed)

@@ -46,12 +46,12 @@ class Run:
 
 
 def run_cli(args: list[str], cwd: Path, *, send: int | None = None, when: Path | float | None = None,
-            preexec=None) -> Run:
+            preexec=None, env: dict[str, str] | None = None) -> Run:
     """``abswin-convert ARGS`` in ``cwd``; with ``send``, that signal once ``when`` (a path) exists or after
     ``when`` seconds. The peak RSS is the child's own, from ``wait4``."""
     err_path = cwd.parent / f"stderr-{cwd.name}-{time.monotonic_ns()}"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([CLI, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=cli_env(),
+        proc = subprocess.Popen([CLI, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env={**cli_env(), **(env or {})},
                                 preexec_fn=preexec)
         if send is not None:
             _wait_for(proc, when)
@@ -353,6 +353,20 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(work, forkserver, arg
     run = run_forked(forkserver, args, work)
     assert_refused(run, expected)
     assert snapshot(work) == before and leftovers(work) == []
+
+
+def test_an_empty_position_tensor_is_a_user_error(work, forkserver):
+    state = {**timm_state(), "pos_embed": torch.zeros(1, 3136, 0)}
+    save_file(state, work / "empty.safetensors")
+    before = snapshot(work)
+    run = run_forked(forkserver, ["convert", "empty.safetensors", "-o", "out", "--img-size", "448"], work)
+    assert_refused(run, "position tensor pos_embed [1, 3136, 0] holds nothing")
+    assert snapshot(work) == before
+
+
+def test_a_token_that_is_not_ascii_is_a_user_error(work):
+    run = run_cli(["inspect", "org/repo"], work, env={"HF_TOKEN": "hf_caf\u00e9", "HF_HUB_OFFLINE": "0"})
+    assert_refused(run, "HF_TOKEN holds characters that are not ASCII")
 
 
 def test_a_deeply_nested_config_is_a_user_error(work, forkserver):

@@ -45,6 +45,9 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
 
 def _within_budget(ckpt: Checkpoint, det: Detection) -> Detection:
     """``det``, once its native grid in whole windows (``--window`` may be anything) fits the memory budget."""
+    shape = ckpt.shape(det.pos_key)
+    if math.prod(shape) == 0:
+        raise AbswinError(f"{ckpt.path.name}: position tensor {det.pos_key} {list(shape)} holds nothing; it is not an embedding")
     _require_memory(ckpt, det, det.grid, f"the native grid {format_size(det.grid)} in whole {format_size(det.window)} windows")
     return det
 

@@ -18,7 +18,7 @@ from ..io.outputs import ConvertedOutput, read_output
 from ..io.provenance import sha256_of
 from .errors import hub_errors
 from .model_card import model_card
-from .sources import DEFAULT_REVISION, MODEL_CARD_FILE, is_repo_id, offline_mode
+from .sources import DEFAULT_REVISION, MODEL_CARD_FILE, check_token, is_repo_id, offline_mode
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ def check_push_target(repo_id: str, dry_run: bool = False) -> None:
     """Refuse a push that cannot happen, before any work: a bad repo id, or offline mode for a real push."""
     if not is_repo_id(repo_id):
         raise AbswinError(f"{repo_id!r} is not a Hub repo id; write it as org/name")
+    check_token()
     if offline_mode() and not dry_run:
         raise AbswinError(f"offline mode (HF_HUB_OFFLINE=1): cannot push to {repo_id}; unset it, or use --dry-run")
 

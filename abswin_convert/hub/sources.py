@@ -138,6 +138,7 @@ def resolve_hub_source(source: HubSource) -> ResolvedHubFile:
     In offline mode (``HF_HUB_OFFLINE=1``) the repo cannot be listed, so only a named file or ``model.safetensors``
     already in the cache can be used. Hub and network failures raise AbswinError with a one-line message.
     """
+    check_token()
     with hub_errors(f"fetch {source}", source.repo_id, source.revision):
         if offline_mode():
             return _resolve_from_cache(source)
@@ -181,6 +182,13 @@ def is_repo_id(text: str) -> bool:
 
 def _has_bad_sequence(repo_id: str) -> bool:
     return "--" in repo_id or ".." in repo_id  # the Hub forbids both in repo ids
+
+
+def check_token() -> None:
+    """A Hub token goes into an HTTP header, which holds ASCII only: say so, rather than fail inside the request."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if not os.environ.get(name, "").isascii():
+            raise AbswinError(f"{name} holds characters that are not ASCII; a Hub token is plain ASCII (hf_...)")
 
 
 def offline_mode() -> bool:

@@ -144,8 +144,8 @@ def convert(
     if not str(output).strip():
         raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     fmt = output_format(Path(output), fmt)
-    ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(_as_size(img_size), target, _as_size(global_size))  # type: ignore[arg-type]
+    ckpt, det, hub_file = load(source, family, overrides)
     weights_path, config_path = output_paths(Path(output), fmt, ckpt.path.name if ckpt.format == "torch" else None)
     streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
     files = [weights_path] if streamed else [weights_path, sidecar_of(weights_path)]

@@ -15,11 +15,15 @@ from ..errors import AbswinError
 from . import signals
 
 
-def one_line(message: str) -> str:
-    """``message`` as one printable line: whitespace runs become one space, and control bytes a file's contents may
-    carry (escape sequences, C1 codes, NUL, DEL) are shown escaped instead of reaching the terminal."""
-    text = " ".join(message.split())
+def printable(text: str) -> str:
+    """``text`` with the control bytes a file's contents may carry (escape sequences, C1 codes, NUL, DEL) shown
+    escaped instead of reaching the terminal."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def one_line(message: str) -> str:
+    """``message`` as one printable line: whitespace runs become one space."""
+    return printable(" ".join(message.split()))
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -87,7 +91,7 @@ def emit(data: dict, as_json: bool, lines: list[str]) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")

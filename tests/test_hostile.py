@@ -247,7 +247,7 @@ def test_a_failed_write_leaves_no_folders(work):
     before = snapshot(work)
     run = run_cli(["convert", "model", "-o", "a/b/c/out.pt", "--img-size", "448"], work,
                   preexec=_file_size_limit(64 * 1024))
-    assert_refused(run, "cannot write")
+    assert_refused(run, "cannot write a/b/c/out.pt: File too large")
     assert snapshot(work) == before and leftovers(work) == []
 
 
@@ -263,7 +263,7 @@ def test_a_file_size_limit_is_one_line_and_leaves_nothing(work):
     before = snapshot(work)
     run = run_cli(["convert", "model", "-o", "out.safetensors", "--img-size", "448"], work,
                   preexec=_file_size_limit(64 * 1024))
-    assert_refused(run, "cannot write")
+    assert_refused(run, "cannot write ./out.safetensors: File too large")
     assert snapshot(work) == before and leftovers(work) == []
 
 

@@ -58,6 +58,8 @@ def output_unit(files: list[Path], inputs: list[Path], force: bool) -> Iterator[
                 _commit(stage, folder, files, new_folder)
             except OSError as exc:
                 raise AbswinError(f"cannot write {folder}: {exc.strerror or exc}") from exc
+            except AbswinError as exc:  # name the files where they were going, not where they were staged
+                raise AbswinError(str(exc).replace(str(stage), str(folder))) from exc
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
     except BaseException:

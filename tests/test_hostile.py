@@ -280,6 +280,13 @@ def test_a_destination_another_conversion_holds_is_refused(work, forkserver):
     assert leftovers(work) == []
 
 
+def test_a_killed_writers_lock_file_goes_with_the_next_run(work, forkserver):
+    (work / f"{LOCK_MARK}0123456789abcdef").write_bytes(b"")  # what kill -9 leaves: a lock file nobody holds
+    run = run_forked(forkserver, ["convert", "model", "-o", "out", "--img-size", "448"], work)
+    assert run.status == 0, run.stderr
+    assert leftovers(work) == []
+
+
 def test_two_conversions_at_once_one_wins_whole(work):
     args = ["convert", "model", "-o", "out", "--img-size", "448"]
     procs = [subprocess.Popen([CLI, *args], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -51,6 +51,7 @@ def output_unit(files: list[Path], inputs: list[Path], force: bool) -> Iterator[
                 check_destination(dest, inputs, force)
             for place in (folder.parent, folder):  # what killed writers left, in either place a stage goes
                 remove_stale_temps(place)
+            remove_stale_locks(folder.parent)
             stage = temp_path(folder.parent if new_folder else folder)
             try:
                 stage.mkdir()
@@ -110,6 +111,19 @@ def _exclusive(where: Path, dest: Path) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
+
+
+def remove_stale_locks(where: Path) -> None:
+    """Delete the lock files killed writers left in ``where``: those nobody holds now."""
+    for lock in where.glob(f"{LOCK_MARK}*"):
+        with contextlib.suppress(OSError):
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live writer: BlockingIOError, kept
+                if _same_inode(fd, lock):
+                    lock.unlink()
+            finally:
+                os.close(fd)
 
 
 def _same_inode(fd: int, path: Path) -> bool:

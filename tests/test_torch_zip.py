@@ -223,3 +223,18 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "p.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=2))
     with pytest.raises(NotTorchFile, match="no torch magic number"):
         open_torch(tmp_path / "p.pkl")
+
+
+@pytest.mark.parametrize("wrapper", [None, "model"])
+def test_the_checkpoint_copies_torch_tensors_raw_from_these_ranges(tmp_path: Path, wrapper: str | None) -> None:
+    """``Checkpoint.raw_entry`` of a torch zip: every contiguous tensor of the state dict, its bytes exactly."""
+    from abswin_convert.io.checkpoint import open_checkpoint
+
+    state = {"a": torch.randn(3, 4), "b": torch.arange(6, dtype=torch.int64), "t": torch.randn(4, 3).t()}
+    path = _save({wrapper: state, "epoch": 1} if wrapper else state, tmp_path / "w.pth", "zip")
+    ckpt = open_checkpoint(path)
+    data = path.read_bytes()
+    assert ckpt.raw_entry("t") is None  # a transposed view is written from memory
+    for key in ("a", "b"):
+        entry = ckpt.raw_entry(key)
+        assert entry is not None and data[entry.start : entry.end] == _bits(state[key]).tobytes()

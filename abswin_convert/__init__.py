@@ -1,7 +1,8 @@
 """abswin-convert: take window-attention ViT checkpoints to a new resolution without breaking them.
 
 The public names load lazily (PEP 562), so that importing the package, or running ``abswin-convert --help``,
-does not import torch: each is imported from its module on first use.
+does not import torch (and the command line answers a signal in its first second): each is imported from its
+module on first use.
 """
 
 from __future__ import annotations

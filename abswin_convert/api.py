@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from .hub.sources import ResolvedHubFile, open_source
 from .in_memory import as_size
 from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.jsonfile import write_json
-from .io.outputs import WEIGHTS_FILE, output_format, output_paths, sidecar_of
+from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import output_metadata
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
+from .io.staging import output_unit
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
 from .maths.grid import format_size
@@ -138,18 +140,24 @@ def convert(
     ``fmt`` (safetensors or pt) defaults to what the output's suffix says; a folder gets safetensors.
     Every state dict of a training checkpoint (EMA copies too) is converted; a torch output keeps them all, a
     safetensors output holds one: the EMA copy when there is one, as timm loads it (``ema=False``: the plain one).
-    ``progress``: a bar on stderr while a large file is written (only on a terminal)."""
+    ``progress``: a bar on stderr while a large file is written (only on a terminal). The output is written as one
+    unit: every file is checked first, staged, and moved into place together."""
+    if not str(output).strip():
+        raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     fmt = output_format(Path(output), fmt)
-    ckpt, det, hub_file = load(source, family, overrides)
     request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
+    ckpt, det, hub_file = load(source, family, overrides)
     torch_name = ckpt.path.name if ckpt.format == "torch" and not ckpt.shards else None
     weights_path, config_path = output_paths(Path(output), fmt, torch_name)
-    sharded = bool(ckpt.shards) and fmt == "safetensors" and weights_path.name == WEIGHTS_FILE  # -o FOLDER
-    check_destination(weights_path.parent / SAFETENSORS_INDEX if sharded else weights_path, _inputs(ckpt), force)
+    streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
+    sharded = bool(ckpt.shards) and streamed and weights_path.name == WEIGHTS_FILE  # -o FOLDER
+    files = _weight_files(ckpt, weights_path, streamed, sharded)
+    inputs = [*_inputs(ckpt), ckpt.path.parent / CONFIG_FILE]  # the config beside the weights was read too
+    for dest in [*files, *([config_path] if config_path else [])]:  # refused now, not after the plan's work
+        check_destination(dest, inputs, force)
     plan = families.plan(ckpt, det, request)
     copies = _planned_copies(ckpt, det, request, overrides)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
-    streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
     notes = list(plan.notes)
     if streamed:
         ckpt, plan, chosen_note = _chosen_copy(ckpt, plan, copies, ema)
@@ -162,22 +170,30 @@ def convert(
     metadata = output_metadata(
         source, ckpt.path, plan.stats, extra, hash_now=not streamed, source_sha256=None if streamed else hub_sha256
     )
-    tensors = output_tensors(ckpt, plan) if streamed else []
+    wrote_config = config_path if plan.config is not None and config_path is not None else None
+    with output_unit([*files, *([wrote_config] if wrote_config else [])], inputs, force) as staging:
+        if sharded:
+            write_shards(staging.path, weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan)
+        elif streamed:
+            tensors = output_tensors(ckpt, plan)
+            with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
+                write_safetensors(staging.path(weights_path), tensors, metadata, hash_source=ckpt.path,
+                                  expected_sha256=hub_sha256, progress=advance)
+        else:
+            write_torch(staging.path(weights_path), _torch_object(ckpt, plan, copies))
+            write_json(staging.path(sidecar_of(weights_path)), metadata)
+        if wrote_config is not None:
+            write_json(staging.path(wrote_config), plan.config)
+    output_file = weights_path.parent / SAFETENSORS_INDEX if sharded else weights_path
+    return ConversionResult(output_file, wrote_config, det, metadata, notes)
+
+
+def _weight_files(ckpt: Checkpoint, weights_path: Path, streamed: bool, sharded: bool) -> list[Path]:
+    """The weight files of the output (the index last): one file, its sidecar for a torch file, or the shards."""
     if sharded:
-        weights_path = write_shards(weights_path.parent, ckpt, tensors, metadata, plan)
-    elif streamed:
-        with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
-            write_safetensors(
-                weights_path, tensors, metadata, hash_source=ckpt.path, expected_sha256=hub_sha256, progress=advance
-            )
-    else:
-        write_torch(weights_path, _torch_object(ckpt, plan, copies))
-        write_json(sidecar_of(weights_path), metadata)
-    wrote_config = None
-    if plan.config is not None and config_path is not None:
-        write_json(config_path, plan.config)
-        wrote_config = config_path
-    return ConversionResult(weights_path, wrote_config, det, metadata, notes)
+        folder = weights_path.parent
+        return [*(folder / output_shard_name(name) for name in shard_files(ckpt.shards)), folder / SAFETENSORS_INDEX]
+    return [weights_path] if streamed else [weights_path, sidecar_of(weights_path)]
 
 
 def _inputs(ckpt: Checkpoint) -> list[Path]:
@@ -185,22 +201,21 @@ def _inputs(ckpt: Checkpoint) -> list[Path]:
     return [ckpt.path, *(ckpt.path.parent / name for name in shard_files(ckpt.shards))] if ckpt.shards else [ckpt.path]
 
 
-def write_shards(folder: Path, ckpt: Checkpoint, tensors: list[OutputTensor], metadata: dict[str, str], plan: Plan) -> Path:
+def write_shards(place: Callable[[Path], Path], folder: Path, ckpt: Checkpoint, tensors: list[OutputTensor],
+                 metadata: dict[str, str], plan: Plan) -> None:
     """The output as safetensors shards with the input's boundaries (new tensors join the last shard), each
-    streamed as a single file is, then the index; returns the index's path."""
+    streamed as a single file is, then the index; ``place`` says where a file of ``folder`` is written now."""
     source_of = {ckpt.stored_name(plan.output_key(key)): key for key in ckpt.keys()}
     last = shard_files(ckpt.shards)[-1]  # type: ignore[arg-type]
     groups: dict[str, list[OutputTensor]] = {}
     for tensor in tensors:
         shard = ckpt.shards[source_of[tensor.name]] if tensor.name in source_of else last  # type: ignore[index]
         groups.setdefault(output_shard_name(shard), []).append(tensor)
-    for name in groups:  # never onto an input shard (an existing output was allowed with the index's check)
-        check_destination(folder / name, _inputs(ckpt), force=True)
     weight_map = {}
     for i, (name, group) in enumerate(groups.items()):
-        write_safetensors(folder / name, group, metadata, hash_source=ckpt.path if i == 0 else None)
+        write_safetensors(place(folder / name), group, metadata, hash_source=ckpt.path if i == 0 else None)
         weight_map.update(dict.fromkeys((t.name for t in group), name))
-    return write_index(folder, weight_map, sum(t.nbytes for t in tensors))
+    write_index(place(folder / SAFETENSORS_INDEX), weight_map, sum(t.nbytes for t in tensors))
 
 
 def _planned_copies(

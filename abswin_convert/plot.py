@@ -15,8 +15,11 @@ import numpy as np
 import torch
 
 from .errors import AbswinError
+from .io.writer import atomic_file
 from .maths import absolute_win as aw
 from .maths.resize import Size
+
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 
 
 def _pyplot():
@@ -72,10 +75,21 @@ def save_panels(panels: list[tuple[str, torch.Tensor]], window: Size, output: st
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.92 if title else 1))
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
+    image_format = plot_format(output)
+    try:
+        with atomic_file(output) as out:  # whole or not at all, like every output
+            fig.savefig(out, format=image_format, dpi=120)
+    finally:
+        plt.close(fig)
     return output
+
+
+def plot_format(output: Path) -> str:
+    """The image format an output name asks for, or a one-line error naming those we write."""
+    image_format = output.suffix.lower().lstrip(".")
+    if image_format not in PLOT_FORMATS:
+        raise AbswinError(f"cannot draw into {output.name}: give a name ending in {', '.join('.' + f for f in PLOT_FORMATS)}")
+    return image_format
 
 
 def plot_embedding(grid: torch.Tensor, window: Size, output: str | Path, title: str = "") -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 DRIVER = r"""
 import json, os, sys, traceback
 from abswin_convert.cli import main
+import abswin_convert.api  # the library too (the CLI imports it lazily), once for all runs
 
 def exit_status(code):
     # The interpreter's rule for an uncaught SystemExit.
@@ -56,8 +57,8 @@ for line in sys.stdin:
     pid = os.fork()
     if pid == 0:
         child(request)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+    _, status, usage = os.wait4(pid, 0)
+    print(json.dumps({"status": os.waitstatus_to_exitcode(status), "peak_rss": usage.ru_maxrss * 1024}), flush=True)
 """
 
 
@@ -66,6 +67,7 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    peak_rss: int = 0  # bytes, the child's own (it starts with the server's pages)
 
 
 class ForkServer:
@@ -87,7 +89,8 @@ class ForkServer:
         reply = self._proc.stdout.readline()
         if not reply:
             raise RuntimeError("the fork server died")
-        return Run(json.loads(reply)["status"], out.read_text(), err.read_text())
+        answer = json.loads(reply)
+        return Run(answer["status"], out.read_text(), err.read_text(), answer["peak_rss"])
 
     def close(self) -> None:
         if self._proc.stdin:

@@ -43,7 +43,8 @@ def convert_args(source: Path, dest: Path) -> list[str]:
 
 
 def temps_beside(dest: Path) -> list[Path]:
-    return sorted(dest.parent.glob(f".{dest.name}{TEMP_MARK}*"))
+    """Temp files and staging folders: in the output folder, or beside it while the folder is new."""
+    return sorted([*dest.parent.parent.glob(f"{TEMP_MARK}*"), *dest.parent.glob(f"{TEMP_MARK}*")])
 
 
 def run_and_kill(args: list[str], dest: Path, rng: random.Random) -> str:
@@ -85,12 +86,14 @@ def test_sigkill_never_leaves_a_partial_output_and_the_next_run_cleans_up(tmp_pa
 
 
 def test_stale_temps_of_dead_writers_go_and_those_of_live_writers_stay(tmp_path):
-    dest = tmp_path / "model.safetensors"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".{dest.name}{TEMP_MARK}{int(dead.stdout)}"
-    live = tmp_path / f".{dest.name}{TEMP_MARK}{os.getpid()}"
-    other = tmp_path / f".other.safetensors{TEMP_MARK}{int(dead.stdout)}"
+    stale = tmp_path / f"{TEMP_MARK}{int(dead.stdout)}-0a1b2c3d"
+    stale_stage = tmp_path / f"{TEMP_MARK}{int(dead.stdout)}-4e5f6a7b"
+    live = tmp_path / f"{TEMP_MARK}{os.getpid()}-0a1b2c3d"
+    other = tmp_path / f".other.safetensors-{int(dead.stdout)}"
     for path in (stale, live, other):
         path.write_bytes(b"partial")
-    assert remove_stale_temps(dest) == [stale]
-    assert live.exists() and other.exists() and not stale.exists()
+    stale_stage.mkdir()
+    (stale_stage / "model.safetensors").write_bytes(b"partial")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([stale, stale_stage])
+    assert live.exists() and other.exists() and not stale.exists() and not stale_stage.exists()

@@ -6,7 +6,15 @@ start fast, without torch (tests/test_cli_startup.py checks it); the library is 
 
 from __future__ import annotations
 
-import click
+import sys
+from pathlib import Path
+
+from . import signals
+
+if Path(sys.argv[0]).name == "abswin-convert":  # the console script: a signal from now on gets its one line
+    signals.install_early()
+
+import click  # after the signal handlers, on purpose
 
 from .. import __version__
 from .convert import convert_command
@@ -14,12 +22,13 @@ from .demo import demo_command
 from .evaluate import eval_command, finetune_command
 from .inspect import inspect_command
 from .push import push_command
+from .support import CommandGroup
 from .zoo import zoo_command
 
 COMMANDS = (inspect_command, convert_command, demo_command, eval_command, finetune_command, push_command, zoo_command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="abswin-convert")
 def main() -> None:
     """Convert window-attention ViT checkpoints to absolute-win position embeddings for a new input size.

@@ -78,6 +78,10 @@ def convert_command(
     from ..families.overrides import Overrides
     from ..io.provenance import read_provenance
 
+    if push_to:  # a push that cannot happen is refused before the conversion, not after it
+        from ..hub.push import check_push_target
+
+        check_push_target(push_to)
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
                      family=family, overrides=Overrides.parse(**overrides), ema=ema,  # type: ignore[arg-type]
                      progress=not quiet)

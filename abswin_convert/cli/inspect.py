@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -21,10 +22,11 @@ if TYPE_CHECKING:
                    "at --img-size (needs matplotlib: pip install 'abswin-convert[plot]').")
 @click.option("--img-size", default=None, metavar=SIZE_METAVAR,
               help="The size --plot compares at; default: twice the native size.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
 @json_option
 @user_errors
 def inspect_command(source: str, family: str | None, as_json: bool, plot_path: str | None, img_size: str | None,
-                    **overrides: object) -> None:
+                    force: bool, **overrides: object) -> None:
     """Report SOURCE's family, format, position grid, window and window energy: how much of the embedding
     repeats in every window, which naive interpolation breaks.
 
@@ -39,6 +41,13 @@ def inspect_command(source: str, family: str | None, as_json: bool, plot_path: s
     """
     from ..api import inspect
     from ..families.overrides import Overrides
+
+    if plot_path is not None:  # the picture's name and place are checked before any work
+        from ..io.writer import check_destination
+        from ..plot import plot_format
+
+        plot_format(Path(plot_path))
+        check_destination(Path(plot_path), [], force)
 
     parsed = Overrides.parse(**overrides)  # type: ignore[arg-type]
     report = inspect(source, family, parsed)

@@ -7,38 +7,83 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from ..errors import AbswinError
 from ..vocabulary import LAYOUTS
+from . import signals
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"abswin-convert: error: {' '.join(message.split())}", err=True)
+def printable(text: str) -> str:
+    """``text`` with the control bytes a file's contents may carry (escape sequences, C1 codes, NUL, DEL) shown
+    escaped instead of reaching the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def one_line(message: str) -> str:
+    """``message`` as one printable line: whitespace runs become one space."""
+    return printable(" ".join(message.split()))
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print the one error line and exit with ``code``."""
+    click.echo(f"abswin-convert: error: {one_line(message)}", err=True)
     sys.exit(code)
 
 
 def user_errors(func: Callable) -> Callable:
-    """Turn AbswinError into one line on stderr and exit status 2; anything else is a bug (exit 1)."""
+    """Turn AbswinError, and what the system says about files and memory, into one line on stderr and exit status 2;
+    anything else is a bug (exit 1)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(os.environ.get("ABSWIN_DEBUG"))  # then the traceback, with the error's cause
         try:
             return func(*args, **kwargs)
         except AbswinError as exc:
-            if os.environ.get("ABSWIN_DEBUG"):  # the traceback, with the error's cause
+            if debug:
                 raise
-            _fail(str(exc), 2)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            fail(str(exc), 2)
+        except OSError as exc:  # a full disk, a file size limit, a name too long: the environment's, not a bug
+            if debug:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            fail(f"{exc.strerror or exc}{where}", 2)
+        except MemoryError:
+            if debug:
+                raise
+            fail("out of memory; free some, or lower ABSWIN_MAX_MEMORY so that large sizes are refused up front", 2)
         except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
-            if os.environ.get("ABSWIN_DEBUG"):
+            if debug:
                 raise
-            _fail(f"internal error: {exc.__class__.__name__}: {exc} (set ABSWIN_DEBUG=1 for the traceback)", 1)
+            fail(f"internal error: {exc.__class__.__name__}: {exc} (set ABSWIN_DEBUG=1 for the traceback)", 1)
 
     return wrapper
+
+
+class CommandGroup(click.Group):
+    """The ``abswin-convert`` group: click's own usage errors become one line with exit status 2, and signals one
+    line with 128 + the signal's number (``signals.py``); ``--help`` and ``--version`` are click's."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> NoReturn:
+        try:
+            with signals.raising():
+                status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except signals.Interrupted as exc:
+            fail(f"interrupted by {exc}", exc.exit_status)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare `abswin-convert CMD`: its help, as click gives it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)  # usage errors know the command they are about
+            command = context.command_path if context else "abswin-convert"
+            fail(f"{exc.format_message()} (see {command} --help)", 2)
+        except click.Abort:
+            fail("aborted", 130)
+        sys.exit(status if isinstance(status, int) else 0)
 
 
 def emit(data: dict, as_json: bool, lines: list[str]) -> None:
@@ -47,7 +92,7 @@ def emit(data: dict, as_json: bool, lines: list[str]) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))
 
 
 class OptionWithOldNames(click.Option):

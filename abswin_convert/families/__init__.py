@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
+from .. import budget
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..maths.grid import format_size
+from ..maths.resize import Size
 from ..plan import Plan
 from . import generic, hiera, hiera_to_sam2, sam, sam2, vitdet
 from .base import ConvertRequest, Detection, Family
@@ -50,7 +54,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     """The one family that recognises ``ckpt`` (or the one named), with what it found and the user's overrides."""
     overrides = overrides or Overrides()
     if family == generic.NAME or (family is None and overrides.names_tensor):
-        return generic.detect(ckpt, overrides)
+        return _within_budget(ckpt, generic.detect(ckpt, overrides))
     if overrides.names_tensor:
         raise AbswinError(f"--key/--layout describe a checkpoint of a family we do not know; drop --family {family} or use --family generic")
     if family is not None and family not in FAMILIES:
@@ -58,7 +62,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     candidates = [FAMILIES[family]] if family else list(FAMILIES.values())
     found = [det for candidate in candidates if (det := candidate.detect(ckpt)) is not None]
     if len(found) == 1:
-        return _with_cross_family_targets(overrides.apply(found[0]))
+        return _within_budget(ckpt, _with_cross_family_targets(overrides.apply(found[0])))
     if not found:
         named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
         raise NotRecognised(
@@ -67,6 +71,22 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
         )
     names = ", ".join(f"{det.family} ({det.format})" for det in found)
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")
+
+
+def _within_budget(ckpt: Checkpoint, det: Detection) -> Detection:
+    """``det``, once its native grid in whole windows (``--window`` may be anything) fits the memory budget."""
+    shape = ckpt.shape(det.pos_key)
+    if math.prod(shape) == 0:
+        raise AbswinError(f"{ckpt.path.name}: position tensor {det.pos_key} {list(shape)} holds nothing; it is not an embedding")
+    _require_memory(ckpt, det, det.grid, f"the native grid {format_size(det.grid)} in whole {format_size(det.window)} windows")
+    return det
+
+
+def _require_memory(ckpt: Checkpoint, det: Detection, grid: Size, what: str) -> None:
+    """Refuse a grid whose work buffers would not fit the memory budget, before anything is computed."""
+    tokens = max(det.grid[0] * det.grid[1] + det.prefix_tokens, 1)
+    channels = max(math.prod(ckpt.shape(det.pos_key)) // tokens, 1)
+    budget.require(budget.grid_work_bytes(grid, channels, det.window), f"{what} ({channels} channels)")
 
 
 def _with_cross_family_targets(det: Detection) -> Detection:
@@ -78,6 +98,11 @@ def _with_cross_family_targets(det: Detection) -> Detection:
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The tensor edits that convert ``ckpt`` (detected as ``det``) for ``request``."""
+    if request.img_size is not None:
+        grid = (request.img_size[0] // max(det.patch_stride, 1), request.img_size[1] // max(det.patch_stride, 1))
+        _require_memory(ckpt, det, grid, f"--img-size {format_size(request.img_size)}")
+    if request.global_size is not None:
+        _require_memory(ckpt, det, request.global_size, f"--global-size {format_size(request.global_size)}")
     if det.family == generic.NAME:
         return generic.plan(ckpt, det, request)
     if request.target == hiera_to_sam2.TARGET and hiera_to_sam2.applies(det):

@@ -19,7 +19,7 @@ from ..io.outputs import ConvertedOutput, read_output
 from ..io.provenance import sha256_of
 from .errors import hub_errors
 from .model_card import model_card
-from .sources import DEFAULT_REVISION, MODEL_CARD_FILE, is_repo_id, offline_mode
+from .sources import DEFAULT_REVISION, MODEL_CARD_FILE, check_token, is_repo_id, offline_mode
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,15 @@ def upload_files(output: ConvertedOutput, card: str) -> list[UploadFile]:
     return files + [UploadFile(MODEL_CARD_FILE, card.encode())]
 
 
+def check_push_target(repo_id: str, dry_run: bool = False) -> None:
+    """Refuse a push that cannot happen, before any work: a bad repo id, or offline mode for a real push."""
+    if not is_repo_id(repo_id):
+        raise AbswinError(f"{repo_id!r} is not a Hub repo id; write it as org/name")
+    check_token()
+    if offline_mode() and not dry_run:
+        raise AbswinError(f"offline mode (HF_HUB_OFFLINE=1): cannot push to {repo_id}; unset it, or use --dry-run")
+
+
 def push(
     path: str | Path,
     repo_id: str,
@@ -99,8 +108,7 @@ def push(
     branch off ``main``. ``create_pr`` opens a pull request against ``revision`` instead of committing to it.
     A README.md the repo already holds is kept unless ``overwrite_card``: it may be the author's own card.
     """
-    if not is_repo_id(repo_id):
-        raise AbswinError(f"{repo_id!r} is not a Hub repo id; write it as org/name")
+    check_push_target(repo_id, dry_run)
     output = read_output(Path(path))
     config = read_json_object(output.config) if output.config else None
     card = model_card(output.provenance, output.hooks, repo_id, config)
@@ -108,8 +116,6 @@ def push(
     branch = revision or DEFAULT_REVISION
     if dry_run:
         return PushResult(repo_id, branch, files, card, dry_run=True)
-    if offline_mode():
-        raise AbswinError(f"offline mode (HF_HUB_OFFLINE=1): cannot push to {repo_id}; unset it, or use --dry-run")
     p = output.provenance
     message = f"abswin-convert {p.get('version')}: {p.get('family')} {p.get('target')} for {p.get('img_size')}"
     with hub_errors(f"push to {repo_id}", repo_id):

@@ -140,6 +140,7 @@ def resolve_hub_source(source: HubSource) -> ResolvedHubFile:
     In offline mode (``HF_HUB_OFFLINE=1``) the repo cannot be listed, so only a named file or ``model.safetensors``
     already in the cache can be used. Hub and network failures raise AbswinError with a one-line message.
     """
+    check_token()
     with hub_errors(f"fetch {source}", source.repo_id, source.revision):
         if offline_mode():
             return _resolve_from_cache(source)
@@ -154,7 +155,8 @@ def _parse_hf_uri(text: str) -> HubSource:
     if match is None or not is_repo_id(match["repo_id"]):
         raise AbswinError(f"{text!r} is not a Hub name; write hf://org/repo[@revision][/path/in/repo]")
     revision = unquote(match["revision"]) if match["revision"] else DEFAULT_REVISION
-    return HubSource(match["repo_id"], revision, match["filename"])
+    filename = _checked_name(match["filename"], "file", text) if match["filename"] else None
+    return HubSource(match["repo_id"], _checked_name(revision, "revision", text), filename)
 
 
 def _parse_repo_reference(text: str) -> HubSource | None:
@@ -164,7 +166,15 @@ def _parse_repo_reference(text: str) -> HubSource | None:
         return None
     if text.lower().endswith(WEIGHT_SUFFIXES):
         return None
-    return HubSource(repo_id, revision or DEFAULT_REVISION)
+    return HubSource(repo_id, _checked_name(revision or DEFAULT_REVISION, "revision", text))
+
+
+def _checked_name(name: str, what: str, text: str) -> str:
+    """A revision or a file in a repo: ``..`` or a leading ``/`` would make the Hub cache read (or write) a file
+    outside its own folder."""
+    if name.startswith("/") or ".." in name.split("/") or "\\" in name or "\0" in name:
+        raise AbswinError(f"{text!r}: {what} {name!r} leaves the repo (.., / or \\); name a branch, tag, commit or file in it")
+    return name
 
 
 def is_repo_id(text: str) -> bool:
@@ -174,6 +184,13 @@ def is_repo_id(text: str) -> bool:
 
 def _has_bad_sequence(repo_id: str) -> bool:
     return "--" in repo_id or ".." in repo_id  # the Hub forbids both in repo ids
+
+
+def check_token() -> None:
+    """A Hub token goes into an HTTP header, which holds ASCII only: say so, rather than fail inside the request."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if not os.environ.get(name, "").isascii():
+            raise AbswinError(f"{name} holds characters that are not ASCII; a Hub token is plain ASCII (hf_...)")
 
 
 def offline_mode() -> bool:

@@ -12,7 +12,6 @@ import pickle
 import re
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import AbswinError, first_line
+from . import torch_zip
 from .jsonfile import read_json_object
 from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
@@ -212,7 +212,9 @@ def _refuse_lfs_pointer(path: Path) -> None:
 
 
 def _open_torch(path: Path, config: dict | None) -> Checkpoint:
-    """A torch zip file, memory-mapped: tensors are read when touched, or copied raw by the writer."""
+    """A torch zip file, checked without torch first (bounded memory), then memory-mapped: tensors are read when
+    touched, or copied raw by the writer."""
+    layout = _checked_layout(path)
     # argparse.Namespace is data only; MAE training saves keep their `args` in one.
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
@@ -220,62 +222,63 @@ def _open_torch(path: Path, config: dict | None) -> Checkpoint:
         except pickle.UnpicklingError as exc:
             raise AbswinError(_refused_pickle(path, exc)) from exc
         except Exception as exc:  # torch raises many types for corrupt zips
-            raise AbswinError(f"{path.name}: not a readable torch file ({first_line(exc, sentence=True)}); is it truncated?") from exc
-        stored = _stored_ranges(path)
-    return _from_object(path, "torch", obj, config, stored)
+            reason = first_line(exc, sentence=True)
+            raise AbswinError(f"{path.name}: not a readable torch file ({reason}); is it truncated?") from exc
+    return _from_object(path, "torch", obj, config, _stored_ranges(layout, obj))
 
 
 def _open_legacy_torch(path: Path, config: dict | None) -> Checkpoint:
     """A torch file from before the zip format (it cannot be mapped), or a plain pickle named like one."""
+    try:
+        _checked_layout(path)
+    except _NotTorch:  # numpy arrays pickled into a .pth are fine for the numpy-only reader
+        return _open_pickle(path, config)
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as refused:
-            try:  # numpy arrays pickled into a .pth are fine for the numpy-only reader
-                return _open_pickle(path, config)
-            except AbswinError as also_refused:  # say what was refused, in whichever words name it
-                named = "GLOBAL" in str(refused)
-                raise AbswinError(_refused_pickle(path, refused) if named else str(also_refused)) from also_refused
+        except pickle.UnpicklingError as exc:
+            raise AbswinError(_refused_pickle(path, exc)) from exc
         except Exception as exc:
             raise AbswinError(f"{path.name}: not a readable torch file ({first_line(exc, sentence=True)})") from exc
     return _from_object(path, "torch", obj, config)
 
 
-def _stored_ranges(path: Path) -> dict[str, TensorEntry]:
-    """Where each tensor's bytes sit in a torch zip file, so that the writer copies them raw, not through memory.
+class _NotTorch(Exception):
+    """A pickle without torch's magic number: not a torch legacy file."""
 
-    A second load onto the meta device reads only the pickle, and torch records there each storage's offset in the
-    zip (``_checkpoint_offset``). Only contiguous tensors of a little-endian file get a range; any surprise means
-    no ranges: the tensors are then written from the memory map, slower but the same bytes.
-    """
-    if sys.byteorder != "little" or not _little_endian_zip(path):
-        return {}
+
+def _checked_layout(path: Path) -> torch_zip.TorchCheckpoint:
+    """Every tensor of a torch file, read from its pickle alone, before ``torch.load`` allocates anything: bounded
+    pickles, stored (uncompressed) members, tensors inside their storages, storages inside the file."""
+    if sys.byteorder != "little":
+        raise AbswinError(f"{path.name}: torch files are read on little-endian machines only")
     try:
-        obj = torch.load(path, map_location="meta", weights_only=True)
-    except Exception:  # the real load succeeded; a failure here only costs speed
-        return {}
-    _, state, _ = _unwrap(obj) if isinstance(obj, dict) else (None, {}, {})
-    size = path.stat().st_size
+        return torch_zip.open_torch(path)
+    except torch_zip.NotTorchFile as exc:
+        raise _NotTorch() from exc
+    except pickle.UnpicklingError as exc:
+        raise AbswinError(_refused_pickle(path, exc)) from exc
+    except torch_zip.CheckpointError as exc:
+        message = str(exc)
+        raise AbswinError(message if message.startswith(path.name) else f"{path.name}: {message}") from exc
+    except Exception as exc:  # zipfile and struct raise many types for damaged archives
+        raise AbswinError(f"{path.name}: not a readable torch file ({first_line(exc)[:80]}); is it truncated?") from exc
+
+
+def _stored_ranges(layout: torch_zip.TorchCheckpoint, obj: Any) -> dict[str, TensorEntry]:
+    """Where each contiguous tensor's bytes sit in a torch zip file, so that the writer copies them raw, not
+    through memory; keyed like the state dict (under its wrapper, if any)."""
+    wrapper, state, _ = _unwrap(obj) if isinstance(obj, dict) else (None, {}, {})
+    depth = 1 if wrapper is None else 2
     ranges = {}
-    for key, t in state.items():
-        offset = getattr(t.untyped_storage(), "_checkpoint_offset", None) if isinstance(t, torch.Tensor) else None
-        if offset is None or not t.is_contiguous():
+    for info in layout.tensors:
+        if len(info.path) != depth or info.path[: depth - 1] != ((wrapper,) if wrapper else ()):
             continue
-        start = offset + t.storage_offset() * t.element_size()
-        end = start + t.numel() * t.element_size()
-        if end <= size:
-            ranges[str(key)] = TensorEntry(t.dtype, tuple(t.shape), start, end)
+        key = info.path[-1]
+        t = state.get(key)
+        if info.byte_range is not None and isinstance(t, torch.Tensor) and tuple(t.shape) == info.shape:
+            ranges[str(key)] = TensorEntry(t.dtype, info.shape, *info.byte_range)
     return ranges
-
-
-def _little_endian_zip(path: Path) -> bool:
-    """torch records the byte order it saved with (absent in old files, which are little-endian)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("/byteorder")]
-            return not names or archive.read(names[0]).strip() == b"little"
-    except Exception:  # zipfile raises many types for odd archives; then we simply do not copy raw
-        return False
 
 
 def _refused_pickle(path: Path, exc: Exception) -> str:
@@ -341,4 +344,6 @@ def _numeric_array(path: Path, key: object, value: np.ndarray) -> torch.Tensor:
     try:
         return torch.from_numpy(array)
     except TypeError as exc:
-        raise AbswinError(f"{path.name}: {key} is a numpy array of {value.dtype}, not numbers; this is not a weight file") from exc
+        raise AbswinError(
+            f"{path.name}: {key} is a numpy array of {value.dtype}, not numbers; this is not a weight file"
+        ) from exc

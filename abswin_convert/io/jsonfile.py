@@ -13,7 +13,7 @@ def read_json_object(path: Path) -> dict:
     """A JSON file holding one object, or a one-line error."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise AbswinError(f"{path}: cannot read it as JSON ({exc.__class__.__name__})") from exc
     if not isinstance(data, dict):
         raise AbswinError(f"{path}: holds no JSON object")

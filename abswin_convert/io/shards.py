@@ -46,8 +46,6 @@ def output_shard_name(shard: str) -> str:
     return stem.replace("pytorch_model", "model", 1) + ".safetensors"
 
 
-def write_index(folder: Path, weight_map: dict[str, str], total_size: int) -> Path:
-    """``model.safetensors.index.json`` for the shards written into ``folder``."""
-    path = folder / SAFETENSORS_INDEX
+def write_index(path: Path, weight_map: dict[str, str], total_size: int) -> None:
+    """``model.safetensors.index.json`` (at ``path``) for the shards of ``weight_map``."""
     write_json(path, {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))})
-    return path

@@ -13,6 +13,8 @@ import contextlib
 import errno
 import json
 import os
+import secrets
+import shutil
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,11 +23,11 @@ from typing import BinaryIO
 
 import torch
 
-from ..errors import AbswinError
+from ..errors import AbswinError, first_line
 from .provenance import SOURCE_SHA256, SourceDigest
 from .safetensors_header import DTYPE_NAMES
 
-TEMP_MARK = ".abswin-tmp-"
+TEMP_MARK = ".abswin-tmp-"  # temp files and staging folders: .abswin-tmp-PID-TOKEN
 _COPY_CHUNK = 64 * 1024 * 1024
 _WRITEBACK_STEP = 32 * 1024 * 1024
 # copy_file_range refuses some pairs of files (other file systems, old kernels, sandboxes): copy through a buffer.
@@ -59,7 +61,7 @@ def check_destination(dest: Path, inputs: list[Path], force: bool) -> None:
     """Refuse to write onto an input, or over an existing file without ``force``."""
     for source in inputs:
         if _same_file(dest, source):
-            raise AbswinError(f"output {dest} is the input file; choose another output path")
+            raise AbswinError(f"output {dest} is the input file {source}; choose another output path")
     if dest.exists() and not force:
         raise AbswinError(f"output {dest} already exists; pass --force to overwrite it")
     if dest.exists() and dest.is_dir():
@@ -73,16 +75,24 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
-def remove_stale_temps(dest: Path) -> list[Path]:
-    """Delete temp files left next to ``dest`` by a run that was killed (their writer pid is gone)."""
-    removed = []
-    folder = dest.parent if dest.parent.exists() else None
-    if folder is None:
+def temp_path(folder: Path) -> Path:
+    """A fresh temp name in ``folder``: short (a long output name must not make it too long), unique within this
+    process (the zoo writes from threads), and naming the writer's pid so that a later run can clean it up."""
+    return folder / f"{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temp files and staging folders left in ``folder`` by writers that were killed (their pid is gone)."""
+    removed: list[Path] = []
+    if not folder.is_dir():
         return removed
-    for candidate in folder.glob(f".{dest.name}{TEMP_MARK}*"):
-        pid = candidate.name.rsplit("-", 1)[-1]
+    for candidate in folder.glob(f"{TEMP_MARK}*"):
+        pid = candidate.name[len(TEMP_MARK) :].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
-            candidate.unlink(missing_ok=True)
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
 
@@ -97,31 +107,49 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the folders created, outermost first (to remove on failure)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_folders(missing)
+        raise AbswinError(f"cannot create the folder {folder}: {exc.strerror or exc}") from exc
+    return missing
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove folders ``make_folders`` created, innermost first, where they are still empty."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 @contextlib.contextmanager
 def atomic_file(dest: Path) -> Iterator[BinaryIO]:
-    """Yield a temp file beside ``dest``; on success fsync and rename it over ``dest``, else delete it."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AbswinError(f"cannot create the folder {dest.parent}: {exc.strerror or exc}") from exc
-    remove_stale_temps(dest)
-    temp = dest.parent / f".{dest.name}{TEMP_MARK}{os.getpid()}"
+    """Yield a temp file beside ``dest``; on success fsync and rename it over ``dest``, else delete it (and the
+    folders made for it)."""
+    created = make_folders(dest.parent)
+    remove_stale_temps(dest.parent)
+    temp = temp_path(dest.parent)
     try:
         with open(temp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, dest)
-    except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a crash
+    except OSError as exc:  # a full disk, a read-only folder, a file size limit: the user's to fix, not a crash
         temp.unlink(missing_ok=True)
+        remove_folders(created)
         raise AbswinError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     except BaseException:
         temp.unlink(missing_ok=True)
+        remove_folders(created)
         raise
-    _fsync_folder(dest.parent)
+    fsync_folder(dest.parent)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -243,5 +271,8 @@ def _copy_chunk(src: int, dst: int, src_offset: int, dst_offset: int, count: int
 def write_torch(dest: Path, obj: object) -> None:
     """``torch.save`` through the same temp-file-and-rename path."""
     with atomic_file(dest) as out:
-        torch.save(obj, out)
+        try:
+            torch.save(obj, out)
+        except RuntimeError as exc:  # torch's writer reports a full disk or a file size limit this way
+            raise AbswinError(f"cannot write {dest}: {first_line(exc, sentence=True)}") from exc
 

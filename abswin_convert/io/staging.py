@@ -1,0 +1,133 @@
+"""One output, whole: every file a command writes (weights, config, sidecar) is checked before anything is written,
+built in a staging folder, and moved into place together, under a lock that one writer at a time can hold.
+
+- Nothing is replaced without ``force``, and nothing that is an input of the command is ever written over.
+- A new output folder appears by one rename of the staging folder: a kill at any instant leaves no folder or the
+  whole one. Into an existing folder the files move one rename each, weights last, right after one another.
+- Two writers to one destination: the second is refused at once (``force`` or not), with a line that says so; the
+  lock is an ``flock`` on a small file beside the output folder, so a killed writer's lock goes with its process.
+- A failure (or a signal, see ``cli/signals.py``) removes the staging folder, the lock file and any folders made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import AbswinError
+from .writer import check_destination, fsync_folder, make_folders, remove_folders, remove_stale_temps, temp_path
+
+LOCK_MARK = ".abswin-lock-"
+
+
+class Staging:
+    """Where the files of one output are written before they are moved into place."""
+
+    def __init__(self, folder: Path, stage: Path) -> None:
+        self.folder = folder
+        self.stage = stage
+
+    def path(self, dest: Path) -> Path:
+        """Where to write ``dest`` now."""
+        return self.stage / dest.name
+
+
+@contextlib.contextmanager
+def output_unit(files: list[Path], inputs: list[Path], force: bool) -> Iterator[Staging]:
+    """Write ``files`` (all in one folder; the weights first) as one output; see the module's docstring."""
+    folder = _one_folder(files)
+    for dest in files:
+        check_destination(dest, inputs, force)
+    new_folder = not folder.exists()
+    created = make_folders(folder.parent)
+    try:
+        with _exclusive(folder.parent, files[0]):
+            for dest in files:  # again, now that no other conversion can write here
+                check_destination(dest, inputs, force)
+            for place in (folder.parent, folder):  # what killed writers left, in either place a stage goes
+                remove_stale_temps(place)
+            remove_stale_locks(folder.parent)
+            stage = temp_path(folder.parent if new_folder else folder)
+            try:
+                stage.mkdir()
+                yield Staging(folder, stage)
+                _commit(stage, folder, files, new_folder)
+            except OSError as exc:
+                raise AbswinError(f"cannot write {folder}: {exc.strerror or exc}") from exc
+            except AbswinError as exc:  # name the files where they were going, not where they were staged
+                raise AbswinError(str(exc).replace(str(stage), str(folder))) from exc
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+    except BaseException:
+        remove_folders(created)
+        raise
+
+
+def _one_folder(files: list[Path]) -> Path:
+    folders = {dest.parent for dest in files}
+    if len(folders) != 1:
+        raise AbswinError(f"the files of one output must share a folder, got {sorted(map(str, folders))}; this is a bug")
+    return folders.pop()
+
+
+def _commit(stage: Path, folder: Path, files: list[Path], new_folder: bool) -> None:
+    """Move the staged files into place: a new folder in one rename, else file by file with the weights last."""
+    fsync_folder(stage)
+    if new_folder:
+        os.rename(stage, folder)  # fails, rather than merges, if a folder appeared there meanwhile
+        fsync_folder(folder.parent)
+        return
+    for dest in [*files[1:], files[0]]:
+        os.replace(stage / dest.name, dest)
+    fsync_folder(folder)
+
+
+@contextlib.contextmanager
+def _exclusive(where: Path, dest: Path) -> Iterator[None]:
+    """Hold the lock of ``dest`` (a file in ``where``) or refuse at once: another conversion is writing it."""
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:16]
+    lock = where / f"{LOCK_MARK}{key}"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise AbswinError(f"cannot write in {where}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AbswinError(f"another conversion is writing {dest} right now; wait for it, or choose another output") from None
+        # the holder before us may have removed the file after we opened it: then lock the new one instead
+        if _same_inode(fd, lock):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def remove_stale_locks(where: Path) -> None:
+    """Delete the lock files killed writers left in ``where``: those nobody holds now."""
+    for lock in where.glob(f"{LOCK_MARK}*"):
+        with contextlib.suppress(OSError):
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live writer: BlockingIOError, kept
+                if _same_inode(fd, lock):
+                    lock.unlink()
+            finally:
+                os.close(fd)
+
+
+def _same_inode(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False

@@ -26,7 +26,7 @@ several invocations; ``--report`` writes ``results/vitdet.md`` and ``results/vit
         --steps 100 --eval-at 0,100
     python scripts/replicate_toy.py --arm vitdet --variants long --regimes canvas --inits naive,tiled
     python scripts/replicate_toy.py --arm vitdet --report
-    # the GPU size (not run on CPU): 112 -> 224 px, patch 8, 14x14 windows, 12 blocks, 4 global (ViTDet's 2,5,8,11)
+    # the GPU size, not run yet (no GPU was lent): 112 -> 224 px, patch 8, 14x14 windows, 12 blocks, 4 global
     python scripts/replicate_toy.py --arm vitdet --device cuda --variants base,more-global,relpos,long \\
         --native 112 --patch 8 --dim 192 --heads 3 --depth 12 --global-blocks 4 --more-global-blocks 6 \\
         --pretrain-steps 5000 --steps 2000 --eval-at 0,200,1000,2000 --long-steps 5000 --eval-images 10000 \\
@@ -562,6 +562,9 @@ def plot(table: dict, variants: list[str], native: float, path: Path) -> None:
     colors = {"naive": "tab:red", "tiled": "tab:green", "split": "tab:blue"}
     for row, variant in zip(axes, variants):
         for ax, regime in zip(row, regimes):
+            if not any((variant, regime, init) in table for init in INITS):
+                ax.axis("off")
+                continue
             for init in INITS:
                 curve = table.get((variant, regime, init))
                 if not curve:

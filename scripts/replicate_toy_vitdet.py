@@ -40,7 +40,6 @@ import argparse
 import gzip
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -231,10 +230,11 @@ def window_energy(grid: torch.Tensor, window: int) -> float:
 
 
 def optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on embeddings, norms and biases."""
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos" not in n and "abswin" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos" not in n and "abswin" not in n)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+    """AdamW; no weight decay on position parameters (absolute, relative, split parts), norms and biases."""
+    params = list(model.named_parameters())
+    decayed = {n for n, p in params if p.ndim > 1 and "pos" not in n and "abswin" not in n}
+    return torch.optim.AdamW([{"params": [p for n, p in params if n in decayed], "weight_decay": 0.05},
+                              {"params": [p for n, p in params if n not in decayed], "weight_decay": 0.0}],
                              lr=lr, betas=(0.9, 0.95))
 
 
@@ -269,12 +269,11 @@ def top1(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, dev
 # --- the product -----------------------------------------------------------------------------------------------
 
 
-def abswin_cli(*argv: str) -> str:
-    """Run ``abswin-convert`` (the installed entry point, this interpreter's environment)."""
-    done = subprocess.run([str(CLI), *argv], capture_output=True, text=True, env=os.environ.copy(), check=False)
+def abswin_cli(*argv: str) -> None:
+    """Run ``abswin-convert`` (the entry point installed beside this interpreter)."""
+    done = subprocess.run([str(CLI), *argv], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"abswin-convert {' '.join(argv)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def convert_inits(source: Path, args: argparse.Namespace) -> dict[str, torch.Tensor]:

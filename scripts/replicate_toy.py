@@ -12,6 +12,12 @@ pretraining makes the embedding window-periodic (the paper's explanation). Write
 
     python scripts/replicate_toy.py                     # defaults: about 10-15 min on 2 CPU cores
     python scripts/replicate_toy.py --device cuda --seeds 5 --train-steps 5000 --mae-steps 2000
+
+``--arm vitdet`` runs the ViTDet arm instead (a plain ViT moved into a windowed runtime: naive resize, the tiling
+recipe, split absolute win); it lives in ``scripts/replicate_toy_vitdet.py`` with its own options and writes
+``results/vitdet.md``:
+
+    python scripts/replicate_toy.py --arm vitdet --help
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -44,6 +51,7 @@ from abswin_convert.plot import draw_panels
 ARCH = "hiera_tiny_224"
 # q_pool=2 as the official MAE Hiera-T; at 64 px the 16x16 token grid holds 2x2 mask units of 8x8.
 MODEL_ARGS = {"embed_dim": 16, "num_heads": 1, "stages": [1, 1, 2, 1], "q_pool": 2, "in_chans": 1}
+ARMS = ("hiera", "vitdet")
 NATIVE, TARGET = 64, 128
 WINDOW = (8, 8)
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST train statistics
@@ -67,6 +75,7 @@ class Run:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arm", choices=ARMS, default="hiera", help="vitdet: the ViTDet arm, with its own options")
     p.add_argument("--data", default=f"fashion-mnist:{FASHION_MNIST_DIR}")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--train-steps", type=int, default=400, help="supervised steps at 64 px")
@@ -270,8 +279,6 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def parse_defaults() -> argparse.Namespace:
-    import sys
-
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         return parse_args()
@@ -322,7 +329,21 @@ def plot_grids(grids: dict[str, dict[str, torch.Tensor]], path: Path) -> None:
     plt.close(fig)
 
 
+def chosen_arm(argv: list[str]) -> tuple[str, list[str]]:
+    """``--arm`` and the rest of the command line, which belongs to that arm."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--arm", choices=ARMS, default="hiera")
+    known, rest = pre.parse_known_args(argv)
+    return known.arm, rest
+
+
 def main() -> None:
+    arm, rest = chosen_arm(sys.argv[1:])
+    if arm == "vitdet":
+        from replicate_toy_vitdet import main as vitdet_main  # scripts/ is on sys.path when run as a script
+
+        vitdet_main(rest)
+        return
     args = parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

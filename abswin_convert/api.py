@@ -190,7 +190,7 @@ def convert(
 
 def _weight_files(ckpt: Checkpoint, weights_path: Path, streamed: bool, sharded: bool) -> list[Path]:
     """The weight files of the output (the index last): one file, its sidecar for a torch file, or the shards."""
-    if sharded:
+    if sharded and ckpt.shards:
         folder = weights_path.parent
         return [*(folder / output_shard_name(name) for name in shard_files(ckpt.shards)), folder / SAFETENSORS_INDEX]
     return [weights_path] if streamed else [weights_path, sidecar_of(weights_path)]

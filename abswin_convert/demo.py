@@ -139,7 +139,8 @@ def _lines(r: dict) -> list[str]:
         lines += [
             f"runtime        {r['runtime']}: strict loads at {i['native_input']} and {TARGET} ok",
             f"               abswin model at {i['native_input']} vs original: max logit diff {r['logits_diff_native']:.1e}",
-            f"               baked {TARGET} model vs abswin {TARGET} model: max logit diff {r['logits_diff_baked_vs_abswin']:.1e}",
+            f"               baked {TARGET} model vs abswin {TARGET} model: "
+            f"max logit diff {r['logits_diff_baked_vs_abswin']:.1e}",
         ]
     else:
         lines.append(f"runtime        {r['runtime']}")

@@ -60,15 +60,18 @@ def convert_state_dict(
     layout: str | None = None,
     window: int | str | Size | None = None,
     patch_stride: int | None = None,
+    recipe: str | None = None,
 ) -> ConvertedStateDict:
     """``convert`` in memory: the state dict for ``img_size``; the input is not modified.
 
     ``config`` is the model's config.json as a dict (transformers and timm hub folders need it to be recognised);
-    ``key``/``layout``/``window``/``patch_stride`` are the CLI's ``--key``/``--layout``/``--window``/``--patch-stride``.
+    ``key``/``layout``/``window``/``patch_stride``/``recipe`` are the CLI's ``--key``/``--layout``/``--window``/
+    ``--patch-stride``/``--recipe``. Prefixed names (DDP's ``module.``, ...) are seen through and kept.
     """
     ckpt = Checkpoint(IN_MEMORY, "torch", None, config, tensors=_tensors(state_dict))
-    overrides = Overrides.parse(key, layout, as_size(window) if isinstance(window, int) else window, patch_stride)
-    det = families.detect(ckpt, family, overrides)
+    window_size = as_size(window) if isinstance(window, int) else window
+    overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
+    ckpt, det = families.recognise(ckpt, family, overrides)
     request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
     plan = families.plan(ckpt, det, request)
     return ConvertedStateDict(plan.applied(ckpt), plan.config, plan.notes, det)

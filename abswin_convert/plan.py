@@ -35,6 +35,7 @@ class Plan:
         """The converted state dict in source order under the input's own names (prefixes included; tensors read
         now); untouched tensors pass through as they are."""
         name = ckpt.stored_name
-        state = {name(self.output_key(key)): self.replace.get(key, ckpt.tensor(key)) for key in ckpt.keys() if key not in self.drop}
+        kept = (key for key in ckpt.keys() if key not in self.drop)
+        state = {name(self.output_key(key)): self.replace.get(key, ckpt.tensor(key)) for key in kept}
         state.update({name(key): value for key, value in self.add.items()})
         return state

@@ -55,7 +55,7 @@ def cases(zoo: Path, sources: list[Path], work: Path, jobs: int, address: str) -
                       for s in sources)
     manifest.write_text(f'[defaults]\nto = "baked"\n{entries}')
     sync = " ".join(f'"{copies}/{s.name}/model.safetensors"' for s in sources)
-    zoo_command = [*CLI, "zoo", str(manifest), "--out", str(out), "--jobs", str(jobs)]
+    zoo_command = [*CLI, "zoo", str(manifest), "--output", str(out), "--jobs", str(jobs)]
     return [
         Case("cp -r", ["cp", "-r", str(zoo), str(copies)], copies),
         Case("cp -r + sync", ["sh", "-c", f'cp -r "{zoo}" "{copies}" && sync {sync}'], copies),

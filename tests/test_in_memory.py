@@ -73,8 +73,8 @@ CASES = {  # name -> (builder, img_size, keyword arguments both routes take)
     "sam-segment-anything": (_sam("segment-anything"), 512, {}),
     "sam-transformers": (_sam("transformers"), 768, {}),
     "sam-timm": (_sam("timm"), "512x768", {}),
-    "vit-timm": (_vit, 320, {}),
-    "mae": (_mae, 320, {"global_size": 14}),
+    "vit-timm": (_vit, 320, {"recipe": "tile"}),
+    "mae": (_mae, 320, {"global_size": 14, "recipe": "tile"}),
     "generic": (_vit, 336, {"family": "generic", "key": "pos_embed", "layout": "flat_cls", "window": 7}),
 }
 
@@ -84,9 +84,11 @@ def test_convert_state_dict_gives_the_tensors_the_file_route_writes(name, tmp_pa
     build, img_size, kwargs = CASES[name]
     path, state, config = build(tmp_path)
     before = {k: v.clone() for k, v in state.items()}
-    file_kwargs = {k: v for k, v in kwargs.items() if k not in ("key", "layout", "window")}
+    file_kwargs = {k: v for k, v in kwargs.items() if k not in ("key", "layout", "window", "recipe")}
     if "key" in kwargs:
         file_kwargs["overrides"] = Overrides.parse(kwargs["key"], kwargs["layout"], str(kwargs["window"]))
+    if "recipe" in kwargs:
+        file_kwargs["overrides"] = Overrides.parse(recipe=kwargs["recipe"])
     result = convert(path, tmp_path / "out.safetensors", img_size, **file_kwargs)
     written = load_file(result.output)
 

@@ -363,3 +363,15 @@ def test_mmdet_vitdet_is_windowed_and_keeps_its_interpolation_at_its_own_size(tm
     pos = state["backbone.pos_embed"]
     assert torch.allclose(get_abs_pos(out["backbone.pos_embed"], True, (64, 64)), get_abs_pos(pos, True, (64, 64)), atol=1e-6)
     assert all(torch.equal(out[k], v) for k, v in state.items() if k != "backbone.pos_embed")
+
+
+def test_a_sharded_hub_repo_is_fetched_whole_and_read_as_one_checkpoint(sharded, local_hub, tmp_path, cli):
+    folder, model = sharded
+    local_hub.upload_folder("test-org/vitdet-sharded", folder)
+    result = cli("convert", "test-org/vitdet-sharded", "-o", tmp_path / "out", "--img-size", 448)
+    assert result.exit_code == 0, result.output
+    out_index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert sorted(out_index) == sorted(model.state_dict())
+    big, info = VitDetModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert all(not v for v in info.values()), info
+    assert big.embeddings.position_embeddings.shape == (1, 1 + 28 * 28, 32)

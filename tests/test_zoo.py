@@ -213,7 +213,7 @@ def test_dry_run_fails_a_source_it_cannot_read(tmp_path):
 
 
 def test_out_option_and_text_output(local_manifest, tmp_path):
-    result = CliRunner().invoke(main, ["zoo", str(local_manifest()), "--out", str(tmp_path / "elsewhere")])
+    result = CliRunner().invoke(main, ["zoo", str(local_manifest()), "--output", str(tmp_path / "elsewhere")])
     assert result.exit_code == 1  # the entry whose hook fails
     assert result.stdout.splitlines()[-1] == (
         f"3 outputs: 2 converted, 1 failed (report in {tmp_path / 'elsewhere'}/report.md)"
@@ -224,7 +224,9 @@ def test_out_option_and_text_output(local_manifest, tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[[model]]\nsource = "a/b"\nimg_size = 448\nto = "nope"\n', "to = 'nope'; use one of baked"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\nto = "nope"\n', "target = 'nope'; use one of baked"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\ntarget = "nope"\n', "target = 'nope'; use one of baked"),
+        ('[[model]]\nsource = "a/b"\nimg_size = 448\ntarget = "baked"\nto = "baked"\n', "has both target and to"),
         ('[[model]]\nsource = "a/b"\nimg_sise = 448\n', "unknown key(s) img_sise"),
         ('[[model]]\nsource = "a/b"\n', "has no img_size"),
         ('[defaults]\nto = "baked"\n', "no [[model]] entries"),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..vocabulary import EXECUTORS
-from .support import emit, json_option, user_errors
+from .support import emit, json_option, renamed_option, user_errors
 
 if TYPE_CHECKING:
     from ..zoo import ZooReport
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 @click.argument("manifest")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
               help="Entries (local) or outputs (ray) run at once.")
-@click.option("--out", default=None, help="Output folder (default: the manifest's `out`, else ./converted beside it).")
+@renamed_option("-o", "--output", old=("--out",), param="out", default=None,
+                help="Output folder (default: the manifest's `out`, else ./converted beside it).")
 @click.option("--dry-run", is_flag=True, help="Only say which outputs would be converted and which are up to date.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="Run outputs in threads here, or as tasks on a Ray cluster (needs abswin-convert[ray]).")

@@ -91,7 +91,9 @@ def evaluate(classifier: Classifier, loader: DataLoader, device: torch.device, p
 
 def _check_classes(logits: torch.Tensor, max_label: int) -> None:
     if max_label >= logits.shape[1]:
-        raise AbswinError(f"the data has label {max_label} but the model has {logits.shape[1]} classes; is this the right data set?")
+        raise AbswinError(
+            f"the data has label {max_label} but the model has {logits.shape[1]} classes; is this the right data set?"
+        )
 
 
 def run_eval(checkpoint: str | Path, data: str, img_size: int, device: str = "auto", batch_size: int = 64,

@@ -62,7 +62,8 @@ def start_model(checkpoint: str | Path, img_size: int, pos: str) -> Classifier:
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weight matrices only; never on position embeddings, norms or biases (timm's rule)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         (no_decay if param.ndim <= 1 or "pos_embed" in name else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -107,7 +108,8 @@ def train(classifier: Classifier, loader: DataLoader, steps: int, lr: float, dev
     model.eval()
     seconds = time.perf_counter() - start
     mean_loss = float(loss_sum) / steps if steps else math.nan
-    return {"train_loss": mean_loss, "train_seconds": round(seconds, 3), "steps_per_s": round(steps / seconds, 3) if steps else None}
+    speed = round(steps / seconds, 3) if steps else None
+    return {"train_loss": mean_loss, "train_seconds": round(seconds, 3), "steps_per_s": speed}
 
 
 def _lr_factor(step: int, warmup: int, steps: int, cosine: bool) -> float:

@@ -88,5 +88,7 @@ def converted_size(path: str | Path) -> int:
         raise AbswinError(f"{path}: no abswin.img_size in its metadata to default to; pass --img-size (img_size in a hook)")
     h, w = parse_size(provenance["img_size"])
     if h != w:
-        raise AbswinError(f"{path}: converted for {h}x{w}; eval and finetune take square sizes, pass --img-size (img_size in a hook)")
+        raise AbswinError(
+            f"{path}: converted for {h}x{w}; eval and finetune take square sizes, pass --img-size (img_size in a hook)"
+        )
     return h

@@ -56,7 +56,9 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     if family == generic.NAME or (family is None and overrides.names_tensor):
         return _within_budget(ckpt, generic.detect(ckpt, overrides))
     if overrides.names_tensor:
-        raise AbswinError(f"--key/--layout describe a checkpoint of a family we do not know; drop --family {family} or use --family generic")
+        raise AbswinError(
+            f"--key/--layout describe a checkpoint of a family we do not know; drop --family {family} or use --family generic"
+        )
     if family is not None and family not in FAMILIES:
         raise AbswinError(f"unknown family {family!r}; known: {', '.join(NAMES)}")
     candidates = [FAMILIES[family]] if family else list(FAMILIES.values())

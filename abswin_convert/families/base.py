@@ -125,6 +125,16 @@ def require_square(img_size: Size, runtime: str) -> None:
         )
 
 
+def require_window_within_grid(det: Detection) -> Detection:
+    """A window is never larger than the grid: at a model's own size a conversion must change nothing."""
+    if det.window[0] > det.grid[0] or det.window[1] > det.grid[1]:
+        raise AbswinError(
+            f"window {format_size(det.window)} is larger than the {format_size(det.grid)} token grid of "
+            f"{det.family} ({det.format}); pass --window {format_size(det.grid)} or smaller"
+        )
+    return det
+
+
 def output_grid(det: Detection, img_size: Size) -> Size:
     """Token grid at ``img_size``: a whole number of windows of patches, or of patches when the runtime pads."""
     if det.pads_windows:
@@ -234,7 +244,7 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
         "native_input": format_size(det.native_input),
         "img_size": format_size(request.img_size),
         "window": format_size(det.window),
-        "global_size": format_size(tuple(parts.global_.shape[:2])),
+        "global_size": format_size(aw.grid_size(parts.global_)),
         "resize": det.resize.name,
         "residual": f"{parts.residual:.6g}",
         "window_energy": f"{parts.energy:.6g}" if det.tiles >= 2 else "undefined (one window)",

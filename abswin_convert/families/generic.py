@@ -12,7 +12,7 @@ from ..io.checkpoint import Checkpoint
 from ..maths.grid import LAYOUTS, format_size, grid_size_of
 from ..maths.resize import BICUBIC
 from ..plan import Plan
-from .base import ConvertRequest, Detection, baked_plan
+from .base import ConvertRequest, Detection, baked_plan, require_window_within_grid
 from .overrides import Overrides
 
 NAME = "generic"
@@ -23,7 +23,9 @@ def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
     missing = [flag for flag, value in (("--key", overrides.key), ("--layout", overrides.layout),
                                         ("--window", overrides.window)) if value is None]
     if missing:
-        raise AbswinError(f"a checkpoint of a family we do not know needs --key, --layout and --window; missing {', '.join(missing)}")
+        raise AbswinError(
+            f"a checkpoint of a family we do not know needs --key, --layout and --window; missing {', '.join(missing)}"
+        )
     assert overrides.key is not None and overrides.layout is not None and overrides.window is not None
     if overrides.key not in ckpt:
         raise AbswinError(f"--key {overrides.key!r} is not in {ckpt.path.name}; {position_candidates(ckpt)}")
@@ -33,8 +35,9 @@ def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
     grid = grid_size_of(ckpt.shape(overrides.key), overrides.layout, prefix)
     stride = overrides.patch_stride or _patch_stride(ckpt)
     # We cannot know whether the runtime pads to whole windows, so the output grid must be whole windows.
-    return Detection(NAME, "override", overrides.key, overrides.layout, grid, overrides.window, stride, BICUBIC,
-                     ("baked",), prefix_tokens=prefix)
+    det = Detection(NAME, "override", overrides.key, overrides.layout, grid, overrides.window, stride, BICUBIC,
+                    ("baked",), prefix_tokens=prefix)
+    return require_window_within_grid(det)
 
 
 def _patch_stride(ckpt: Checkpoint) -> int:

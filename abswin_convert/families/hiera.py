@@ -66,7 +66,7 @@ def _detection(ckpt: Checkpoint, fmt: str, pos_key: str, layout: str, targets: t
         grid = _configured_grid(ckpt.config) or (224 // PATCH_STRIDE, 224 // PATCH_STRIDE)
         window_key = TIMM_WINDOW_KEY
     elif ckpt.config and "masked_unit_size" in ckpt.config:
-        window = tuple(ckpt.config["masked_unit_size"])[-2:]  # type: ignore[assignment]
+        window = _positive_pair(ckpt.config["masked_unit_size"], "masked_unit_size")
     if grid[0] % window[0] or grid[1] % window[1]:  # Hiera unrolls its tokens into whole mask units
         raise AbswinError(
             f"{pos_key}: a {format_size(grid)} token grid is not a whole number of Hiera's {format_size(window)} "
@@ -80,12 +80,19 @@ def _configured_grid(config: dict | None) -> Size | None:
     """Token grid from a transformers (``image_size``) or official mixin (``input_size``) config."""
     if not config:
         return None
-    size = config.get("image_size") or config.get("input_size")
-    if isinstance(size, int):
-        size = [size, size]
-    if not isinstance(size, (list, tuple)) or len(size) < 2:
+    field = "image_size" if config.get("image_size") else "input_size"
+    size = config.get(field)
+    if size is None:
         return None
-    return (int(size[-2]) // PATCH_STRIDE, int(size[-1]) // PATCH_STRIDE)
+    height, width = _positive_pair([size, size] if isinstance(size, int) else size, field)
+    return (height // PATCH_STRIDE, width // PATCH_STRIDE)
+
+
+def _positive_pair(value: object, field: str) -> Size:
+    """The last two entries of a config.json size (an image's H, W of a video's T, H, W), checked."""
+    if isinstance(value, list) and len(value) >= 2 and all(type(v) is int and v > 0 for v in value[-2:]):
+        return (value[-2], value[-1])
+    raise AbswinError(f"config.json: {field} {value!r} is not a list of positive integers; the config is damaged")
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import AbswinError
-from ..maths.grid import format_size, parse_size
+from ..maths.grid import parse_size
 from ..maths.resize import Size
-from .base import Detection
+from .base import Detection, require_window_within_grid
 
 TILE = "tile"  # the ViTDet recipe: the pretrained grid tiled into the windows of a ViTDet backbone
 RECIPES = (None, TILE)
@@ -52,9 +52,4 @@ class Overrides:
         tiled = self.recipe == TILE or (det.global_attention and self.window is not None)
         det = replace(det, window=self.window or det.window, patch_stride=self.patch_stride or det.patch_stride,
                       tile_requested=tiled)
-        if det.window[0] > det.grid[0] or det.window[1] > det.grid[1]:
-            raise AbswinError(
-                f"window {format_size(det.window)} is larger than the {format_size(det.grid)} token grid of "
-                f"{det.family} ({det.format}); pass --window {format_size(det.grid)} or smaller"
-            )
-        return det
+        return require_window_within_grid(det)

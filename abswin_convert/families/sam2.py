@@ -83,9 +83,9 @@ def _trunk_prefix(ckpt: Checkpoint) -> str | None:
         if not key.endswith(SAM2_WINDOW_KEY):
             continue
         prefix = key[: -len(SAM2_WINDOW_KEY)]
-        if (prefix == "" or prefix.endswith(".")) and prefix + "pos_embed" in ckpt:
-            if len(ckpt.shape(key)) == 4 and len(ckpt.shape(prefix + "pos_embed")) == 4:
-                return prefix
+        whole_name = prefix == "" or prefix.endswith(".")
+        if whole_name and prefix + "pos_embed" in ckpt and len(ckpt.shape(key)) == len(ckpt.shape(prefix + "pos_embed")) == 4:
+            return prefix
     return None
 
 

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
 
 import yaml
@@ -23,6 +23,7 @@ from huggingface_hub.repocard import metadata_load
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.outputs import CONFIG_FILE, WEIGHT_SUFFIXES, WEIGHTS_FILE, WeightFileChoiceError, choose_weight_file
+from ..io.shards import INDEX_SUFFIX, index_name, shard_files, weight_map_of
 from .errors import hub_errors
 
 DEFAULT_REVISION = "main"
@@ -204,7 +205,7 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
     info = HfApi().model_info(source.repo_id, revision=source.revision, files_metadata=True, timeout=_API_TIMEOUT_S)
     siblings = {sibling.rfilename: sibling for sibling in info.siblings or []}
     files = set(siblings)
-    filename = source.filename or pick_weight_file(files, source)
+    filename = source.filename or _sharded_index(files) or pick_weight_file(files, source)
     if filename not in files:
         weights = [name for name in sorted(files) if name.lower().endswith(WEIGHT_SUFFIXES)]
         raise AbswinError(f"{_where(source)} has no file {filename!r}; its weight files: {_listing(weights) or 'none'}")
@@ -222,6 +223,11 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
     def fetch(name: str) -> Path | None:  # pinned to the weight file's commit
         return Path(hf_hub_download(source.repo_id, name, revision=commit)) if name in files else None
 
+    if filename.endswith(INDEX_SUFFIX):  # the shards land beside the index in the same snapshot folder
+        folder = PurePosixPath(filename).parent
+        for shard in shard_files(weight_map_of(path)):
+            fetch(str(folder / shard))
+
     return ResolvedHubFile(
         path=path,
         config_path=fetch(CONFIG_FILE),
@@ -233,6 +239,12 @@ def _resolve_online(source: HubSource) -> ResolvedHubFile:
         license=_card_license(fetch(MODEL_CARD_FILE)),
         sha256=lfs.sha256 if lfs is not None else None,
     )
+
+
+def _sharded_index(files: set[str]) -> str | None:
+    """A repo sharded as transformers shards large models (an index beside ``model-0000k-of-0000n`` files, and no
+    single ``model.safetensors``): its index, read as one checkpoint."""
+    return None if WEIGHTS_FILE in files else index_name(files)
 
 
 def _resolve_from_cache(source: HubSource) -> ResolvedHubFile:

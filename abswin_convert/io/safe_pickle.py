@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -78,7 +78,11 @@ def _empty_array(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
     return np.ndarray((0,), dtype=np.int8)
 
 
-class _NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+# The pure-Python unpickler (see the module docstring); typeshed does not describe its internals (stack, read, ...).
+_PurePythonUnpickler: Any = pickle._Unpickler
+
+
+class _NumpyOnlyUnpickler(_PurePythonUnpickler):
     """See the module docstring for the rules."""
 
     def find_class(self, module: str, name: str) -> Any:
@@ -111,7 +115,11 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             raise pickle.UnpicklingError("pickle data was truncated")
         self.append(bytearray(data))
 
-    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build, pickle.BYTEARRAY8[0]: load_bytearray8}  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict] = {  # the base class's opcode table, with our two opcodes replaced
+        **_PurePythonUnpickler.dispatch,
+        pickle.BUILD[0]: load_build,
+        pickle.BYTEARRAY8[0]: load_bytearray8,
+    }
 
 
 def _plain_dtype_state(state: Any) -> bool:

@@ -6,6 +6,7 @@ as shards with the same boundaries and an index.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import AbswinError
@@ -15,20 +16,33 @@ INDEX_SUFFIX = ".index.json"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
-def index_in(folder: Path) -> Path | None:
-    """The shard index of a folder (the safetensors one first), or None when the folder is not sharded."""
-    indexes = sorted(folder.glob(f"*{INDEX_SUFFIX}"), key=lambda p: (p.name != SAFETENSORS_INDEX, p.name))
+def index_name(names: Iterable[str]) -> str | None:
+    """The shard index among a folder's (or a repo's top-level) file names, the safetensors one first; else None."""
+    indexes = sorted((n for n in names if n.endswith(INDEX_SUFFIX) and "/" not in n), key=lambda n: (n != SAFETENSORS_INDEX, n))
     return indexes[0] if indexes else None
 
 
-def read_weight_map(index: Path) -> dict[str, str]:
-    """The index's ``weight_map`` (tensor name -> shard file), each shard a file beside the index."""
+def index_in(folder: Path) -> Path | None:
+    """The shard index of a folder, or None when the folder is not sharded."""
+    name = index_name(p.name for p in folder.glob(f"*{INDEX_SUFFIX}"))
+    return folder / name if name else None
+
+
+def weight_map_of(index: Path) -> dict[str, str]:
+    """The index's ``weight_map`` (tensor name -> shard file), checked: every shard a file name beside the index."""
     weight_map = read_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise AbswinError(f"{index}: a shard index needs a non-empty weight_map of tensor name -> shard file")
     for key, shard in weight_map.items():
         if not isinstance(shard, str) or Path(shard).name != shard or shard.startswith("."):
             raise AbswinError(f"{index}: the shard of {key!r} must be a file name beside the index, found {shard!r}")
+    return weight_map
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """``weight_map_of`` an index whose shards must all be there."""
+    weight_map = weight_map_of(index)
+    for shard in shard_files(weight_map):
         if not (index.parent / shard).is_file():
             raise AbswinError(f"{index}: shard {shard} is missing; download every file the index names")
     return weight_map

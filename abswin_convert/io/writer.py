@@ -238,7 +238,7 @@ def _write_tensor(out: BinaryIO, data: RawBytes | torch.Tensor) -> None:
         return
     flat = data.detach().contiguous().reshape(-1)
     if flat.numel():
-        out.write(memoryview(flat.view(torch.uint8).numpy()))
+        out.write(flat.view(torch.uint8).numpy().data)
 
 
 def _copy_range(out: BinaryIO, data: RawBytes) -> None:

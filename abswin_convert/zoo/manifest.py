@@ -33,7 +33,7 @@ FORMATS = ("safetensors", "pt")
 PUSH_PLACEHOLDERS = ("size", "target", "name")
 OVERRIDE_KEYS = ("key", "layout", "window", "patch_stride", "recipe")
 _MODEL_KEYS = {
-    "source", "name", "img_size", "to", "global_size", "format", "family", "push_to", "private", "hooks", "resources",
+    "source", "name", "img_size", "target", "to", "global_size", "format", "family", "push_to", "private", "hooks", "resources",
     *OVERRIDE_KEYS,
 }
 _DEFAULT_KEYS = (_MODEL_KEYS - {"source", "name"}) | {"out"}
@@ -145,13 +145,14 @@ def _table(value: object, where: str, allowed: set[str], path: Path) -> dict:
 
 def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path, path: Path) -> list[OutputJob]:
     where = f"{path}: [[model]] #{index + 1}"
-    entry = {**defaults, **_table(model, f"[[model]] #{index + 1}", _MODEL_KEYS, path)}
+    model_table = _table(model, f"[[model]] #{index + 1}", _MODEL_KEYS, path)
+    entry = {**_new_spelling(defaults, where), **_new_spelling(model_table, where)}
     entry.pop("out", None)
     if not isinstance(entry.get("source"), str) or not entry["source"]:
         raise AbswinError(f"{where} has no source; give a Hub name or a checkpoint path")
-    target = str(entry.get("to", "baked"))
+    target = str(entry.get("target", "baked"))
     if target not in TARGETS:
-        raise AbswinError(f"{where} has to = {target!r}; use one of {', '.join(TARGETS)}")
+        raise AbswinError(f"{where} has target = {target!r}; use one of {', '.join(TARGETS)}")
     fmt = str(entry.get("format", "safetensors"))
     if fmt not in FORMATS:
         raise AbswinError(f"{where} has format = {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -271,6 +272,17 @@ def _hook(spec: object, where: str) -> HookSpec:
             f"{where}: unknown hook {hook.name!r}; use one of {', '.join(BUILTIN_HOOKS)} or package.module:function"
         )
     return hook
+
+
+def _new_spelling(table: dict, where: str) -> dict:
+    """``to`` is the old spelling of ``target`` (kept for one release)."""
+    if "to" not in table:
+        return table
+    if "target" in table:
+        raise AbswinError(f"{where} has both target and to (its old spelling); keep target")
+    renamed = {**table, "target": table["to"]}
+    del renamed["to"]
+    return renamed
 
 
 def _overrides(entry: dict, where: str) -> Overrides:

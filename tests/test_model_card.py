@@ -51,3 +51,20 @@ def test_push_keeps_the_repos_own_card_unless_told(local_hub, timm_repo, tmp_pat
     assert replaced["card_kept"] is False and replaced["changed"] is True
     card = hf_hub_download("test-org/with-card", "README.md", local_dir=tmp_path / "b", force_download=True)
     assert 'timm.create_model("hf-hub:test-org/with-card", pretrained=True)' in Path(card).read_text()
+
+
+def test_the_reproduce_command_of_a_generic_conversion_names_its_layout(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    from abswin_convert import convert
+    from abswin_convert.families.overrides import Overrides
+    from abswin_convert.hub.model_card import model_card
+    from abswin_convert.io.outputs import read_output
+
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(
+        tmp_path / "vit"
+    )
+    overrides = Overrides.parse(key="embeddings.position_embeddings", layout="flat_cls", window="7", patch_stride=16)
+    convert(tmp_path / "vit", tmp_path / "out", 448, overrides=overrides)
+    card = model_card(read_output(tmp_path / "out").provenance)
+    assert "--family generic --key embeddings.position_embeddings --layout flat_cls --window 7x7" in card

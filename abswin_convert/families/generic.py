@@ -61,6 +61,7 @@ def position_candidates(ckpt: Checkpoint, limit: int = 6) -> str:
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The embedding baked for the new size; nothing else in the checkpoint is touched."""
     result = baked_plan(ckpt, det, request)
+    result.stats["layout"] = det.layout  # what the user said, for the reproduce command of a model card
     result.notes.append(
         f"only {det.pos_key} was rewritten ({det.layout}, window {format_size(det.window)}, tiles anchored top-left); "
         "build the model for the new input size and load with strict=True"

@@ -292,7 +292,7 @@ def zoo_cases(zoo: Path, work: Path, img_size: int) -> list[Case]:
     return [
         Case("zoo: cp -r", ["cp", "-r", str(zoo), str(copies)], copies),
         Case("zoo: cp -r + sync", ["sh", "-c", f'cp -r "{zoo}" "{copies}" && sync {sync_copies}'], copies),
-        Case("zoo: abswin-convert zoo", [*CLI, "zoo", str(manifest), "--out", str(out)], out),
+        Case("zoo: abswin-convert zoo", [*CLI, "zoo", str(manifest), "--output", str(out)], out),
     ]
 
 

@@ -196,7 +196,7 @@ def transfer(run: Run, folder: Path, args: argparse.Namespace, device: torch.dev
         loader = eval_loader(args, classifier, device)
         curve = run.curves.setdefault(pos, {})
 
-        def on_eval(step: int) -> None:
+        def on_eval(step: int, curve=curve, classifier=classifier, loader=loader) -> None:
             curve[step] = evaluate(classifier, loader, device, progress=False)["top1"]
 
         data = open_dataset(args.data, "train", shifted(classifier.preprocess, 2 * args.shift))
@@ -230,9 +230,10 @@ def write_results(runs: list[Run], args: argparse.Namespace, eval_at: list[int],
         f"{minutes:.1f} min on {device} ({torch.get_num_threads()} thread(s)).",
         "",
         f"Model: timm `{ARCH}` with {json.dumps(MODEL_ARGS)}, 10 classes; trained {args.train_steps} steps at {NATIVE} px "
-        f"(batch {args.batch_size}, AdamW lr {args.lr}, cosine{f', random shift ±{args.shift} px' if args.shift else ''}). At {NATIVE} px the 16x16 "
-        f"token grid is 2x2 mask units of 8x8; at {TARGET} px it is 32x32 = 4x4 units. Finetune at {TARGET} px: "
-        f"{args.finetune_steps} steps, batch {args.finetune_batch_size}, lr {args.finetune_lr} (warmup then constant). "
+        f"(batch {args.batch_size}, AdamW lr {args.lr}, cosine{f', random shift ±{args.shift} px' if args.shift else ''}). "
+        f"At {NATIVE} px the 16x16 token grid is 2x2 mask units of 8x8; at {TARGET} px it is 32x32 = 4x4 units. "
+        f"Finetune at {TARGET} px: {args.finetune_steps} steps, batch {args.finetune_batch_size}, lr {args.finetune_lr} "
+        "(warmup then constant). "
         f"Top-1 on the first {args.eval_images} Fashion-MNIST test images. Mean ± sample standard deviation over seeds.",
         "",
         f"| arm | top-1 @{NATIVE} | naive @{TARGET}, 0 steps | abswin @{TARGET}, 0 steps | naive @{TARGET}, {last} steps "
@@ -241,8 +242,8 @@ def write_results(runs: list[Run], args: argparse.Namespace, eval_at: list[int],
     ]
     for arm in arms:
         rs = [r for r in runs if r.arm == arm]
-        col = lambda pos, step: [r.curves[pos][step] for r in rs]  # noqa: E731
-        diff = lambda step: [a - n for a, n in zip(col("abswin", step), col("naive", step))]  # noqa: E731
+        col = lambda pos, step, rs=rs: [r.curves[pos][step] for r in rs]  # noqa: E731
+        diff = lambda step, col=col: [a - n for a, n in zip(col("abswin", step), col("naive", step))]  # noqa: E731
         lines.append(
             f"| {arm} | {mean_sd([r.native_top1 for r in rs])} | {mean_sd(col('naive', 0))} | {mean_sd(col('abswin', 0))} "
             f"| {mean_sd(col('naive', last))} | {mean_sd(col('abswin', last))} | {points(diff(0))} / {points(diff(last))} |"
@@ -252,12 +253,13 @@ def write_results(runs: list[Run], args: argparse.Namespace, eval_at: list[int],
         "Normalised window energy of the position embedding (0 = no window pattern, 1 = perfectly window-periodic; "
         "`absolute_win.normalized_window_energy`, 8x8 windows):",
         "",
-        "| arm | after MAE | learned @64 | naive-resized @128 | absolute win @128 | naive after finetune | abswin after finetune |",
+        "| arm | after MAE | learned @64 | naive-resized @128 | absolute win @128 "
+        "| naive after finetune | abswin after finetune |",
         "|---|---|---|---|---|---|---|",
     ]
     for arm in arms:
         rs = [r for r in runs if r.arm == arm]
-        e = lambda key: mean_sd([r.energy[key] for r in rs]) if key in rs[0].energy else "—"  # noqa: E731
+        e = lambda key, rs=rs: mean_sd([r.energy[key] for r in rs]) if key in rs[0].energy else "—"  # noqa: E731
         lines.append(f"| {arm} | {e('after_mae')} | {e('learned')} | {e('naive')} | {e('abswin')} "
                      f"| {e('naive_finetuned')} | {e('abswin_finetuned')} |")
     lines += ["", "Per seed (top-1 at each evaluated finetune step):", "",
@@ -265,7 +267,8 @@ def write_results(runs: list[Run], args: argparse.Namespace, eval_at: list[int],
               + " | ".join(f"abswin {s}" for s in eval_at) + " |",
               "|---|---|---|" + "---|" * (2 * len(eval_at))]
     for r in runs:
-        lines.append(f"| {r.arm} | {r.seed} | {r.native_top1:.3f} | " + " | ".join(f"{r.curves['naive'][s]:.3f}" for s in eval_at)
+        lines.append(f"| {r.arm} | {r.seed} | {r.native_top1:.3f} | "
+                     + " | ".join(f"{r.curves['naive'][s]:.3f}" for s in eval_at)
                      + " | " + " | ".join(f"{r.curves['abswin'][s]:.3f}" for s in eval_at) + " |")
     lines += ["", "![accuracy vs finetune steps](accuracy_vs_steps.png)", "",
               "![embedding: learned, naive-resized, absolute win](embedding.png)", ""]

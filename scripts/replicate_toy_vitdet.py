@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from replicate_toy import mean_sd, points  # the Hiera arm's table cells (scripts/ is on sys.path when run as a script)
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_sam import VisionTransformerSAM
@@ -424,16 +425,6 @@ def _append(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 # --- the report ------------------------------------------------------------------------------------------------
-
-
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
-
-
-def points(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):+.1f} ± {100 * sd:.1f}"
 
 
 def cells(runs: list[dict]) -> dict[tuple[str, str, str], dict[int, list[float]]]:

@@ -1,9 +1,9 @@
-pytest_plugins = ["tests.hub_fixtures"]
-
 import pytest
 from click.testing import CliRunner
 
 from abswin_convert.cli import main
+
+pytest_plugins = ["tests.hub_fixtures"]
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ def test_demo_runs_and_verifies(tmp_path):
 
 
 def test_demo_json_reports_exactness_and_pattern(tmp_path):
-    done = subprocess.run(["abswin-convert", "demo", "--json", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["abswin-convert", "demo", "--json", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
     report = json.loads(done.stdout)
     assert report["ok"] is True
     assert report["native_max_abs_error"] < 1e-5

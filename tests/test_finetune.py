@@ -104,8 +104,8 @@ def test_size_that_is_not_whole_windows_is_refused():
 def test_cli_finetune_json(tmp_path, data):
     out = tmp_path / "ft"
     done = subprocess.run(
-        ["abswin-convert", "finetune", str(example_path()), "--data", data, "--img-size", "128", "--steps", "2", "--pos", "abswin",
-         "-o", str(out), "--batch-size", "8", "--eval-limit", "20", "--device", "cpu", "--json"],
+        ["abswin-convert", "finetune", str(example_path()), "--data", data, "--img-size", "128", "--steps", "2",
+         "--pos", "abswin", "-o", str(out), "--batch-size", "8", "--eval-limit", "20", "--device", "cpu", "--json"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr

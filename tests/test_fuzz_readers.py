@@ -1,8 +1,9 @@
 """Fuzzing the checkpoint readers: random and mutated bytes give a checkpoint or an AbswinError, nothing else.
 
 The seeds are real files: part of a tiny timm Hiera saved as safetensors, as a torch zip (``torch.save``), as a
-legacy (pre-zip) torch file, as numpy arrays pickled into a ``.pth``, and as a detectron2-style ``.pkl``. Mutations overwrite, insert and delete bytes, biased towards both ends
-of the file (the safetensors header and the pickle sit at the start, the zip directory at the end), and truncate.
+legacy (pre-zip) torch file, as numpy arrays pickled into a ``.pth``, and as a detectron2-style ``.pkl``.
+Mutations overwrite, insert and delete bytes, biased towards both ends of the file (the safetensors header and
+the pickle sit at the start, the zip directory at the end), and truncate.
 Whatever opens is read in full, and a tensor the writer would copy raw must hold the bytes of its file range.
 """
 

@@ -21,7 +21,9 @@ OVERRIDES = ("--key", KEY, "--layout", "flat_cls", "--window", "7")
 
 
 def vit_config(img_size: int = 224) -> ViTConfig:
-    return ViTConfig(hidden_size=DIM, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=img_size, patch_size=16)
+    return ViTConfig(
+        hidden_size=DIM, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=img_size, patch_size=16
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,8 @@ def test_native_size_is_exact_through_the_library(plain_vit, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--key", KEY, "--window", "7"), "missing --layout"),
-    (("--key", "pos", "--layout", "flat_cls", "--window", "7"), f"'pos' is not in model.safetensors; tensors that look like position embeddings: {KEY}"),
+    (("--key", "pos", "--layout", "flat_cls", "--window", "7"),
+     f"'pos' is not in model.safetensors; tensors that look like position embeddings: {KEY}"),
     (("--key", KEY, "--layout", "nhwc", "--window", "7"), "a nhwc position tensor has shape [1, H, W, C], found [1, 197, 32]"),
     (("--key", KEY, "--layout", "flat", "--window", "7"), "197 position tokens do not form a square grid"),
     (("--key", KEY, "--layout", "flat_cls", "--window", "7x"), "cannot read size '7x'"),
@@ -127,7 +130,8 @@ def test_key_and_layout_belong_to_the_generic_family(plain_vit, cli):
     message = one_line_error(cli("inspect", plain_vit[0], "--family", "sam", *OVERRIDES))
     assert "use --family generic" in message
     assert cli("inspect", plain_vit[0], "--family", "generic", *OVERRIDES).exit_code == 0
-    assert "needs --key, --layout and --window; missing --key, --layout, --window" in one_line_error(cli("inspect", plain_vit[0], "--family", "generic"))
+    error = one_line_error(cli("inspect", plain_vit[0], "--family", "generic"))
+    assert "needs --key, --layout and --window; missing --key, --layout, --window" in error
 
 
 def test_nchw_without_a_patch_conv_needs_the_stride(tmp_path, cli):
@@ -135,7 +139,8 @@ def test_nchw_without_a_patch_conv_needs_the_stride(tmp_path, cli):
     save_file({"backbone.pos": grid, "backbone.proj": torch.randn(16, 16)}, str(tmp_path / "x.safetensors"))
     base = ("--key", "backbone.pos", "--layout", "nchw", "--window", "4")
     assert "pass --patch-stride" in one_line_error(cli("inspect", tmp_path / "x.safetensors", *base))
-    result = cli("convert", tmp_path / "x.safetensors", "-o", tmp_path / "out.safetensors", "--img-size", "128x192", *base, "--patch-stride", 8)
+    result = cli("convert", tmp_path / "x.safetensors", "-o", tmp_path / "out.safetensors", "--img-size", "128x192", *base,
+                 "--patch-stride", 8)
     assert result.exit_code == 0, result.output
     out = load_file(tmp_path / "out.safetensors")
     assert out["backbone.pos"].shape == (1, 16, 16, 24)
@@ -146,8 +151,10 @@ def test_nchw_without_a_patch_conv_needs_the_stride(tmp_path, cli):
 
 def test_an_ambiguous_checkpoint_lists_the_families_and_family_chooses(tmp_path, cli):
     state = {
-        "image_encoder.pos_embed": torch.randn(1, 8, 8, DIM), "image_encoder.patch_embed.proj.weight": torch.randn(DIM, 3, 16, 16),
-        "backbone.net.pos_embed": torch.randn(1, 197, DIM), "backbone.net.patch_embed.proj.weight": torch.randn(DIM, 3, 16, 16),
+        "image_encoder.pos_embed": torch.randn(1, 8, 8, DIM),
+        "image_encoder.patch_embed.proj.weight": torch.randn(DIM, 3, 16, 16),
+        "backbone.net.pos_embed": torch.randn(1, 197, DIM),
+        "backbone.net.patch_embed.proj.weight": torch.randn(DIM, 3, 16, 16),
     }
     save_file(state, str(tmp_path / "both.safetensors"))
     message = one_line_error(cli("inspect", tmp_path / "both.safetensors"))
@@ -157,7 +164,10 @@ def test_an_ambiguous_checkpoint_lists_the_families_and_family_chooses(tmp_path,
 
 
 def test_window_override_on_a_known_family(tmp_path):
-    save_file({"pos_embed": torch.randn(1, 64, 64, DIM), "patch_embed.proj.weight": torch.randn(DIM, 3, 16, 16)}, str(tmp_path / "sam.safetensors"))
+    save_file(
+        {"pos_embed": torch.randn(1, 64, 64, DIM), "patch_embed.proj.weight": torch.randn(DIM, 3, 16, 16)},
+        str(tmp_path / "sam.safetensors"),
+    )
     report = inspect(tmp_path / "sam.safetensors", overrides=Overrides(window=(16, 16))).to_json()
     assert (report["family"], report["window"]) == ("sam", "16x16")
     with pytest.raises(AbswinError, match="--patch-stride must be a positive"):

@@ -94,7 +94,8 @@ def test_official_video_converts_spatial_and_passes_temporal(tmp_path, cli):
     assert set(saved) == {"model_state"}
     state = saved["model_state"]
     assert torch.equal(state["pos_embed_temporal"], original.pos_embed_temporal.detach())
-    assert torch.allclose(state["pos_embed_spatial"].double(), expected_abswin(original.pos_embed_spatial.detach(), 112), atol=1e-6)
+    expected = expected_abswin(original.pos_embed_spatial.detach(), 112)
+    assert torch.allclose(state["pos_embed_spatial"].double(), expected, atol=1e-6)
     big = hm.official_video_model(input_size=(16, 448, 448))
     big.load_state_dict(state, strict=True)
 

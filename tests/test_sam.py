@@ -162,7 +162,8 @@ def test_inspect_recognises_format_grid_window_and_global_blocks(saved, cli, fmt
     report = json.loads(result.stdout)
     assert (report["family"], report["format"], report["layout"]) == ("sam", fmt, "nhwc")
     assert report["position_key"] == POS_KEY[fmt]
-    assert (report["grid"], report["window"], report["patch_stride"], report["native_input"]) == ("64x64", "14x14", 16, "1024x1024")
+    geometry = (report["grid"], report["window"], report["patch_stride"], report["native_input"])
+    assert geometry == ("64x64", "14x14", 16, "1024x1024")
     assert report["details"]["global_blocks"] == "[1]"
     assert report["targets"] == ["baked"] and report["resize"] == "bicubic"
     text = cli("inspect", path).stdout
@@ -276,7 +277,10 @@ def test_bad_sizes_fail_with_one_line_and_write_nothing(saved, cli, tmp_path, fm
 
 
 def test_an_nhwc_embedding_without_its_patch_embedding_is_not_claimed(tmp_path):
-    save_file({"pos_embed": torch.zeros(1, 8, 8, 16), "patch_embed.proj.weight": torch.zeros(32, 3, 16, 16)}, str(tmp_path / "x.safetensors"))
+    save_file(
+        {"pos_embed": torch.zeros(1, 8, 8, 16), "patch_embed.proj.weight": torch.zeros(32, 3, 16, 16)},
+        str(tmp_path / "x.safetensors"),
+    )
     with pytest.raises(AbswinError, match=r"no position embedding recognised.*pos_embed \[1, 8, 8, 16\].*--key"):
         inspect(tmp_path / "x.safetensors").to_json()
 

@@ -61,7 +61,12 @@ def build(fmt: str, background=(7, 7)) -> torch.nn.Module:
 
 
 def trunk_of(model: torch.nn.Module, fmt: str) -> torch.nn.Module:
-    return {"sam2": lambda m: m["image_encoder"].trunk, "transformers": lambda m: m.vision_encoder.backbone, "timm": lambda m: m}[fmt](model)
+    trunks = {
+        "sam2": lambda m: m["image_encoder"].trunk,
+        "transformers": lambda m: m.vision_encoder.backbone,
+        "timm": lambda m: m,
+    }
+    return trunks[fmt](model)
 
 
 def save_native(fmt: str, folder) -> tuple[torch.nn.Module, object]:

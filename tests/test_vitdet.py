@@ -99,7 +99,10 @@ def sources(tmp_path_factory):
     save_file(timm_vit.state_dict(), str(root / "vit.safetensors"))
     return {
         "detectron2-pkl": (save_detectron2_pkl(root / "model_final_61ccd1.pkl", state), state),
-        "detectron2-pth": (_torch_save(root / "model_0089999.pth", {"model": state, "iteration": 89999, "scheduler": {"last_epoch": 3}}), state),
+        "detectron2-pth": (
+            _torch_save(root / "model_0089999.pth", {"model": state, "iteration": 89999, "scheduler": {"last_epoch": 3}}),
+            state,
+        ),
         "mae": (save_mae(root / "checkpoint-99.pth", mae_vit), mae_vit),
         "timm": (root / "vit.safetensors", timm_vit),
         "transformers": (root / "vitdet-hf", hf),
@@ -341,12 +344,17 @@ def test_a_finetuned_transformers_vitdet_keeps_its_interpolation_by_default(cli,
 def test_mae_pretrain_decoder_embedding_is_resized_too(tmp_path):
     encoder = randomize(vit(), seed=5).state_dict()
     gen = torch.Generator().manual_seed(6)
-    state = {**encoder, "mask_token": torch.randn(1, 1, 16, generator=gen), "decoder_pos_embed": torch.randn(1, 197, 16, generator=gen)}
+    state = {
+        **encoder,
+        "mask_token": torch.randn(1, 1, 16, generator=gen),
+        "decoder_pos_embed": torch.randn(1, 197, 16, generator=gen),
+    }
     path = _torch_save(tmp_path / "mae_visualize_vit_tiny.pth", {"model": state})
     result = convert(path, tmp_path / "out.safetensors", 448, overrides=TILE)
     out = load_file(tmp_path / "out.safetensors")
     decoder = state["decoder_pos_embed"]
-    expected = F.interpolate(decoder[0, 1:].reshape(1, 14, 14, 16).permute(0, 3, 1, 2), size=(28, 28), mode="bicubic", align_corners=False)
+    grid = decoder[0, 1:].reshape(1, 14, 14, 16).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(28, 28), mode="bicubic", align_corners=False)
     assert torch.allclose(out["decoder_pos_embed"][0, 1:], expected[0].permute(1, 2, 0).reshape(-1, 16), atol=1e-6)
     assert torch.equal(out["decoder_pos_embed"][0, 0], decoder[0, 0])
     assert result.detection.format == "mae" and any("decoder_pos_embed" in n for n in result.notes)

@@ -31,8 +31,8 @@ def budget() -> int:
     unit = text[-1] if text[-1] in _UNITS else ""
     try:
         value = float(text[: len(text) - len(unit)])
-    except ValueError:
-        raise AbswinError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a size; write bytes or e.g. 8G") from None
+    except ValueError as exc:
+        raise AbswinError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a size; write bytes or e.g. 8G") from exc
     if not math.isfinite(value) or value <= 0:
         raise AbswinError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a positive size")
     return int(value * _UNITS[unit])

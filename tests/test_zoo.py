@@ -343,3 +343,22 @@ def test_help_and_the_local_executor_do_not_import_ray(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_outputs_name_hook_files_and_data_by_name_not_by_local_path(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    hm.save_timm(folder)
+    data = f"imagefolder:{tmp_path / 'private' / 'pets'}"
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(
+        '[[model]]\nsource = "src/hiera_timm.safetensors"\nimg_size = 448\n'
+        f'hooks = [{{name = "tests.zoo_hooks:names_files", data = "{data}"}}]\n'
+    )
+    [row] = run_zoo(load_manifest(manifest)).rows
+    assert row.status == "converted", row.error
+    output = read_output(tmp_path / "converted" / row.output)
+    assert output.hooks["tests.zoo_hooks:names_files"] == {"checkpoint": "model.safetensors", "data": "imagefolder:pets",
+                                                            "top1": 0.5}
+    written = output.weights.read_bytes()[:200_000] + output.hooks_file.read_bytes()
+    assert str(tmp_path).encode() not in written

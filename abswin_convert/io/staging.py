@@ -99,9 +99,9 @@ def _exclusive(where: Path, dest: Path) -> Iterator[None]:
             raise AbswinError(f"cannot write in {where}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             os.close(fd)
-            raise AbswinError(f"another conversion is writing {dest} right now; wait for it, or choose another output") from None
+            raise AbswinError(f"another conversion is writing {dest} right now; wait for it, or choose another output") from exc
         # the holder before us may have removed the file after we opened it: then lock the new one instead
         if _same_inode(fd, lock):
             break

@@ -288,8 +288,8 @@ class _DataUnpickler(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         try:
             return _GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"GLOBAL {module}.{name}") from None
+        except KeyError as exc:
+            raise pickle.UnpicklingError(f"GLOBAL {module}.{name}") from exc
 
     def persistent_load(self, pid: Any) -> StorageRef:
         expected = 6 if self.legacy else 5
@@ -359,7 +359,7 @@ def _unpickle(f: BinaryIO, legacy: bool, what: str) -> tuple[Any, dict[str, Stor
         raise
     except (EOFError, struct.error, IndexError, KeyError, TypeError, ValueError, AttributeError, RecursionError,
             OverflowError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{what} is not a readable pickle ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+        raise CheckpointError(f"{what} is not a readable pickle ({exc.__class__.__name__}: {str(exc)[:80]})") from exc
 
 
 # ---- the checkpoint ----------------------------------------------------------------------------------------
@@ -405,7 +405,7 @@ def _open_zip(path: Path) -> TorchCheckpoint:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path.name}: not a readable torch file ({exc}); is it truncated?") from None
+        raise CheckpointError(f"{path.name}: not a readable torch file ({exc}); is it truncated?") from exc
     with archive, open(path, "rb") as f:
         pickles = [i for i in archive.infolist() if i.filename.count("/") == 1 and i.filename.endswith("/data.pkl")]
         if len(pickles) != 1:

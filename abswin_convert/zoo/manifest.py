@@ -20,6 +20,7 @@ from ..families import NAMES as FAMILY_NAMES
 from ..families.overrides import RECIPES, TILE, Overrides
 from ..hub.sources import is_repo_id, parse_hub_source
 from ..io.outputs import WEIGHT_SUFFIXES
+from ..io.provenance import public_name
 from ..maths.grid import format_size, parse_size
 from ..maths.resize import Size
 from ..vocabulary import LAYOUTS, TARGETS
@@ -49,7 +50,9 @@ class HookSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "options": self.options}
+        """As recorded in an output's provenance: a path among the options by its name only (outputs are shared)."""
+        shareable = {k: public_name(v) if isinstance(v, str) else v for k, v in self.options.items()}
+        return {"name": self.name, "options": shareable}
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,9 @@ def load_manifest(path: str | Path, out: str | Path | None = None) -> Manifest:
     try:
         data = tomllib.loads(path.read_text())
     except OSError as error:
-        raise AbswinError(f"{path}: cannot read the manifest ({error.strerror})") from None
+        raise AbswinError(f"{path}: cannot read the manifest ({error.strerror})") from error
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise AbswinError(f"{path}: not valid TOML ({error})") from None
+        raise AbswinError(f"{path}: not valid TOML ({error})") from error
     unknown = sorted(set(data) - {"defaults", "model"})
     if unknown:
         raise AbswinError(f"{path}: unknown table(s) {', '.join(unknown)}; a manifest has [defaults] and [[model]]")
@@ -208,7 +211,7 @@ def _size(text: str, what: str, where: str) -> Size:
     try:
         return parse_size(text)
     except AbswinError as error:
-        raise AbswinError(f"{where}: {what}: {error}") from None
+        raise AbswinError(f"{where}: {what}: {error}") from error
 
 
 def _sizes(value: object, where: str) -> list[Size]:
@@ -242,7 +245,7 @@ def _push_repos(template: object, sizes: list[str], target: str, name: str, wher
         parsed = string.Formatter().parse(template)
         fields = [(name, conversion, spec) for _, name, spec, conversion in parsed if name is not None]
     except ValueError as error:  # an unmatched brace
-        raise AbswinError(f"{where}: push_to {template!r} is not a valid template ({error})") from None
+        raise AbswinError(f"{where}: push_to {template!r} is not a valid template ({error})") from error
     for placeholder, conversion, spec in fields:
         if placeholder not in PUSH_PLACEHOLDERS or conversion or spec:
             known = ", ".join(f"{{{p}}}" for p in PUSH_PLACEHOLDERS)

@@ -22,7 +22,7 @@ from ..evaluation.hooks import run_hook
 from ..hub.push import push
 from ..hub.sources import open_source
 from ..io.outputs import read_output, write_hooks
-from ..io.provenance import sha256_of
+from ..io.provenance import public_name, sha256_of
 from .manifest import HookSpec, OutputJob
 from .report import OutputRow
 
@@ -118,14 +118,22 @@ def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path) -> dict[str, dict]:
     results = {}
     for hook in hooks:
         try:
-            results[hook.name] = run_hook(hook.name, weights, hook.options)
+            results[hook.name] = _shareable(run_hook(hook.name, weights, hook.options))
         except AbswinError as error:
-            raise AbswinError(f"hook {hook.name}: {error}") from None
+            raise AbswinError(f"hook {hook.name}: {error}") from error
         except Exception as error:  # a hook is somebody's code: its crash fails this output, named as its own
-            raise AbswinError(f"hook {hook.name} raised {error.__class__.__name__}: {error}") from None
+            raise AbswinError(f"hook {hook.name} raised {error.__class__.__name__}: {error}") from error
         if results[hook.name].get("ok") is False:
             raise AbswinError(f"hook {hook.name} failed: {_why_not_ok(results[hook.name])}")
     return results
+
+
+# Metrics that name files or data sets: recorded (and uploaded with the output) by name, not by local path.
+_PATH_METRICS = ("checkpoint", "output", "data", "source")
+
+
+def _shareable(metrics: dict) -> dict:
+    return {k: public_name(v) if k in _PATH_METRICS and isinstance(v, str) else v for k, v in metrics.items()}
 
 
 def _why_not_ok(result: dict) -> str:

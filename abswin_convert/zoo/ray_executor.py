@@ -14,7 +14,7 @@ import socket
 import time
 from collections import deque
 
-from ..errors import AbswinError
+from ..errors import AbswinError, first_line
 from ..evaluation.hooks import GPU_HOOKS
 from .executors import Progress
 from .manifest import OutputJob
@@ -24,8 +24,8 @@ from .report import OutputRow
 try:
     import ray
     from ray.exceptions import RayError
-except ImportError:
-    raise AbswinError("--executor ray needs Ray; install it with pip install 'abswin-convert[ray]'") from None
+except ImportError as exc:
+    raise AbswinError("--executor ray needs Ray; install it with pip install 'abswin-convert[ray]'") from exc
 
 ATTEMPTS = 2  # a task whose worker is lost runs once more
 _CONNECT_TIMEOUT_S = 10
@@ -73,7 +73,7 @@ class _Connection:
                     ray.init(address=self.address, **quiet)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 where = self.address or "a new local instance"
-                raise AbswinError(f"cannot start or reach Ray ({where}): {_first_line(error)}") from None
+                raise AbswinError(f"cannot start or reach Ray ({where}): {first_line(error)}") from error
             self.ours = True
         return ray.cluster_resources()
 
@@ -141,7 +141,7 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
     except OSError as error:
         reason = error.strerror or str(error)
-        raise AbswinError(f"no Ray cluster answers at {address} ({reason}); is `ray start` running there?") from None
+        raise AbswinError(f"no Ray cluster answers at {address} ({reason}); is `ray start` running there?") from error
 
 
 def task_options(job: OutputJob, cluster: dict[str, float]) -> tuple[dict, str | None]:
@@ -167,9 +167,7 @@ def _failed_row(job: OutputJob, problem: str, attempts: int, seconds: float) -> 
 def _describe(error: RayError) -> str:
     """``WorkerCrashedError: The worker died ...``; for an exception the task raised, that exception."""
     cause = getattr(error, "cause", None) or error
-    return f"{type(cause).__name__}: {_first_line(cause)}"
+    return f"{type(cause).__name__}: {first_line(cause)}"
 
 
-def _first_line(error: BaseException) -> str:
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 

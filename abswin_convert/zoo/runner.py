@@ -51,8 +51,8 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AbswinError(f"another zoo run is writing to {out_dir}; wait for it, or use another --out") from None
+        except BlockingIOError as exc:
+            raise AbswinError(f"another zoo run is writing to {out_dir}; wait for it, or use another -o/--output") from exc
         yield
     finally:
         os.close(fd)

@@ -249,6 +249,34 @@ def test_timm_config_follows_the_conversion(tmp_path, cli):
     model.load_state_dict(load_file(out / "model.safetensors"), strict=True)
 
 
+@pytest.mark.parametrize(
+    ("damage", "commands"),
+    [
+        ({"model_args": "x"}, ("convert", "eval")),
+        ({"pretrained_cfg": {"input_size": 64}}, ("convert", "eval")),
+        ({"architecture": 7}, ("eval",)),  # a conversion does not build the model
+        ({"num_classes": "ten"}, ("eval",)),
+    ],
+)
+def test_a_damaged_timm_config_is_one_line_exit_2(tmp_path, cli, damage, commands):
+    import json
+    import shutil
+
+    from abswin_convert.demo import example_path
+
+    source = tmp_path / "damaged"
+    shutil.copytree(example_path(), source)
+    (source / "config.json").write_text(json.dumps({**hm.read_json(example_path() / "config.json"), **damage}))
+    args = {"convert": ("convert", source, "-o", tmp_path / "out", "--img-size", 128),
+            "eval": ("eval", source, "--data", "fashion-mnist:/nowhere", "--img-size", 64)}  # the model is built first
+    for command in commands:
+        result = cli(*args[command])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("abswin-convert: error: config.json is damaged: timm's needs architecture")
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_suffix_picks_the_format_and_a_contradiction_is_refused(tmp_path, cli):
     _, source = hm.save_official(tmp_path)
     out = tmp_path / "baked.pth"

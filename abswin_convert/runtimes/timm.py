@@ -30,10 +30,29 @@ def abswin_args(global_size: Size | None) -> dict[str, object]:
     return {"abs_win_pos_embed": True, "global_pos_size": [int(global_size[0]), int(global_size[1])]}
 
 
+def checked(config: Mapping, building: bool = False) -> Mapping:
+    """The fields of a timm config.json this module reads, checked (a damaged config is the user's to fix, in one
+    line): ``model_args`` a table, ``pretrained_cfg.input_size`` a list; to build a model also ``architecture`` (a
+    name) and ``num_classes`` (a whole number)."""
+    pretrained_cfg = config.get("pretrained_cfg", {})
+    problems = [
+        not isinstance(config.get("model_args", {}), dict),
+        not isinstance(pretrained_cfg, dict) or not isinstance(pretrained_cfg.get("input_size", []), list),
+        building and not isinstance(config.get("architecture"), str),
+        building and type(config.get("num_classes")) is not int,
+    ]
+    if any(problems):
+        raise AbswinError(
+            "config.json is damaged: timm's needs architecture (a name), num_classes (a whole number), model_args "
+            "(a table) and pretrained_cfg.input_size (a list)"
+        )
+    return config
+
+
 def resized_config(config: dict, input_size: Size, /, **model_args: object) -> dict:
     """A copy of ``config`` for the same model at ``input_size``: ``pretrained_cfg.input_size`` follows, and
     ``model_args`` is updated with the given arguments (a ``None`` value removes the argument)."""
-    updated = copy.deepcopy(config)
+    updated = copy.deepcopy(dict(checked(config)))
     args = updated.setdefault("model_args", {})
     for name, value in model_args.items():
         if value is None:
@@ -49,6 +68,7 @@ def resized_config(config: dict, input_size: Size, /, **model_args: object) -> d
 def model_kwargs(config: Mapping, img_size: int | Size, shapes: Mapping[str, tuple[int, ...]]) -> dict:
     """``timm.create_model`` keyword arguments for the weights with these ``shapes`` at ``img_size``: a split
     absolute-win state (``pos_embed_win`` present) builds the abswin model, its global size read off the weights."""
+    checked(config, building=True)
     args = {**config.get("model_args", {}), "num_classes": config["num_classes"], "img_size": img_size}
     if WINDOW_KEY in shapes:
         gh, gw = shapes["pos_embed"][-2:]

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from abswin_convert.errors import AbswinError
 from abswin_convert.io.staging import LOCK_MARK, _exclusive
 from abswin_convert.io.writer import TEMP_MARK
+from tests import hiera_models as hm
 from tests.cli_forkserver import ForkServer, cli_env
 
 CLI = str(Path(sys.executable).with_name("abswin-convert"))
@@ -399,3 +400,16 @@ def test_lock_helpers_are_exclusive_within_one_process_too(tmp_path):
     with _exclusive(tmp_path, tmp_path / "model.safetensors"):  # released: free again
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_an_existing_output_folder_in_one_swap_keeping_its_other_files(tmp_path, cli):
+    _, source = hm.save_timm(tmp_path)
+    out = tmp_path / "out"
+    assert cli("convert", source, "-o", out, "--img-size", 448).exit_code == 0
+    (out / "notes.txt").write_text("the user's own file")
+    old_folder, old_weights = os.stat(out).st_ino, (out / "model.safetensors").read_bytes()
+    assert cli("convert", source, "-o", out, "--img-size", 512, "--force").exit_code == 0
+    assert os.stat(out).st_ino != old_folder  # a new folder swapped in whole (renameat2), not files moved one by one
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert (out / "model.safetensors").read_bytes() != old_weights
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no stage, no lock left

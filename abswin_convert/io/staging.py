@@ -2,8 +2,10 @@
 built in a staging folder, and moved into place together, under a lock that one writer at a time can hold.
 
 - Nothing is replaced without ``force``, and nothing that is an input of the command is ever written over.
-- A new output folder appears by one rename of the staging folder: a kill at any instant leaves no folder or the
-  whole one. Into an existing folder the files move one rename each, weights last, right after one another.
+- A new output folder appears by one rename of the staging folder, and an existing one is swapped with the staging
+  folder in one step (renameat2 RENAME_EXCHANGE, the folder's other files carried over as hard links): a kill at any
+  instant leaves the old state or the new one. Where the system cannot swap (not Linux, or sub-folders in the
+  folder), the files move one rename each, weights last, right after one another.
 - Two writers to one destination: the second is refused at once (``force`` or not), with a line that says so; the
   lock is an ``flock`` on a small file beside the output folder, so a killed writer's lock goes with its process.
 - A failure (or a signal, see ``cli/signals.py``) removes the staging folder, the lock file and any folders made.
@@ -12,6 +14,8 @@ built in a staging folder, and moved into place together, under a lock that one 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import os
@@ -52,7 +56,7 @@ def output_unit(files: list[Path], inputs: list[Path], force: bool) -> Iterator[
             for place in (folder.parent, folder):  # what killed writers left, in either place a stage goes
                 remove_stale_temps(place)
             remove_stale_locks(folder.parent)
-            stage = temp_path(folder.parent if new_folder else folder)
+            stage = temp_path(folder.parent)  # beside the folder: renamed into it, or swapped with it
             try:
                 stage.mkdir()
                 yield Staging(folder, stage)
@@ -76,15 +80,57 @@ def _one_folder(files: list[Path]) -> Path:
 
 
 def _commit(stage: Path, folder: Path, files: list[Path], new_folder: bool) -> None:
-    """Move the staged files into place: a new folder in one rename, else file by file with the weights last."""
+    """Move the staged files into place in one step: a new folder by one rename; an existing one by swapping it
+    with the stage, once the stage holds (as hard links) everything else the folder holds. Where the system cannot
+    swap (not Linux, or sub-folders in the way), the files move one rename each, weights last."""
     fsync_folder(stage)
     if new_folder:
         os.rename(stage, folder)  # fails, rather than merges, if a folder appeared there meanwhile
         fsync_folder(folder.parent)
         return
+    if _swap_in(stage, folder, {dest.name for dest in files}):
+        return  # the old folder is now at ``stage``, which the caller removes
     for dest in [*files[1:], files[0]]:
         os.replace(stage / dest.name, dest)
     fsync_folder(folder)
+
+
+def _swap_in(stage: Path, folder: Path, replaced: set[str]) -> bool:
+    """Give ``stage`` the folder's other files (hard links), then exchange the two; False, undone, where it cannot."""
+    others = [entry for entry in folder.iterdir() if entry.name not in replaced]
+    if any(entry.is_symlink() or not entry.is_file() for entry in others):
+        return False
+    linked = []
+    try:
+        for entry in others:
+            os.link(entry, stage / entry.name)
+            linked.append(stage / entry.name)
+        if _exchange(stage, folder):
+            fsync_folder(folder.parent)
+            return True
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+    for link in linked:
+        link.unlink()
+    return False
+
+
+_RENAME_EXCHANGE = 2  # renameat2(2): swap two paths atomically (Linux 3.15+)
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step; False where the system has no such call."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # a file system or kernel that cannot swap
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 @contextlib.contextmanager

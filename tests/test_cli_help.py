@@ -10,8 +10,8 @@ import pytest
 
 from abswin_convert import families
 from abswin_convert.cli import main
-from abswin_convert.cli.support import FAMILY_NAMES
 from abswin_convert.demo import example_path
+from abswin_convert.vocabulary import FAMILY_NAMES
 
 COMMANDS = sorted(main.commands)
 

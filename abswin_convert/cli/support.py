@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import AbswinError
-from ..vocabulary import LAYOUTS
+from ..vocabulary import FAMILY_NAMES, LAYOUTS
 from . import signals
 
 
@@ -115,8 +115,6 @@ def renamed_option(*names: str, old: tuple[str, ...], param: str, **kwargs: Any)
     return click.option(*names, *old, param, cls=OptionWithOldNames, old=old, **kwargs)
 
 
-# The family names, for --help without importing torch; tests/test_cli_help.py checks them against the registry.
-FAMILY_NAMES = ("hiera", "sam", "vitdet", "sam2", "generic")
 SIZE_METAVAR = "N|HxW"
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
 quiet_option = click.option("-q", "--quiet", is_flag=True,

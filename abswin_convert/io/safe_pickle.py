@@ -16,10 +16,11 @@ before it is called. Fuzzing found that "only numpy" is not enough on its own, h
 from __future__ import annotations
 
 import pickle
-import struct
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
+
+from .unpickling import BoundedUnpickler
 
 _RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
 _FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}  # protocol 5
@@ -78,11 +79,7 @@ def _empty_array(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
     return np.ndarray((0,), dtype=np.int8)
 
 
-# The pure-Python unpickler (see the module docstring); typeshed does not describe its internals (stack, read, ...).
-_PurePythonUnpickler: Any = pickle._Unpickler
-
-
-class _NumpyOnlyUnpickler(_PurePythonUnpickler):
+class _NumpyOnlyUnpickler(BoundedUnpickler):
     """See the module docstring for the rules."""
 
     def find_class(self, module: str, name: str) -> Any:
@@ -108,18 +105,7 @@ class _NumpyOnlyUnpickler(_PurePythonUnpickler):
             raise pickle.UnpicklingError("GLOBAL numpy.dtype with fields or sub-arrays")
         super().load_build()
 
-    def load_bytearray8(self) -> None:
-        (size,) = struct.unpack("<Q", self.read(8))
-        data = self.read(size)
-        if len(data) != size:
-            raise pickle.UnpicklingError("pickle data was truncated")
-        self.append(bytearray(data))
-
-    dispatch: ClassVar[dict] = {  # the base class's opcode table, with our two opcodes replaced
-        **_PurePythonUnpickler.dispatch,
-        pickle.BUILD[0]: load_build,
-        pickle.BYTEARRAY8[0]: load_bytearray8,
-    }
+    dispatch: ClassVar[dict] = {**BoundedUnpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 def _plain_dtype_state(state: Any) -> bool:

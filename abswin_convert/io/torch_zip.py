@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from .unpickling import BoundedUnpickler
+
 # real data.pkl members are kilobytes (a few MB for thousands of tensors); the pure-Python unpickler's objects
 # take tens of times the pickle's bytes, so this bound also bounds the memory spent reading it
 MAX_PICKLE_BYTES = 16 * 1024 * 1024
@@ -273,12 +275,8 @@ _GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _DataUnpickler(pickle._Unpickler):
+class _DataUnpickler(BoundedUnpickler):
     """Data containers, torch tensors as placeholders, nothing else; storages are registered as they come."""
-
-    stack: list[Any]  # the pure-Python unpickler's internals, which the overrides below use
-    read: Any
-    append: Any
 
     def __init__(self, file: BinaryIO, legacy: bool) -> None:
         super().__init__(file, encoding="latin1")
@@ -316,20 +314,9 @@ class _DataUnpickler(pickle._Unpickler):
             isinstance(k, str) for k in state
         ):
             raise pickle.UnpicklingError(f"BUILD of {type(target).__name__}: only data is read")
-        super().load_build()  # type: ignore[misc]
+        super().load_build()
 
-    def load_bytearray8(self) -> None:
-        (size,) = struct.unpack("<Q", self.read(8))
-        data = self.read(size)  # read before allocating: the announced size may be a lie
-        if len(data) != size:
-            raise pickle.UnpicklingError("pickle data was truncated")
-        self.append(bytearray(data))
-
-    dispatch: ClassVar[dict] = {
-        **pickle._Unpickler.dispatch,
-        pickle.BUILD[0]: load_build,
-        pickle.BYTEARRAY8[0]: load_bytearray8,
-    }
+    dispatch: ClassVar[dict] = {**BoundedUnpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 class _Bounded(io.RawIOBase):

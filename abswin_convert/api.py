@@ -11,16 +11,17 @@ from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
 from .hub.sources import ResolvedHubFile, open_source
-from .in_memory import as_size
 from .io.checkpoint import EMA_KEYS, Checkpoint
+from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import output_metadata
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
+from .io.tensors import FileTensor, StoredTensor
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
-from .maths.grid import format_size
+from .maths.grid import as_size, format_size
 from .maths.resize import Size
 from .plan import Plan
 from .progress import byte_bar
@@ -100,11 +101,11 @@ def inspect(source: str | Path, family: str | None = None, overrides: Overrides 
         family=det.family,
         format=det.format,
         container=ckpt.format,
-        wrapper=ckpt.wrapper,
+        wrapper=".".join(ckpt.wrapper_path) or None,
         tensors=len(ckpt.keys()),
         position_key=det.pos_key,
         position_shape=list(ckpt.shape(det.pos_key)),
-        position_dtype=str(ckpt.dtype(det.pos_key)).replace("torch.", ""),
+        position_dtype=TORCH_NAMES[ckpt.dtype(det.pos_key)],
         layout=det.layout,
         grid=format_size(det.grid),
         prefix_tokens=det.prefix_tokens,
@@ -257,34 +258,42 @@ def _chosen_copy(
 
 
 def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
-    """The output in source order: edits in memory, untouched safetensors tensors as raw byte ranges."""
+    """The output in source order: edits in memory, untouched tensors as raw byte ranges of their file."""
     out = []
     for key in ckpt.keys():
         if key in plan.drop:
             continue
-        name = ckpt.stored_name(plan.output_key(key))
-        if key in plan.replace:
-            value = plan.replace[key]
-            out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
-            continue
-        entry = ckpt.raw_entry(key)
-        if entry is not None:
-            out.append(OutputTensor(name, entry.dtype, entry.shape, RawBytes(ckpt.file_of(key), entry.start, entry.nbytes)))
-        else:
-            value = ckpt.tensor(key)
-            out.append(OutputTensor(name, value.dtype, tuple(value.shape), value))
-    for name, value in plan.add.items():
-        out.append(OutputTensor(ckpt.stored_name(name), value.dtype, tuple(value.shape), value))
+        stored = plan.replace.get(key) or ckpt.stored(key)
+        out.append(_output_tensor(ckpt.stored_name(plan.output_key(key)), stored))
+    out.extend(_output_tensor(ckpt.stored_name(name), value) for name, value in plan.add.items())
     return out
 
 
+def _output_tensor(name: str, stored: StoredTensor) -> OutputTensor:
+    if isinstance(stored, FileTensor):
+        return OutputTensor(name, stored.dtype, stored.shape, RawBytes(stored.path, stored.start, stored.nbytes))
+    return OutputTensor(name, stored.dtype, stored.shape, stored.read().raw)
+
+
 def _torch_object(ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]]) -> dict:
-    """The state dict for ``--format pt``, inside the source's own wrapper (or the one the target needs), with
-    every converted copy and the wrapper's other entries (optimizer, epoch, args, ...)."""
-    state = plan.applied(ckpt)
+    """The object for ``--format pt``: the source's own object (re-read by torch: its entries must be torch's) with
+    the converted state dict and every converted copy put back where they sat, and its other entries (optimizer,
+    epoch, args, ...) kept; or the wrapper the target needs."""
+    from .io.torch_bridge import load_object, to_torch
+
+    def torch_state(source: Checkpoint, source_plan: Plan) -> dict:
+        return {key: to_torch(value) for key, value in source_plan.applied(source).items()}
+
     if plan.wrapper is not None and plan.wrapper != ckpt.wrapper:
-        return {plan.wrapper: state}  # another model's file: the source's other entries do not belong in it
-    if ckpt.wrapper is None:
-        return state
-    converted = {name: copy_plan.applied(copy) for name, (copy, copy_plan) in copies.items()}
-    return {**ckpt.extra, ckpt.wrapper: state, **converted}
+        return {plan.wrapper: torch_state(ckpt, plan)}  # another model's file: the source's other entries do not belong
+    if not ckpt.wrapper_path:
+        return torch_state(ckpt, plan)
+    obj = load_object(ckpt)
+    for source, source_plan in [(ckpt, plan), *copies.values()]:
+        obj = _placed(obj, source.wrapper_path, torch_state(source, source_plan))
+    return obj
+
+
+def _placed(obj: dict, path: tuple[str, ...], value: object) -> dict:
+    """A copy of the nested dict ``obj`` with ``value`` at the key ``path``."""
+    return {**obj, path[0]: _placed(obj[path[0]], path[1:], value) if len(path) > 1 else value}

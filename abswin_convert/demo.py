@@ -14,6 +14,7 @@ from .evaluation.verify import max_logit_difference, native_error
 from .families import hiera
 from .families.base import read_position
 from .io.checkpoint import open_checkpoint
+from .io.torch_bridge import torch_state_dict
 from .maths import absolute_win as aw
 from .maths.grid import to_grid
 from .maths.resize import BICUBIC_ANTIALIAS
@@ -63,7 +64,7 @@ def _pattern_kept(ckpt, det, baked_path: Path) -> dict:
     """Window energy at the target size: absolute win keeps the pattern, the naive resize smears it."""
     grid = read_position(ckpt, det).grid
     out_grid = (TARGET // det.patch_stride,) * 2
-    baked = to_grid(open_checkpoint(baked_path).tensor(det.pos_key), "flat").grid
+    baked = to_grid(open_checkpoint(baked_path).tensor(det.pos_key).float64(), "flat").grid
     naive = aw.naive(grid, out_grid, BICUBIC_ANTIALIAS)
     return {
         "energy_source": aw.normalized_window_energy(grid, det.window),
@@ -78,11 +79,10 @@ def _runtime_checks(source: Path, abswin_path: Path, baked_path: Path, native: i
         import timm  # noqa: F401  (only asking whether it is installed)
     except ImportError:
         return {"runtime": "not verified: timm is not installed (pip install timm)"}
-    ckpt = open_checkpoint(source)
-    config = ckpt.config or {}
+    config = open_checkpoint(source).config or {}
     channels = int(config.get("model_args", {}).get("in_chans", 3))
-    states = {"source": ckpt.state_dict(), "abswin": open_checkpoint(abswin_path).state_dict(),
-              "baked": open_checkpoint(baked_path).state_dict()}
+    states = {name: torch_state_dict(open_checkpoint(path))
+              for name, path in (("source", source), ("abswin", abswin_path), ("baked", baked_path))}
 
     def build(name: str, size: int) -> torch.nn.Module:
         shapes = {key: tuple(value.shape) for key, value in states[name].items()}

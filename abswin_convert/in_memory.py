@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import families
@@ -19,8 +20,10 @@ from .errors import AbswinError
 from .families.base import ConvertRequest, Detection
 from .families.overrides import Overrides
 from .io.checkpoint import Checkpoint
+from .io.tensors import RawTensor
+from .io.torch_bridge import dtype_name, from_torch, to_torch
 from .maths import absolute_win as aw
-from .maths.grid import PositionGrid, format_size, from_grid, parse_size, to_grid
+from .maths.grid import PositionGrid, as_size, format_size, from_grid, to_grid
 from .maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
 
 IN_MEMORY = Path("state_dict")  # what error messages call a state dict that has no file name
@@ -35,17 +38,6 @@ class ConvertedStateDict(dict):
         self.config = config
         self.notes = notes
         self.detection = detection
-
-
-def as_size(value: int | str | Size | None) -> Size | None:
-    """``448``, ``"448x640"``, ``(448, 640)``; None or ``"full"`` stay None (the full grid)."""
-    if value is None or value == "full":
-        return None
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, str):
-        return parse_size(value)
-    return (int(value[0]), int(value[1]))
 
 
 def convert_state_dict(
@@ -68,13 +60,18 @@ def convert_state_dict(
     ``key``/``layout``/``window``/``patch_stride``/``recipe`` are the CLI's ``--key``/``--layout``/``--window``/
     ``--patch-stride``/``--recipe``. Prefixed names (DDP's ``module.``, ...) are seen through and kept.
     """
-    ckpt = Checkpoint(IN_MEMORY, "torch", None, config, tensors=_tensors(state_dict))
+    originals = _tensors(state_dict)
+    raw = {name: from_torch(value) for name, value in originals.items()}
+    ckpt = Checkpoint(IN_MEMORY, "torch", dict(raw), config)
     window_size = as_size(window) if isinstance(window, int) else window
     overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
     ckpt, det = families.recognise(ckpt, family, overrides)
     request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
     plan = families.plan(ckpt, det, request)
-    return ConvertedStateDict(plan.applied(ckpt), plan.config, plan.notes, det)
+    untouched = {id(raw[name]): originals[name] for name in raw}  # passed through as the caller's own tensors
+    state = {name: untouched[id(value)] if id(value) in untouched else to_torch(value)
+             for name, value in plan.applied(ckpt).items()}
+    return ConvertedStateDict(state, plan.config, plan.notes, det)
 
 
 def _tensors(state_dict: Mapping[str, object]) -> dict[str, torch.Tensor]:
@@ -103,13 +100,14 @@ def resample_abswin_pos_embed(
     tiled, the rest resized (bicubic, ``antialias`` as the runtime does). Arguments as timm's ``resample_abs_pos_embed``
     plus ``window`` (in tokens); ``old_size`` defaults to a square grid. At the same size it returns a copy of ``posemb``."""
     layout = "flat_cls" if num_prefix_tokens else "flat"
-    pos = to_grid(posemb, layout, num_prefix_tokens, tuple(old_size) if old_size else None)  # type: ignore[arg-type]
+    raw = from_torch(posemb)
+    pos = to_grid(raw.float64(), layout, num_prefix_tokens, tuple(old_size) if old_size else None)  # type: ignore[arg-type]
     if pos.size == tuple(new_size):
         return posemb.clone()  # split + compose would round: the same size must give the same values
     window_part, global_part = aw.split(pos.grid, tuple(window))  # type: ignore[arg-type]
     resize = BICUBIC_ANTIALIAS if antialias else BICUBIC
     grid = aw.compose(window_part, global_part, tuple(new_size), resize)  # type: ignore[arg-type]
-    return from_grid(PositionGrid(grid, pos.prefix), layout).to(posemb.dtype)
+    return _like(posemb, from_grid(PositionGrid(grid, pos.prefix), layout))
 
 
 def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, torch.Tensor]) -> None:
@@ -167,10 +165,15 @@ def _plain_resize(model: Any, checkpoint_model: dict[str, torch.Tensor]) -> None
     new_grid = tuple(model.patch_embed.grid_size)
     prefix = model.pos_embed.shape[-2] - new_grid[0] * new_grid[1]
     layout = "flat_cls" if prefix else "flat"
-    pos = to_grid(posemb, layout, prefix)
+    pos = to_grid(from_torch(posemb).float64(), layout, prefix)
     if pos.size == new_grid:
         return
     resized = PositionGrid(aw.naive(pos.grid, new_grid, BICUBIC), pos.prefix)
-    checkpoint_model["pos_embed"] = from_grid(resized, layout).to(posemb.dtype)
+    checkpoint_model["pos_embed"] = _like(posemb, from_grid(resized, layout))
     print(f"abswin-convert: pos_embed {format_size(pos.size)} -> {format_size(new_grid)} tokens "
           "by plain bicubic resize (the model has no windows, so no window pattern to keep)")
+
+
+def _like(reference: torch.Tensor, values: np.ndarray) -> torch.Tensor:
+    """float64 ``values`` rounded once to ``reference``'s dtype, on its device."""
+    return to_torch(RawTensor.encode(values, dtype_name(reference.dtype))).to(reference.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
+from .io.tensors import RawTensor
 
 if TYPE_CHECKING:
     from .io.checkpoint import Checkpoint
@@ -15,12 +15,13 @@ if TYPE_CHECKING:
 class Plan:
     """Tensor edits plus what the user must know.
 
-    ``replace`` and ``drop`` are keyed by source key; ``rename`` maps source keys to output keys (others keep
-    their name); ``add`` holds new output keys. ``stats`` lands in the output's provenance.
+    Tensors are ``RawTensor`` (numpy, no torch). ``replace`` and ``drop`` are keyed by source key; ``rename`` maps
+    source keys to output keys (others keep their name); ``add`` holds new output keys. ``stats`` lands in the
+    output's provenance.
     """
 
-    replace: dict[str, torch.Tensor] = field(default_factory=dict)
-    add: dict[str, torch.Tensor] = field(default_factory=dict)
+    replace: dict[str, RawTensor] = field(default_factory=dict)
+    add: dict[str, RawTensor] = field(default_factory=dict)
     drop: set[str] = field(default_factory=set)
     rename: dict[str, str] = field(default_factory=dict)
     stats: dict[str, str] = field(default_factory=dict)
@@ -31,7 +32,7 @@ class Plan:
     def output_key(self, key: str) -> str:
         return self.rename.get(key, key)
 
-    def applied(self, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    def applied(self, ckpt: Checkpoint) -> dict[str, RawTensor]:
         """The converted state dict in source order under the input's own names (prefixes included; tensors read
         now); untouched tensors pass through as they are."""
         name = ckpt.stored_name

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import AbswinError
 from .io.writer import atomic_file
@@ -33,23 +32,23 @@ def _pyplot():
     return plt
 
 
-def to_rgb(grids: list[torch.Tensor]) -> list[np.ndarray]:
+def to_rgb(grids: list[np.ndarray]) -> list[np.ndarray]:
     """``[H, W, C]`` grids -> ``[H, W, 3]`` images in [0, 1], in the principal-component basis of the first."""
-    ref = grids[0].double().reshape(-1, grids[0].shape[-1])
-    mean = ref.mean(dim=0)
-    _, _, v = torch.linalg.svd(ref - mean, full_matrices=False)
+    ref = np.asarray(grids[0], dtype=np.float64).reshape(-1, grids[0].shape[-1])
+    mean = ref.mean(axis=0)
+    _, _, v = np.linalg.svd(ref - mean, full_matrices=False)
     basis = v[:3].T  # [C, <=3]
-    projected = [(g.double().reshape(-1, g.shape[-1]) - mean) @ basis for g in grids]
-    scale = float(torch.quantile(projected[0].abs().flatten(), 0.99)) or 1.0
+    projected = [(np.asarray(g, dtype=np.float64).reshape(-1, g.shape[-1]) - mean) @ basis for g in grids]
+    scale = float(np.quantile(np.abs(projected[0]), 0.99)) or 1.0
     images = []
     for grid, p in zip(grids, projected):
-        rgb = torch.zeros(p.shape[0], 3, dtype=torch.float64)
+        rgb = np.zeros((p.shape[0], 3))
         rgb[:, : p.shape[1]] = p
-        images.append((0.5 + 0.5 * rgb / scale).clamp(0, 1).reshape(*grid.shape[:2], 3).numpy())
+        images.append(np.clip(0.5 + 0.5 * rgb / scale, 0, 1).reshape(*grid.shape[:2], 3))
     return images
 
 
-def draw_panels(ax_row, panels: list[tuple[str, torch.Tensor]], window: Size, captions: list[str] | None = None) -> None:
+def draw_panels(ax_row, panels: list[tuple[str, np.ndarray]], window: Size, captions: list[str] | None = None) -> None:
     """Draw ``(title, grid)`` panels on a row of axes, window boundaries as thin white lines; under each, its
     caption (default: its normalised window energy)."""
     captions = captions or [f"window energy {aw.normalized_window_energy(g, window):.2f}" for _, g in panels]
@@ -66,7 +65,7 @@ def draw_panels(ax_row, panels: list[tuple[str, torch.Tensor]], window: Size, ca
         ax.set_yticks([])
 
 
-def save_panels(panels: list[tuple[str, torch.Tensor]], window: Size, output: str | Path, title: str = "") -> Path:
+def save_panels(panels: list[tuple[str, np.ndarray]], window: Size, output: str | Path, title: str = "") -> Path:
     """One row of embedding panels, written to ``output`` (PNG)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
@@ -92,7 +91,7 @@ def plot_format(output: Path) -> str:
     return image_format
 
 
-def plot_embedding(grid: torch.Tensor, window: Size, output: str | Path, title: str = "") -> Path:
+def plot_embedding(grid: np.ndarray, window: Size, output: str | Path, title: str = "") -> Path:
     """The embedding, its tiled window part and its global part, side by side."""
     win, global_ = aw.split(grid, window)
     tiled = aw.tile(win, (grid.shape[0], grid.shape[1]))
@@ -113,9 +112,8 @@ def plot_checkpoint(source: str | Path, output: str | Path, family: str | None =
     at ``img_size`` (default twice the native size), windows drawn on all three, with a one-line verdict."""
     from .api import load
     from .families import base
-    from .in_memory import as_size
     from .io.provenance import public_name
-    from .maths.grid import format_size
+    from .maths.grid import as_size, format_size
 
     ckpt, det = load(source, family, overrides)[:2]  # a local path or a Hub name
     target = as_size(img_size) or (2 * det.native_input[0], 2 * det.native_input[1])
@@ -137,7 +135,7 @@ def plot_checkpoint(source: str | Path, output: str | Path, family: str | None =
     return save_figure(panels, captions, det.window, output, name, verdict(strength, naive, abswin, windows))
 
 
-def verdict(strength: list[float], naive: torch.Tensor, abswin: torch.Tensor, windows: int) -> str:
+def verdict(strength: list[float], naive: np.ndarray, abswin: np.ndarray, windows: int) -> str:
     """One sentence on the figure: does the choice of interpolation matter for this checkpoint?"""
     native, after_naive, after_abswin = strength
     if native > 0.2:
@@ -153,7 +151,7 @@ def verdict(strength: list[float], naive: torch.Tensor, abswin: torch.Tensor, wi
             f"absolute win repeats what its {windows} windows share by chance.")
 
 
-def save_figure(panels: list[tuple[str, torch.Tensor]], captions: list[str], window: Size, output: str | Path,
+def save_figure(panels: list[tuple[str, np.ndarray]], captions: list[str], window: Size, output: str | Path,
                 name: str, headline: str) -> Path:
     """Panels in a row under a bold ``headline`` and a ``name`` line, each with its caption, the colour key below."""
     plt = _pyplot()

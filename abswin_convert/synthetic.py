@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import math
 
-import torch
+import numpy as np
 
 from .maths.absolute_win import tile
 from .maths.resize import BICUBIC, Size
 
 
-def structured_grid(size: Size, channels: int, window: Size, seed: int = 0, noise: float = 0.05) -> torch.Tensor:
-    """A ``[H, W, C]`` grid: tiled window pattern + smooth global part + noise (std about 0.02 overall)."""
-    gen = torch.Generator().manual_seed(seed)
-    pattern = torch.randn(*window, channels, generator=gen)
-    coarse = torch.randn(max(2, math.ceil(size[0] / 16)), max(2, math.ceil(size[1] / 16)), channels, generator=gen)
+def structured_grid(size: Size, channels: int, window: Size, seed: int = 0, noise: float = 0.05) -> np.ndarray:
+    """A ``[H, W, C]`` float32 grid: tiled window pattern + smooth global part + noise (std about 0.02 overall)."""
+    rng = np.random.default_rng(seed)
+    pattern = rng.standard_normal((*window, channels))
+    coarse = rng.standard_normal((max(2, math.ceil(size[0] / 16)), max(2, math.ceil(size[1] / 16)), channels))
     smooth = BICUBIC.apply(coarse, size)
-    grid = tile(pattern, size) + 0.5 * smooth + noise * torch.randn(*size, channels, generator=gen)
-    return 0.02 * grid
+    grid = tile(pattern, size) + 0.5 * smooth + noise * rng.standard_normal((*size, channels))
+    return (0.02 * grid).astype(np.float32)

@@ -21,7 +21,7 @@ TIMM_ARGS = {"embed_dim": EMBED_DIM, "num_heads": 1, "stages": STAGES, "num_clas
 
 def planted(channels: int = EMBED_DIM, seed: int = 0) -> torch.Tensor:
     """Flat ``[1, 3136, C]`` embedding: window pattern + smooth global + noise."""
-    return structured_grid((56, 56), channels, (8, 8), seed=seed).reshape(1, 56 * 56, channels)
+    return torch.from_numpy(structured_grid((56, 56), channels, (8, 8), seed=seed)).reshape(1, 56 * 56, channels)
 
 
 def official_model(input_size=(224, 224)) -> hiera.Hiera:

@@ -53,6 +53,49 @@ def test_help_version_and_option_errors_import_nothing_heavy(args, code):
 
 
 def test_the_library_names_load_on_first_use():
-    # the other side of the check above: a public name imports its module when touched, torch included
+    # the other side of the check above: a public name imports its module when touched; conversion needs no torch,
+    # the in-memory API (torch tensors in and out) does
     script = "import abswin_convert\nassert abswin_convert.convert.__module__ == 'abswin_convert.api'"
+    assert "numpy" in loaded_after(script)["heavy"] and "torch" not in loaded_after(script)["heavy"]
+    script = "import abswin_convert\nabswin_convert.convert_state_dict"
     assert "torch" in loaded_after(script)["heavy"]
+
+
+def _checkpoints(folder: Path) -> dict[str, Path]:
+    """One small Hiera-shaped checkpoint as safetensors, a torch zip (wrapped, with an EMA copy), a legacy torch
+    file and a detectron2-style pickle."""
+    import pickle
+
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    state = {"pos_embed": rng.standard_normal((1, 256, 8)).astype(np.float32),
+             "blocks.0.attn.qkv.weight": rng.standard_normal((24, 8)).astype(np.float32)}
+    torch_state = {k: torch.from_numpy(v) for k, v in state.items()}
+    paths = {"safetensors": folder / "m.safetensors", "zip": folder / "m.pth", "legacy": folder / "legacy.pth",
+             "pickle": folder / "m.pkl"}
+    save_file(state, paths["safetensors"])
+    torch.save({"state_dict": torch_state, "state_dict_ema": torch_state, "epoch": 3}, paths["zip"])
+    torch.save(torch_state, paths["legacy"], _use_new_zipfile_serialization=False)
+    paths["pickle"].write_bytes(pickle.dumps({"model": state, "__author__": "test"}))
+    return paths
+
+
+def _convert_args(source: Path, output: Path) -> list[str]:
+    return ["convert", str(source), "-o", str(output), "--img-size", "128", "--family", "generic", "--key", "pos_embed",
+            "--window", "8", "--patch-stride", "4", "--layout", "flat"]
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "zip", "legacy", "pickle"])
+def test_conversion_to_safetensors_imports_no_torch(tmp_path, kind):
+    source = _checkpoints(tmp_path)[kind]
+    result = loaded_after(RUN_CLI, *_convert_args(source, tmp_path / "out.safetensors"))
+    assert result["code"] == 0 and "numpy" in result["heavy"] and "torch" not in result["heavy"]
+
+
+def test_a_torch_output_imports_torch(tmp_path):
+    source = _checkpoints(tmp_path)["zip"]
+    result = loaded_after(RUN_CLI, *_convert_args(source, tmp_path / "out.pt"))
+    assert result["code"] == 0 and "torch" in result["heavy"]

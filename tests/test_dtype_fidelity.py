@@ -1,4 +1,4 @@
-"""fp16 and bf16 checkpoints stay in their dtype, the maths runs in float32 and is rounded once, and every tensor
+"""fp16 and bf16 checkpoints stay in their dtype, the maths runs in float64 and is rounded once, and every tensor
 the conversion does not touch comes out bit for bit, from safetensors and from torch files alike.
 """
 
@@ -20,6 +20,7 @@ from tests import hiera_models as hm
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7}
 MIN_NORMAL_EXPONENT = {torch.float16: -14, torch.bfloat16: -126}
+SAFETENSORS_NAMES = {torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
 def low_precision_state(dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -39,7 +40,7 @@ def save(state: dict[str, torch.Tensor], folder: Path, container: str) -> Path:
     return path
 
 
-def tensor_bytes(path: Path) -> dict[str, tuple[torch.dtype, str]]:
+def tensor_bytes(path: Path) -> dict[str, tuple[str, str]]:
     """Each tensor of a safetensors file: dtype and the sha256 of its raw bytes, read straight from the file."""
     entries, _ = read_header(path)
     data = path.read_bytes()
@@ -63,8 +64,8 @@ def absolute_win_in_float64(flat: torch.Tensor, out: int) -> torch.Tensor:
 def rounded_once_from_float32(got: torch.Tensor, exact: torch.Tensor) -> bool:
     """Is every value of ``got`` within half a unit in the last place of ``exact`` (plus float32's own error)?
 
-    Float32 maths is exact to a few float32 epsilons of the embedding's scale; rounding that once to ``got``'s
-    dtype adds at most half the dtype's spacing at the value.
+    Float32 (or better) maths is exact to a few float32 epsilons of the embedding's scale; rounding that once to
+    ``got``'s dtype adds at most half the dtype's spacing at the value.
     """
     exponent = torch.floor(torch.log2(exact.abs().clamp_min(1e-30))).clamp_min(MIN_NORMAL_EXPONENT[got.dtype])
     half_spacing = 0.5 * torch.pow(2.0, exponent - MANTISSA_BITS[got.dtype])
@@ -83,15 +84,16 @@ def test_low_precision_stays_and_untouched_tensors_are_bit_identical(tmp_path, c
 
     written = tensor_bytes(out)
     assert set(written) == set(state)
-    assert {d for d, _ in written.values()} == {dtype}
+    assert {d for d, _ in written.values()} == {SAFETENSORS_NAMES[dtype]}
     changed = {k for k, (_, h) in written.items() if h != digest(state[k])}
     assert changed == {"pos_embed"}  # every other tensor is the input, byte for byte
 
 
 @pytest.mark.parametrize("name", DTYPES)
-def test_the_maths_runs_in_float32_and_is_rounded_once(tmp_path, name):
-    """Rounded once from float32, every value is within half a unit in the last place of the exact result (plus
-    float32's own error); maths done in the low precision, or rounded twice, is off by more."""
+def test_the_maths_runs_in_float64_and_is_rounded_once(tmp_path, name):
+    """Computed in float64 and rounded once (through float32, as torch's ``.to`` does), every value is within half a
+    unit in the last place of the exact result (plus float32's spacing); maths done in the low precision, or rounded
+    twice, is off by more."""
     dtype = DTYPES[name]
     state = low_precision_state(dtype)
     source = save(state, tmp_path, "safetensors")

@@ -45,9 +45,8 @@ def test_verify_hook_reports_a_broken_window_part(converted, tmp_path):
     tensors = []
     for key in ckpt.keys():
         value = ckpt.tensor(key)
-        if key == "pos_embed_win":
-            value = value + 0.01
-        tensors.append(OutputTensor(key, value.dtype, tuple(value.shape), value))
+        raw = value.raw + 0.01 if key == "pos_embed_win" else value.raw  # float32 in this checkpoint
+        tensors.append(OutputTensor(key, value.dtype, value.shape, raw))
     broken = tmp_path / "broken"
     write_safetensors(broken / "model.safetensors", tensors, ckpt.metadata)
     (broken / "config.json").write_bytes((converted["split"] / "config.json").read_bytes())

@@ -84,7 +84,7 @@ def position(fmt: str, model: torch.nn.Module) -> torch.Tensor:
 def plant_window_pattern(fmt: str, model: torch.nn.Module) -> torch.nn.Module:
     """Give the embedding what trained SAM embeddings show: a 14-periodic pattern over a smooth field."""
     with torch.no_grad():
-        position(fmt, model).copy_(structured_grid((64, 64), DIM, (14, 14), seed=3) * 2)
+        position(fmt, model).copy_(torch.from_numpy(structured_grid((64, 64), DIM, (14, 14), seed=3)) * 2)
     return model
 
 

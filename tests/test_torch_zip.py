@@ -227,14 +227,17 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("wrapper", [None, "model"])
 def test_the_checkpoint_copies_torch_tensors_raw_from_these_ranges(tmp_path: Path, wrapper: str | None) -> None:
-    """``Checkpoint.raw_entry`` of a torch zip: every contiguous tensor of the state dict, its bytes exactly."""
+    """``Checkpoint.stored`` of a torch zip: every contiguous tensor of the state dict a byte range, its bytes
+    exactly; a strided view read from its storage."""
     from abswin_convert.io.checkpoint import open_checkpoint
+    from abswin_convert.io.tensors import FileTensor, StridedTensor
 
     state = {"a": torch.randn(3, 4), "b": torch.arange(6, dtype=torch.int64), "t": torch.randn(4, 3).t()}
     path = _save({wrapper: state, "epoch": 1} if wrapper else state, tmp_path / "w.pth", "zip")
     ckpt = open_checkpoint(path)
     data = path.read_bytes()
-    assert ckpt.raw_entry("t") is None  # a transposed view is written from memory
+    assert isinstance(ckpt.stored("t"), StridedTensor)  # a transposed view is read, then written from memory
+    assert ckpt.tensor("t").raw.tobytes() == _bits(state["t"].contiguous()).tobytes()
     for key in ("a", "b"):
-        entry = ckpt.raw_entry(key)
-        assert entry is not None and data[entry.start : entry.end] == _bits(state[key]).tobytes()
+        entry = ckpt.stored(key)
+        assert isinstance(entry, FileTensor) and data[entry.start : entry.end] == _bits(state[key]).tobytes()

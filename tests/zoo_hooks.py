@@ -6,14 +6,16 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from abswin_convert.io.checkpoint import open_checkpoint
 
 
 def weight_stats(checkpoint: Path, options: dict) -> dict:
     """How many tensors the output holds and the RMS of its position embedding (real numbers from the file)."""
     ckpt = open_checkpoint(checkpoint)
-    pos = ckpt.tensor(options.get("key", "pos_embed")).float()
-    return {"tensors": len(ckpt.keys()), "pos_embed_rms": float(pos.pow(2).mean().sqrt())}
+    pos = ckpt.tensor(options.get("key", "pos_embed")).float64()
+    return {"tensors": len(ckpt.keys()), "pos_embed_rms": float(np.sqrt(np.square(pos).mean()))}
 
 
 def always_fails(checkpoint: Path, options: dict) -> dict:

@@ -22,6 +22,7 @@ import torch
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.outputs import config_beside
+from ..io.torch_bridge import torch_state_dict
 from ..runtimes import hiera as hiera_runtime
 from ..runtimes import timm as timm_runtime
 from ..runtimes import transformers as transformers_runtime
@@ -77,7 +78,7 @@ def load_classifier(path: str | Path, img_size: int, config_path: Path | None = 
     ckpt = open_with_config(path, config_path)
     config = ckpt.config or {}
     runtime = runtime_of(config)
-    state = ckpt.state_dict()
+    state = torch_state_dict(ckpt)
     builder = {"timm": _timm, "transformers": _transformers, "hiera": _official_hiera}[runtime]
     model, preprocess, num_classes = builder(config, state, img_size, ckpt.path.parent)
     _load_strict(model, state, ckpt.path, img_size)

@@ -24,6 +24,8 @@ from ..families.base import TIMM_WINDOW_KEY, nchw, output_grid, read_parts, read
 from ..io.jsonfile import write_json
 from ..io.outputs import folder_paths
 from ..io.provenance import output_metadata, public_name
+from ..io.tensors import RawTensor
+from ..io.torch_bridge import from_torch, to_torch, torch_state_dict
 from ..io.writer import OutputTensor, check_destination, write_safetensors
 from ..maths import absolute_win as aw
 from ..maths.grid import format_size
@@ -45,16 +47,17 @@ def start_model(checkpoint: str | Path, img_size: int, pos: str) -> Classifier:
         raise AbswinError("finetune builds timm models; give it a timm checkpoint (config.json with architecture)")
     det = families.detect(ckpt, hiera.NAME)  # finetune builds timm Hiera; anything else is refused here
     out_grid = output_grid(det, (img_size, img_size))
-    state = ckpt.state_dict()
-    dtype = state[det.pos_key].dtype
+    state = torch_state_dict(ckpt)
+    dtype = ckpt.dtype(det.pos_key)
     if pos == "abswin":
         parts, _ = read_parts(ckpt, det, None)
-        state["pos_embed"], state[TIMM_WINDOW_KEY] = nchw(parts.global_).to(dtype), nchw(parts.window).to(dtype)
+        state["pos_embed"] = to_torch(RawTensor.encode(nchw(parts.global_), dtype))
+        state[TIMM_WINDOW_KEY] = to_torch(RawTensor.encode(nchw(parts.window), dtype))
     else:
         if det.format == "timm-abswin":
             raise AbswinError("--pos naive needs one flat position embedding; this checkpoint is already split (timm abswin)")
         resized = aw.naive(read_position(ckpt, det).grid, out_grid, det.resize)
-        state["pos_embed"] = resized.reshape(1, -1, resized.shape[-1]).to(dtype)
+        state["pos_embed"] = to_torch(RawTensor.encode(resized.reshape(1, -1, resized.shape[-1]), dtype))
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     model = timm_runtime.create(config["architecture"], timm_runtime.model_kwargs(config, img_size, shapes), state)
     return Classifier(model, timm_preprocess(config, img_size), "timm", int(config["num_classes"]), config)
@@ -149,10 +152,10 @@ def run_finetune(checkpoint: str | Path, data: str, img_size: int, steps: int, p
 
 def save_timm(classifier: Classifier, img_size: int, weights: Path, config_path: Path, metadata: dict[str, str]) -> None:
     """Write the model's state and a timm ``config.json`` that rebuilds it at ``img_size``."""
-    state = {k: v.detach().cpu().contiguous() for k, v in classifier.model.state_dict().items()}
-    write_safetensors(weights, [OutputTensor(k, v.dtype, tuple(v.shape), v) for k, v in state.items()], metadata)
+    state = {k: from_torch(v) for k, v in classifier.model.state_dict().items()}
+    write_safetensors(weights, [OutputTensor(k, v.dtype, v.shape, v.raw) for k, v in state.items()], metadata)
     size = (img_size, img_size)
-    split = tuple(state["pos_embed"].shape[-2:]) if TIMM_WINDOW_KEY in state else None
+    split = (state["pos_embed"].shape[-2], state["pos_embed"].shape[-1]) if TIMM_WINDOW_KEY in state else None
     config = timm_runtime.resized_config(classifier.config, size, img_size=list(size), **timm_runtime.abswin_args(split))
     config.setdefault("pretrained_cfg", {})["input_size"] = [classifier.preprocess.channels, *size]
     write_json(config_path, config)

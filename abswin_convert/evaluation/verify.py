@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import families
@@ -67,7 +68,7 @@ def native_error(source: Checkpoint, source_det: Detection, output: Path) -> flo
     if window is None:
         raise AbswinError(f"{output} holds no split absolute-win embedding to check")
     composed = compose(window, read_position(out, out_det).grid, source_det.grid, out_det.resize)
-    return float((composed - native_grid(source, source_det)).abs().max())
+    return float(np.abs(composed - native_grid(source, source_det)).max())
 
 
 @torch.no_grad()

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
 from ..maths.resize import Resize, Size
@@ -100,8 +101,8 @@ class Family:
 class Decomposition:
     """A position grid as window part + fitted global part, with how well that fits."""
 
-    window: torch.Tensor  # [wh, ww, C]
-    global_: torch.Tensor  # [gh, gw, C]
+    window: np.ndarray  # [wh, ww, C], float64
+    global_: np.ndarray  # [gh, gw, C], float64
     residual: float  # relative residual of the global fit at the native size
     energy: float  # normalised window energy of the source grid
 
@@ -170,38 +171,38 @@ def to_grid_size(ckpt: Checkpoint, key: str) -> Size:
 
 
 def read_position(ckpt: Checkpoint, det: Detection, key: str | None = None, layout: str | None = None) -> PositionGrid:
-    """The detected position tensor (or the split part ``key`` in ``layout``) as a float32 grid; NaN/Inf refused."""
+    """The detected position tensor (or the split part ``key`` in ``layout``) as a float64 grid; NaN/Inf refused."""
     key = key or det.pos_key
-    tensor = ckpt.tensor(key)
-    if not torch.isfinite(tensor.float()).all():
+    values = ckpt.tensor(key).float64()
+    if not np.isfinite(values).all():
         raise AbswinError(f"{key} holds NaN or Inf values; refusing to convert a broken embedding")
     if layout is not None:
-        return to_grid(tensor, layout)
-    return to_grid(tensor, det.layout, det.prefix_tokens, det.grid)
+        return to_grid(values, layout)
+    return to_grid(values, det.layout, det.prefix_tokens, det.grid)
 
 
-def read_window(ckpt: Checkpoint, det: Detection) -> torch.Tensor | None:
+def read_window(ckpt: Checkpoint, det: Detection) -> np.ndarray | None:
     """The window part ``[wh, ww, C]`` of an already-split checkpoint, else None."""
     if det.window_key is None:
         return None
     return read_position(ckpt, det, det.window_key, "nchw").grid
 
 
-def native_grid(ckpt: Checkpoint, det: Detection) -> torch.Tensor:
+def native_grid(ckpt: Checkpoint, det: Detection) -> np.ndarray:
     """The embedding the model adds at its native size: split checkpoints are composed as their runtime does."""
     grid = read_position(ckpt, det).grid
     window = read_window(ckpt, det)
     return grid if window is None else aw.compose(window, grid, det.grid, det.resize)
 
 
-def decompose(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
+def decompose(grid: np.ndarray, det: Detection, global_size: Size | None) -> Decomposition:
     """Split into window + global, and fit the global part to ``global_size`` through the runtime's resize."""
     window, global_ = aw.split(grid, det.window)
     fitted, residual = aw.fit_global(global_, global_size or det.grid, det.resize)
     return Decomposition(window, fitted, residual, aw.normalized_window_energy(grid, det.window))
 
 
-def refit_split(window: torch.Tensor, global_: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
+def refit_split(window: np.ndarray, global_: np.ndarray, det: Detection, global_size: Size | None) -> Decomposition:
     """Parts of an already-split checkpoint. Asked for another global size, the global part is refitted to its
     own resize at the native grid and the learned window part is kept, so the same size gives back the same parts."""
     residual = 0.0
@@ -211,7 +212,7 @@ def refit_split(window: torch.Tensor, global_: torch.Tensor, det: Detection, glo
     return Decomposition(window, global_, residual, aw.normalized_window_energy(composed, det.window))
 
 
-def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tuple[Decomposition, torch.Tensor]:
+def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tuple[Decomposition, np.ndarray]:
     """Window + global parts and the prefix tokens: split from one embedding, or read from a split checkpoint."""
     window = read_window(ckpt, det)
     pos = read_position(ckpt, det)
@@ -223,15 +224,15 @@ def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tu
 # --- writing --------------------------------------------------------------------------------------------------
 
 
-def bake(parts: Decomposition, det: Detection, prefix: torch.Tensor, size: Size, layout: str | None = None) -> torch.Tensor:
-    """The composed embedding at ``size`` in ``layout`` (the family's own by default), float32."""
+def bake(parts: Decomposition, det: Detection, prefix: np.ndarray, size: Size, layout: str | None = None) -> np.ndarray:
+    """The composed embedding at ``size`` in ``layout`` (the family's own by default), float64."""
     grid = aw.compose(parts.window, parts.global_, size, det.resize)
     return from_grid(PositionGrid(grid, prefix), layout or det.layout)
 
 
-def nchw(grid: torch.Tensor) -> torch.Tensor:
+def nchw(grid: np.ndarray) -> np.ndarray:
     """``[H, W, C]`` -> ``[1, C, H, W]``, the layout of split absolute-win parameters."""
-    return grid.permute(2, 0, 1).unsqueeze(0).contiguous()
+    return np.ascontiguousarray(grid.transpose(2, 0, 1)[None])
 
 
 def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRequest) -> dict[str, str]:
@@ -258,5 +259,5 @@ def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Pla
     pos = read_position(ckpt, det)
     parts = decompose(pos.grid, det, request.global_size)
     result = Plan(stats=decomposition_stats(det, parts, request))
-    result.replace[det.pos_key] = bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
+    result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
     return result

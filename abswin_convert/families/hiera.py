@@ -12,6 +12,7 @@ import re
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.tensors import RawTensor
 from ..maths.grid import format_size, grid_size_of, to_grid
 from ..maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
 from ..plan import Plan
@@ -102,11 +103,11 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     parts, prefix = base.read_parts(ckpt, det, request.global_size)
     dtype = ckpt.dtype(det.pos_key)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
-    global_size: Size = tuple(parts.global_.shape[:2])  # type: ignore[assignment]
+    global_size: Size = tuple(parts.global_.shape[:2])
     if request.target == "baked":
         # A split timm abswin source bakes into plain timm Hiera: one flat pos_embed, no pos_embed_win.
         layout = "flat" if det.window_key else det.layout
-        result.replace[det.pos_key] = base.bake(parts, det, prefix, out_grid, layout).to(dtype)
+        result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, prefix, out_grid, layout), dtype)
         if det.window_key:
             result.drop.add(det.window_key)
         _resize_decoder(ckpt, det, out_grid, result)
@@ -115,8 +116,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     mapping = timm_key_map(ckpt, det)
     result.rename = {k: v for k, v in mapping.items() if k != v}
     result.drop = {k for k in ckpt.keys() if k not in mapping}
-    result.replace[det.pos_key] = base.nchw(parts.global_).to(dtype)
-    result.add[TIMM_WINDOW_KEY] = base.nchw(parts.window).to(dtype)
+    result.replace[det.pos_key] = RawTensor.encode(base.nchw(parts.global_), dtype)
+    result.add[TIMM_WINDOW_KEY] = RawTensor.encode(base.nchw(parts.window), dtype)
     if result.drop:
         result.notes.append(f"dropped {len(result.drop)} tensors timm's Hiera has no place for (e.g. {sorted(result.drop)[0]})")
     if det.format in ("timm", "timm-abswin"):  # other formats' configs do not describe a timm model
@@ -147,10 +148,10 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
         if key not in ckpt:
             continue
         units = (det.grid[0] // det.window[0], det.grid[1] // det.window[1])
-        grid = to_grid(ckpt.tensor(key), "flat", hw=units).grid
+        grid = to_grid(ckpt.tensor(key).float64(), "flat", hw=units).grid
         new_units = (out_grid[0] // det.window[0], out_grid[1] // det.window[1])
         resized = BICUBIC.apply(grid, new_units).reshape(1, -1, grid.shape[-1])
-        result.replace[key] = resized.to(ckpt.dtype(key))
+        result.replace[key] = RawTensor.encode(resized, ckpt.dtype(key))
         result.notes.append(f"{key} (MAE decoder, global attention) resized {format_size(units)} -> {format_size(new_units)}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..io.checkpoint import Checkpoint
+from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
 from ..maths.grid import format_size
 from ..maths.resize import BICUBIC, Size
@@ -46,13 +47,13 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         else:
             result.rename[key] = sam2.SAM2_PREFIX + trunk_key
     dtype = ckpt.dtype(det.pos_key)
-    result.replace[det.pos_key] = base.nchw(sam2_parts.global_).to(dtype)
-    result.add[sam2.SAM2_PREFIX + SAM2_WINDOW_KEY] = base.nchw(sam2_parts.window).to(dtype)
+    result.replace[det.pos_key] = RawTensor.encode(base.nchw(sam2_parts.global_), dtype)
+    result.add[sam2.SAM2_PREFIX + SAM2_WINDOW_KEY] = RawTensor.encode(base.nchw(sam2_parts.window), dtype)
     if result.drop:
         result.notes.append(
             f"dropped {len(result.drop)} tensors a SAM2 trunk has no place for (classifier head, final norm, MAE decoder)"
         )
-    background: Size = tuple(sam2_parts.global_.shape[:2])  # type: ignore[assignment]
+    background: Size = tuple(sam2_parts.global_.shape[:2])
     result.notes.append(_trunk_note(ckpt, det, timm_names, request.img_size, background))
     return result
 

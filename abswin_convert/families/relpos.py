@@ -12,24 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
-
 from ..io.checkpoint import Checkpoint
-from ..maths.resize import Size
+from ..io.tensors import RawTensor
+from ..maths.resize import Size, resize_table
 from ..plan import Plan
 
 # "...blocks.3.attn.rel_pos_h" (segment-anything, timm, detectron2), "...layers.3.attn." (transformers Sam),
 # "...layer.3.attention." (transformers VitDet)
 _TABLE = re.compile(r"(?:^|\.)(\d+)\.(?:attn|attention)\.rel_pos_([hw])$")
-
-
-def resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
-    """A ``[L, D]`` table resized linearly to ``[length, D]``, as ``get_rel_pos`` does at run time."""
-    if table.shape[0] == length:
-        return table
-    rows = F.interpolate(table.float().T.unsqueeze(0), size=length, mode="linear", align_corners=False)
-    return rows[0].T.contiguous().to(table.dtype)
 
 
 def tables(ckpt: Checkpoint) -> dict[str, tuple[int, int]]:
@@ -73,7 +63,8 @@ def resize_tables(ckpt: Checkpoint, global_: Sequence[int], window: Size, grid: 
         span = grid[axis] if block in global_ else window[axis]
         old, new = ckpt.shape(key)[0], 2 * span - 1
         if old != new:
-            result.replace[key] = resize_table(ckpt.tensor(key), new)
+            table = ckpt.tensor(key)
+            result.replace[key] = RawTensor.encode(resize_table(table.float64(), new), table.dtype)
             changed[(old, new)] = changed.get((old, new), 0) + 1
     for (old, new), count in sorted(changed.items()):
         result.notes.append(f"{count} relative-position tables resized {old} -> {new} rows (linear, as get_rel_pos does)")

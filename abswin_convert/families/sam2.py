@@ -22,6 +22,7 @@ import re
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.tensors import RawTensor
 from ..maths.grid import format_size
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
@@ -115,8 +116,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     base.output_grid(det, request.img_size)  # the runtime tiles h // 8 windows: sides must be multiples of 32
     parts, _ = base.read_parts(ckpt, det, request.global_size)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
-    result.replace[det.pos_key] = base.nchw(parts.global_).to(ckpt.dtype(det.pos_key))
-    background: Size = tuple(parts.global_.shape[:2])  # type: ignore[assignment]
+    result.replace[det.pos_key] = RawTensor.encode(base.nchw(parts.global_), ckpt.dtype(det.pos_key))
+    background: Size = tuple(parts.global_.shape[:2])
     if request.target == "baked":
         result.config = _updated_config(ckpt.config, request.img_size, background)
         result.notes.append(_runtime_note(det.format, request.img_size, background, result.config is not None))

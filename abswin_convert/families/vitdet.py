@@ -22,10 +22,11 @@ import copy
 import math
 from dataclasses import replace
 
-import torch
+import numpy as np
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
 from ..maths.resize import BICUBIC, Size
@@ -116,10 +117,10 @@ def _prefix_tokens(ckpt: Checkpoint, tokens: int) -> int | None:
     return None
 
 
-def recipe(grid: torch.Tensor, det: Detection, global_size: Size | None) -> Decomposition:
+def recipe(grid: np.ndarray, det: Detection, global_size: Size | None) -> Decomposition:
     """The pretrained grid as window part (+ a least-squares global part when ``global_size`` is given)."""
     if global_size is None:
-        global_ = grid.new_zeros(1, 1, grid.shape[-1])  # resizes to zero at any size
+        global_ = np.zeros((1, 1, grid.shape[-1]))  # resizes to zero at any size
         local = grid
     else:
         global_, _ = aw.fit_global(grid, global_size, det.resize)
@@ -151,7 +152,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
             f"the model runs at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
             f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
         )
-    result.replace[det.pos_key] = base.bake(parts, det, pos.prefix, out_grid).to(ckpt.dtype(det.pos_key))
+    result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if MAE_DECODER_KEY in ckpt:
         _resize_decoder(ckpt, det, out_grid, result)
@@ -169,9 +170,9 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
 
 def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Plan) -> None:
     """MAE's decoder attends globally over the whole grid: its (fixed sin-cos) embedding is resized plainly."""
-    pos = to_grid(ckpt.tensor(MAE_DECODER_KEY), "flat_cls", det.prefix_tokens)
+    pos = to_grid(ckpt.tensor(MAE_DECODER_KEY).float64(), "flat_cls", det.prefix_tokens)
     resized = PositionGrid(BICUBIC.apply(pos.grid, out_grid), pos.prefix)
-    result.replace[MAE_DECODER_KEY] = from_grid(resized, "flat_cls").to(ckpt.dtype(MAE_DECODER_KEY))
+    result.replace[MAE_DECODER_KEY] = RawTensor.encode(from_grid(resized, "flat_cls"), ckpt.dtype(MAE_DECODER_KEY))
     result.notes.append(
         f"{MAE_DECODER_KEY} (MAE decoder, global attention) resized {format_size(pos.size)} -> {format_size(out_grid)} (bicubic)"
     )

@@ -1,36 +1,34 @@
-"""Read checkpoints lazily: safetensors (header only until a tensor is asked for), torch files
-(``weights_only`` + ``mmap``), and detectron2 ``.pkl`` pickles through a numpy-only unpickler.
+"""Read checkpoints lazily and without torch: safetensors (header only until a tensor is asked for), torch files
+(zip or legacy, through ``torch_zip``'s bounded pickle reader: tensors are byte ranges of the file), detectron2
+``.pkl`` pickles through a numpy-only unpickler, and index-described shards of either.
 
 Everything a user can get wrong here (empty, truncated, foreign or malicious files) becomes an ``AbswinError``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import pickle
 import re
 import sys
-import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import AbswinError, first_line
 from . import torch_zip
+from .dtypes import DtypeError, name_of
 from .jsonfile import read_json_object
 from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
-from .safetensors_header import TensorEntry, read_header, read_tensor
+from .safetensors_header import read_header
 from .shards import INDEX_SUFFIX, index_in, read_weight_map, shard_files
+from .tensors import FileTensor, RawTensor, StoredTensor, StridedTensor
 
-# torch's weights-only loader warns about pickle protocols it was not written for; the user can do nothing about
-# it, and what matters (the file opens, or a one-line error says why not) is said anyway.
-warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint", category=UserWarning)
-
-WRAPPER_KEYS = ("model_state", "model", "state_dict")
+# The dict keys a state dict is found under, outermost first; they nest ({'model': {'module': {...}}}).
+WRAPPER_KEYS = ("model_state", "model", "state_dict", "module")
 # The copies timm's load_checkpoint(use_ema=True) prefers over the plain state dict, in its order.
 EMA_KEYS = ("state_dict_ema", "model_ema")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -38,67 +36,58 @@ _LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 
 
 class Checkpoint:
-    """A lazy handle on one checkpoint: keys, shapes and dtypes up front, tensors on demand."""
+    """A lazy handle on one state dict of a checkpoint: keys, shapes and dtypes up front, tensors on demand."""
 
     def __init__(
         self,
         path: Path,
         format: str,
-        wrapper: str | None,
-        config: dict | None,
+        tensors: dict[str, StoredTensor],
+        config: dict | None = None,
         *,
-        entries: dict[str, TensorEntry] | None = None,
-        tensors: dict[str, torch.Tensor] | None = None,
-        extra: dict[str, Any] | None = None,
+        wrapper_path: tuple[str, ...] = (),
+        others: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
-        stored: dict[str, TensorEntry] | None = None,
         shards: dict[str, str] | None = None,
+        storage_starts: dict[str, int] | None = None,
     ) -> None:
         self.path = path
         self.format = format  # "safetensors" | "torch" | "pickle"
-        self.wrapper = wrapper  # the dict key the state dict sat under, or None for a flat file
         self.config = config  # config.json beside the weights, when there is one
-        self.extra = extra or {}  # the wrapper's other entries, kept for --format pt
+        self.wrapper_path = wrapper_path  # the dict keys the state dict sat under, () for a flat file
         self.metadata = metadata or {}  # safetensors __metadata__
-        self._entries = entries
-        self._tensors = tensors
-        self._stored = stored or {}  # byte ranges of a torch file's tensors, where they can be copied raw
         self.shards = shards  # tensor -> shard file beside ``path`` (the index) for a sharded checkpoint
         self.prefix = ""  # stripped from the stored names by ``without_prefix`` (DDP's ``module.``, ...)
-        self._unprefixed: frozenset[str] = frozenset()  # names stored without it
+        self._tensors = tensors
+        self._others = others or {}  # the top-level entries beside the wrapper (EMA copies, optimizer, epoch, ...)
+        self._storage_starts = storage_starts or {}  # a torch file's storages, for reading the other state dicts
+        self._unprefixed: frozenset[str] = frozenset()  # names stored without the prefix
+
+    @property
+    def wrapper(self) -> str | None:
+        """The top-level key the state dict sat under (None for a flat file)."""
+        return self.wrapper_path[0] if self.wrapper_path else None
 
     def keys(self) -> list[str]:
-        return list(self._entries if self._entries is not None else self._tensors)  # type: ignore[arg-type]
+        return list(self._tensors)
 
     def __contains__(self, key: str) -> bool:
-        return key in (self._entries if self._entries is not None else self._tensors)  # type: ignore[operator]
+        return key in self._tensors
 
     def shape(self, key: str) -> tuple[int, ...]:
-        if self._entries is not None:
-            return self._entries[key].shape
-        return tuple(self._tensors[key].shape)  # type: ignore[index]
+        return self._tensors[key].shape
 
-    def dtype(self, key: str) -> torch.dtype:
-        if self._entries is not None:
-            return self._entries[key].dtype
-        return self._tensors[key].dtype  # type: ignore[index]
+    def dtype(self, key: str) -> str:
+        """The safetensors name of the tensor's dtype (``F32``, ``BF16``, ...)."""
+        return self._tensors[key].dtype
 
-    def file_of(self, key: str) -> Path:
-        """The file holding ``key``: its shard in a sharded checkpoint."""
-        return self.path.parent / self.shards[key] if self.shards else self.path
+    def stored(self, key: str) -> StoredTensor:
+        """Where the tensor is: a byte range of a file (copied raw by the writer), or memory."""
+        return self._tensors[key]
 
-    def tensor(self, key: str) -> torch.Tensor:
-        if self._entries is not None:
-            return read_tensor(self.file_of(key), self._entries[key])
-        return self._tensors[key]  # type: ignore[index]
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor, read now (for building a model from the weights)."""
-        return {key: self.tensor(key) for key in self.keys()}
-
-    def raw_entry(self, key: str) -> TensorEntry | None:
-        """The byte range of a tensor in the file (safetensors, or an uncompressed torch zip), for raw copying."""
-        return self._entries[key] if self._entries is not None else self._stored.get(key)
+    def tensor(self, key: str) -> RawTensor:
+        """The tensor's raw elements, read now."""
+        return self._tensors[key].read()
 
     def without_prefix(self, prefix: str) -> Checkpoint:
         """The same checkpoint naming ``prefix``-ed tensors without it (others keep their names, unless that would
@@ -107,11 +96,7 @@ class Checkpoint:
         if len(set(names.values())) < len(names):
             return self  # stripping would merge two tensors: not a wrapper prefix
         view = copy.copy(self)
-        if self._entries is not None:
-            view._entries = {names[k]: v for k, v in self._entries.items()}
-        else:
-            view._tensors = {names[k]: v for k, v in self._tensors.items()}  # type: ignore[union-attr]
-        view._stored = {names[k]: v for k, v in self._stored.items()}
+        view._tensors = {names[k]: v for k, v in self._tensors.items()}
         view.shards = {names[k]: v for k, v in self.shards.items()} if self.shards else None
         view.prefix = prefix
         view._unprefixed = frozenset(k for k, new in names.items() if k == new)
@@ -123,18 +108,26 @@ class Checkpoint:
 
     @property
     def copies(self) -> list[str]:
-        """The other state dicts beside the one this handle reads (EMA copies): wrapper entries holding only tensors."""
-        return [k for k, v in self.extra.items() if isinstance(v, dict) and v and all(_is_weight(x) for x in v.values())]
+        """The other state dicts beside the one this handle reads (EMA copies): top-level entries holding weights."""
+        return [name for name, value in self._others.items() if _state_dict_in(value)[1]]
 
     def copy(self, name: str) -> Checkpoint:
-        """A handle on the state dict ``copies`` names; tensors in memory (only the primary one is copied raw)."""
-        tensors = _tensors_of(self.path, self.extra[name])
-        extra = {k: v for k, v in self.extra.items() if k != name}
-        return Checkpoint(self.path, self.format, name, self.config, tensors=tensors, extra=extra, metadata=self.metadata)
+        """A handle on the state dict ``copies`` names (its own wrappers, such as ``module``, seen through)."""
+        inner, state = _state_dict_in(self._others[name])
+        others = {k: v for k, v in self._others.items() if k != name}
+        tensors = _tensors_of(self.path, state, self._storage_starts)
+        return Checkpoint(self.path, self.format, tensors, self.config, wrapper_path=(name, *inner), others=others,
+                          metadata=self.metadata, storage_starts=self._storage_starts)
 
     def describe(self) -> str:
-        wrapped = f"{{'{self.wrapper}': ...}}" if self.wrapper else "flat"
-        return f"{self.format} ({wrapped})"
+        return f"{self.format} ({describe_wrapper(self.wrapper_path)})"
+
+
+def describe_wrapper(path: tuple[str, ...] | list[str]) -> str:
+    """``('model', 'module')`` -> ``{'model': {'module': ...}}``; ``()`` -> ``flat``."""
+    if not path:
+        return "flat"
+    return "".join(f"{{'{key}': " for key in path) + "..." + "}" * len(path)
 
 
 def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Checkpoint:
@@ -167,17 +160,17 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     plausible = int.from_bytes(magic[:8], "little") <= path.stat().st_size - 8 or path.suffix == ".safetensors"
     if len(magic) == 9 and magic[8:9] == b"{" and plausible:
         entries, metadata = read_header(path)
-        return Checkpoint(path, "safetensors", None, config, entries=entries, metadata=metadata)
-    if magic.startswith(_ZIP_MAGIC):
+        return Checkpoint(path, "safetensors", dict(entries), config, metadata=metadata)
+    if magic.startswith(_ZIP_MAGIC) or (magic[:1] == b"\x80" and path.suffix != ".pkl"):
         return _open_torch(path, config)
     if magic[:1] == b"\x80":
-        return _open_pickle(path, config) if path.suffix == ".pkl" else _open_legacy_torch(path, config)
+        return _open_pickle(path, config)
     raise AbswinError(f"{path}: not a checkpoint (neither safetensors, a torch file nor a pickle)")
 
 
 def _open_shards(index: Path, config_path: Path | None) -> Checkpoint:
-    """Every shard an index names, as one checkpoint: safetensors headers (tensors read when asked for), or torch
-    shards memory-mapped. Each tensor must sit in the shard the index says."""
+    """Every shard an index names, as one checkpoint, each read lazily. Each tensor must sit in the shard the index
+    says."""
     weight_map = read_weight_map(index)
     config = read_json_object(config_path) if config_path else None
     shards = [open_checkpoint(index.parent / name) for name in shard_files(weight_map)]
@@ -190,11 +183,8 @@ def _open_shards(index: Path, config_path: Path | None) -> Checkpoint:
     if found != weight_map:
         wrong = sorted(set(found.items()) ^ set(weight_map.items()))[0][0]
         raise AbswinError(f"{index}: the index and the shards disagree about {wrong!r}; re-download the checkpoint")
-    if shards[0].format == "safetensors":
-        entries = {key: entry for shard in shards for key, entry in shard._entries.items()}  # type: ignore[union-attr]
-        return Checkpoint(index, "safetensors", None, config, entries=entries, metadata=shards[0].metadata, shards=weight_map)
-    tensors = {key: value for shard in shards for key, value in shard.state_dict().items()}  # memory-mapped views
-    return Checkpoint(index, shards[0].format, None, config, tensors=tensors, shards=weight_map)
+    tensors = {key: shard.stored(key) for shard in shards for key in shard.keys()}
+    return Checkpoint(index, shards[0].format, tensors, config, metadata=shards[0].metadata, shards=weight_map)
 
 
 def _refuse_lfs_pointer(path: Path) -> None:
@@ -212,50 +202,14 @@ def _refuse_lfs_pointer(path: Path) -> None:
 
 
 def _open_torch(path: Path, config: dict | None) -> Checkpoint:
-    """A torch zip file, checked without torch first (bounded memory), then memory-mapped: tensors are read when
-    touched, or copied raw by the writer."""
-    layout = _checked_layout(path)
-    # argparse.Namespace is data only; MAE training saves keep their `args` in one.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError as exc:
-            raise AbswinError(_refused_pickle(path, exc)) from exc
-        except Exception as exc:  # torch raises many types for corrupt zips
-            reason = first_line(exc, sentence=True)
-            raise AbswinError(f"{path.name}: not a readable torch file ({reason}); is it truncated?") from exc
-    return _from_object(path, "torch", obj, config, _stored_ranges(layout, obj))
-
-
-def _open_legacy_torch(path: Path, config: dict | None) -> Checkpoint:
-    """A torch file from before the zip format (it cannot be mapped), or a plain pickle named like one."""
-    try:
-        _checked_layout(path)
-    except _NotTorch:  # numpy arrays pickled into a .pth are fine for the numpy-only reader
-        return _open_pickle(path, config)
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise AbswinError(_refused_pickle(path, exc)) from exc
-        except Exception as exc:
-            raise AbswinError(f"{path.name}: not a readable torch file ({first_line(exc, sentence=True)})") from exc
-    return _from_object(path, "torch", obj, config)
-
-
-class _NotTorch(Exception):
-    """A pickle without torch's magic number: not a torch legacy file."""
-
-
-def _checked_layout(path: Path) -> torch_zip.TorchCheckpoint:
-    """Every tensor of a torch file, read from its pickle alone, before ``torch.load`` allocates anything: bounded
-    pickles, stored (uncompressed) members, tensors inside their storages, storages inside the file."""
+    """A torch file (zip, or legacy from before torch 1.6), read from its pickle alone with bounded memory: every
+    tensor is checked to lie inside its storage and the storage inside the file; tensors are read when touched."""
     if sys.byteorder != "little":
         raise AbswinError(f"{path.name}: torch files are read on little-endian machines only")
     try:
-        return torch_zip.open_torch(path)
-    except torch_zip.NotTorchFile as exc:
-        raise _NotTorch() from exc
+        layout = torch_zip.open_torch(path)
+    except torch_zip.NotTorchFile:  # numpy arrays pickled into a .pth are fine for the numpy-only reader
+        return _open_pickle(path, config)
     except pickle.UnpicklingError as exc:
         raise AbswinError(_refused_pickle(path, exc)) from exc
     except torch_zip.CheckpointError as exc:
@@ -263,22 +217,7 @@ def _checked_layout(path: Path) -> torch_zip.TorchCheckpoint:
         raise AbswinError(message if message.startswith(path.name) else f"{path.name}: {message}") from exc
     except Exception as exc:  # zipfile and struct raise many types for damaged archives
         raise AbswinError(f"{path.name}: not a readable torch file ({first_line(exc)[:80]}); is it truncated?") from exc
-
-
-def _stored_ranges(layout: torch_zip.TorchCheckpoint, obj: Any) -> dict[str, TensorEntry]:
-    """Where each contiguous tensor's bytes sit in a torch zip file, so that the writer copies them raw, not
-    through memory; keyed like the state dict (under its wrapper, if any)."""
-    wrapper, state, _ = _unwrap(obj) if isinstance(obj, dict) else (None, {}, {})
-    depth = 1 if wrapper is None else 2
-    ranges = {}
-    for info in layout.tensors:
-        if len(info.path) != depth or info.path[: depth - 1] != ((wrapper,) if wrapper else ()):
-            continue
-        key = info.path[-1]
-        t = state.get(key)
-        if info.byte_range is not None and isinstance(t, torch.Tensor) and tuple(t.shape) == info.shape:
-            ranges[str(key)] = TensorEntry(t.dtype, info.shape, *info.byte_range)
-    return ranges
+    return _from_object(path, "torch", layout.obj, config, layout.storage_starts)
 
 
 def _refused_pickle(path: Path, exc: Exception) -> str:
@@ -301,49 +240,65 @@ def _open_pickle(path: Path, config: dict | None) -> Checkpoint:
     return _from_object(path, "pickle", obj, config)
 
 
-def _unwrap(obj: dict) -> tuple[str | None, dict, dict]:
-    """The wrapper key (or None), the state dict inside it, and the wrapper's other entries."""
-    wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
-    state = obj[wrapper] if wrapper else obj
-    extra = {k: v for k, v in obj.items() if k != wrapper} if wrapper else {}
-    return wrapper, state, extra
+def _state_dict_in(obj: Any) -> tuple[tuple[str, ...], dict]:
+    """The wrapper keys leading to the state dict inside ``obj`` and that dict ({} when there is none): wrappers
+    are descended while a level holds no weights of its own."""
+    path: tuple[str, ...] = ()
+    while isinstance(obj, Mapping):
+        if any(_is_weight(v) for v in obj.values()):
+            return path, dict(obj)
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            break
+        path, obj = (*path, key), obj[key]
+    return path, {}
 
 
 def _from_object(
-    path: Path, format: str, obj: Any, config: dict | None, stored: dict[str, TensorEntry] | None = None
+    path: Path, format: str, obj: Any, config: dict | None, storage_starts: dict[str, int] | None = None
 ) -> Checkpoint:
-    if not isinstance(obj, dict):
+    if not isinstance(obj, Mapping):
         raise AbswinError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
-    wrapper, state, extra = _unwrap(obj)
-    tensors = _tensors_of(path, state)
+    wrapper_path, state = _state_dict_in(obj)
+    tensors = _tensors_of(path, state, storage_starts or {})
     if not tensors:
-        raise AbswinError(f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)})")
-    return Checkpoint(path, format, wrapper, config, tensors=tensors, extra=extra, stored=stored)
+        raise AbswinError(
+            f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)}, nested)"
+        )
+    others = {k: v for k, v in obj.items() if k != wrapper_path[0]} if wrapper_path else {}
+    return Checkpoint(path, format, tensors, config, wrapper_path=wrapper_path, others=others,
+                      storage_starts=storage_starts)
 
 
 def _is_weight(value: object) -> bool:
-    return isinstance(value, (torch.Tensor, np.ndarray))
+    return isinstance(value, (torch_zip.TensorRef, np.ndarray))
 
 
-def _tensors_of(path: Path, state: dict) -> dict[str, torch.Tensor]:
+def _tensors_of(path: Path, state: dict, storage_starts: dict[str, int]) -> dict[str, StoredTensor]:
     """The tensors (and numeric numpy arrays) of a state dict; anything else in it is not a weight."""
-    tensors = {}
+    tensors: dict[str, StoredTensor] = {}
     for key, value in state.items():
-        if isinstance(value, np.ndarray):
-            value = _numeric_array(path, key, value)
-        if isinstance(value, torch.Tensor):
-            tensors[str(key)] = value
+        if isinstance(value, torch_zip.TensorRef):
+            tensors[str(key)] = _in_file(path, value, storage_starts[value.storage.key])
+        elif isinstance(value, np.ndarray):
+            tensors[str(key)] = _numeric_array(path, key, value)
     return tensors
 
 
-def _numeric_array(path: Path, key: object, value: np.ndarray) -> torch.Tensor:
+def _in_file(path: Path, ref: torch_zip.TensorRef, storage_start: int) -> FileTensor | StridedTensor:
+    """Where a torch tensor's bytes are: one range when contiguous, else a strided view of its storage."""
+    lo, hi = ref.extent()
+    if ref.contiguous:
+        return FileTensor(path, ref.dtype, ref.shape, storage_start + lo, storage_start + hi)
+    return StridedTensor(path, ref.dtype, ref.shape, ref.strides, storage_start + lo, hi - lo)
+
+
+def _numeric_array(path: Path, key: object, value: np.ndarray) -> RawTensor:
     """A numpy array as a tensor; arrays of Python objects or strings are not weights."""
-    array = np.ascontiguousarray(value)
-    if not array.flags.writeable:  # torch warns about read-only arrays (protocol 5 may give them)
-        array = array.copy()
     try:
-        return torch.from_numpy(array)
-    except TypeError as exc:
+        dtype = name_of(value.dtype)
+    except DtypeError as exc:
         raise AbswinError(
             f"{path.name}: {key} is a numpy array of {value.dtype}, not numbers; this is not a weight file"
         ) from exc
+    return RawTensor(dtype, np.ascontiguousarray(value.astype(value.dtype.newbyteorder("<"), copy=False)))

@@ -8,43 +8,13 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..errors import AbswinError
+from .dtypes import RAW_DTYPES
+from .tensors import FileTensor
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of a safetensors file: dtype, shape and its absolute byte range in the file."""
-
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
 
 
 class _DuplicateKey(ValueError):
@@ -60,7 +30,7 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
-def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+def read_header(path: Path) -> tuple[dict[str, FileTensor], dict[str, str]]:
     """Entries and ``__metadata__`` of a safetensors file, every offset checked against the file."""
     file_size = path.stat().st_size
     with open(path, "rb") as f:
@@ -86,21 +56,22 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise AbswinError(f"{path.name}: safetensors __metadata__ must map strings to strings")
     data_start = 8 + header_len
-    entries = {name: _entry(path.name, name, spec, data_start) for name, spec in header.items()}
+    entries = {name: _entry(path, name, spec, data_start) for name, spec in header.items()}
     _check_layout(path.name, entries, file_size - data_start, data_start)
     return entries, metadata
 
 
-def _entry(file_name: str, name: str, spec: object, data_start: int) -> TensorEntry:
+def _entry(path: Path, name: str, spec: object, data_start: int) -> FileTensor:
+    file_name = path.name
     try:
-        dtype = DTYPES[spec["dtype"]]  # type: ignore[index]
+        dtype = spec["dtype"]  # type: ignore[index]
+        expected = RAW_DTYPES[dtype].itemsize
         shape = tuple(_whole(d) for d in spec["shape"])  # type: ignore[index]
         begin, end = (_whole(o) for o in spec["data_offsets"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError) as exc:
         raise AbswinError(f"{file_name}: header entry {name!r} is malformed or has an unknown dtype") from exc
     if min(shape, default=0) < 0 or begin < 0 or end < begin:
         raise AbswinError(f"{file_name}: header entry {name!r} has negative sizes or offsets")
-    expected = dtype.itemsize
     for d in shape:
         expected *= d
     if end - begin != expected:
@@ -108,7 +79,7 @@ def _entry(file_name: str, name: str, spec: object, data_start: int) -> TensorEn
             f"{file_name}: tensor {name!r} {list(shape)} {spec['dtype']} needs {expected} bytes, "  # type: ignore[index]
             f"the header gives {end - begin}"
         )
-    return TensorEntry(dtype, shape, data_start + begin, data_start + end)
+    return FileTensor(path, dtype, shape, data_start + begin, data_start + end)
 
 
 def _whole(value: object) -> int:
@@ -118,7 +89,7 @@ def _whole(value: object) -> int:
     return value
 
 
-def _check_layout(file_name: str, entries: dict[str, TensorEntry], data_size: int, data_start: int) -> None:
+def _check_layout(file_name: str, entries: dict[str, FileTensor], data_size: int, data_start: int) -> None:
     """Tensors must tile the data section exactly: no overlap, no gap, nothing past the end."""
     position = data_start
     for entry in sorted(entries.values(), key=lambda e: (e.start, e.end)):
@@ -130,15 +101,3 @@ def _check_layout(file_name: str, entries: dict[str, TensorEntry], data_size: in
             f"{file_name}: the header describes {position - data_start} data bytes but the file holds {data_size}; "
             "the file is truncated or corrupt"
         )
-
-
-def read_tensor(path: Path, entry: TensorEntry) -> torch.Tensor:
-    """Read one tensor's bytes and view them with its dtype and shape."""
-    with open(path, "rb") as f:
-        f.seek(entry.start)
-        data = bytearray(f.read(entry.nbytes))
-    if len(data) != entry.nbytes:
-        raise AbswinError(f"{path.name}: file ended while reading a tensor; it is truncated")
-    if entry.nbytes == 0:
-        return torch.empty(entry.shape, dtype=entry.dtype)
-    return torch.frombuffer(data, dtype=entry.dtype).reshape(entry.shape)

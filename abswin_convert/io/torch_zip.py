@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from .dtypes import TORCH_NAMES, itemsize
 from .unpickling import BoundedUnpickler
 
 # real data.pkl members are kilobytes (a few MB for thousands of tensors); the pure-Python unpickler's objects
@@ -41,13 +42,6 @@ STORAGE_DTYPES = {
     "DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
     "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8", "ByteStorage": "U8",
     "BoolStorage": "BOOL",
-}
-ITEMSIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-             "F8_E4M3": 1, "F8_E5M2": 1}
-TORCH_DTYPES = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
-    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3",
-    "float8_e5m2": "F8_E5M2",
 }
 
 
@@ -104,7 +98,7 @@ class StorageRef:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * ITEMSIZES[self.dtype]
+        return self.numel * itemsize(self.dtype)
 
 
 @dataclass(frozen=True)
@@ -125,7 +119,7 @@ class TensorRef:
 
     @property
     def itemsize(self) -> int:
-        return ITEMSIZES[self.dtype]
+        return itemsize(self.dtype)
 
     @property
     def nbytes(self) -> int:
@@ -271,7 +265,7 @@ _GLOBALS: dict[tuple[str, str], Any] = {
     ("argparse", "Namespace"): NamespaceData,
     ("_codecs", "encode"): _latin1_bytes,
     **{("torch", k): StorageType(k, v) for k, v in STORAGE_DTYPES.items()},
-    **{("torch", k): TorchDtype(k, v) for k, v in TORCH_DTYPES.items()},
+    **{("torch", k): TorchDtype(k, v) for v, k in TORCH_NAMES.items()},
 }
 
 

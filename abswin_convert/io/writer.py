@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
+import numpy as np
 
 from ..errors import AbswinError, first_line
+from .dtypes import RAW_DTYPES
 from .provenance import SOURCE_SHA256, SourceDigest
-from .safetensors_header import DTYPE_NAMES
 
 TEMP_MARK = ".abswin-tmp-"  # temp files and staging folders: .abswin-tmp-PID-TOKEN
 _COPY_CHUNK = 64 * 1024 * 1024
@@ -48,13 +48,13 @@ class OutputTensor:
     """One tensor of the output: its name, dtype, shape and where its bytes come from."""
 
     name: str
-    dtype: torch.dtype
+    dtype: str  # safetensors name
     shape: tuple[int, ...]
-    data: RawBytes | torch.Tensor
+    data: RawBytes | np.ndarray  # a byte range of the source, or raw elements in memory
 
     @property
     def nbytes(self) -> int:
-        return self.data.nbytes if isinstance(self.data, RawBytes) else self.data.numel() * self.data.element_size()
+        return int(self.data.nbytes)
 
 
 def check_destination(dest: Path, inputs: list[Path], force: bool) -> None:
@@ -162,9 +162,9 @@ def safetensors_header(tensors: list[OutputTensor], metadata: dict[str, str]) ->
     header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
     offset = 0
     for t in tensors:
-        if t.dtype not in DTYPE_NAMES:
+        if t.dtype not in RAW_DTYPES:
             raise AbswinError(f"tensor {t.name!r} has dtype {t.dtype}, which safetensors cannot hold; use --format pt")
-        header[t.name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
         offset += t.nbytes
     body = json.dumps(header, separators=(",", ":")).encode()
     body += b" " * (-(8 + len(body)) % 8)
@@ -232,13 +232,11 @@ def _start_writeback(out: BinaryIO, handed_over: int) -> int:
     return position
 
 
-def _write_tensor(out: BinaryIO, data: RawBytes | torch.Tensor) -> None:
+def _write_tensor(out: BinaryIO, data: RawBytes | np.ndarray) -> None:
     if isinstance(data, RawBytes):
         _copy_range(out, data)
-        return
-    flat = data.detach().contiguous().reshape(-1)
-    if flat.numel():
-        out.write(flat.view(torch.uint8).numpy().data)
+    elif data.size:
+        out.write(np.ascontiguousarray(data).data)
 
 
 def _copy_range(out: BinaryIO, data: RawBytes) -> None:
@@ -269,10 +267,11 @@ def _copy_chunk(src: int, dst: int, src_offset: int, dst_offset: int, count: int
 
 
 def write_torch(dest: Path, obj: object) -> None:
-    """``torch.save`` through the same temp-file-and-rename path."""
+    """``torch.save`` through the same temp-file-and-rename path (torch is imported only for this)."""
+    import torch
+
     with atomic_file(dest) as out:
         try:
             torch.save(obj, out)
         except RuntimeError as exc:  # torch's writer reports a full disk or a file size limit this way
             raise AbswinError(f"cannot write {dest}: {first_line(exc, sentence=True)}") from exc
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from ..errors import AbswinError
 from ..vocabulary import LAYOUTS
@@ -22,8 +22,8 @@ from .resize import Size
 class PositionGrid:
     """A position embedding as a ``[H, W, C]`` grid plus its prefix tokens (``[P, C]``, maybe empty)."""
 
-    grid: torch.Tensor
-    prefix: torch.Tensor
+    grid: np.ndarray  # float64
+    prefix: np.ndarray
 
     @property
     def size(self) -> Size:
@@ -57,29 +57,29 @@ def _layout_shape(layout: str) -> str:
     return {"flat": "[1, H*W, C]", "flat_cls": "[1, 1+H*W, C]", "nhwc": "[1, H, W, C]", "nchw": "[1, C, H, W]"}[layout]
 
 
-def to_grid(tensor: torch.Tensor, layout: str, prefix_tokens: int = 0, hw: Size | None = None) -> PositionGrid:
-    """Read a position tensor in ``layout`` into a float32 grid (and its prefix tokens)."""
-    h, w = grid_size_of(tuple(tensor.shape), layout, prefix_tokens, hw)
-    t = tensor.float()
+def to_grid(values: np.ndarray, layout: str, prefix_tokens: int = 0, hw: Size | None = None) -> PositionGrid:
+    """Read position values (any float array) in ``layout`` into a float64 grid (and its prefix tokens)."""
+    h, w = grid_size_of(tuple(values.shape), layout, prefix_tokens, hw)
+    t = np.asarray(values, dtype=np.float64)
     if layout == "nhwc":
-        return PositionGrid(t[0], t.new_zeros(0, t.shape[-1]))
+        return PositionGrid(t[0], np.zeros((0, t.shape[-1])))
     if layout == "nchw":
-        return PositionGrid(t[0].permute(1, 2, 0), t.new_zeros(0, t.shape[1]))
+        return PositionGrid(t[0].transpose(1, 2, 0), np.zeros((0, t.shape[1])))
     prefix = prefix_tokens if layout == "flat_cls" else 0
     return PositionGrid(t[0, prefix:].reshape(h, w, -1), t[0, :prefix])
 
 
-def from_grid(pos: PositionGrid, layout: str) -> torch.Tensor:
-    """Write a grid back into ``layout`` (float32; the caller casts to the checkpoint's dtype)."""
-    grid = pos.grid.float()
+def from_grid(pos: PositionGrid, layout: str) -> np.ndarray:
+    """Write a grid back into ``layout`` (float64; the caller rounds once to the checkpoint's dtype)."""
+    grid = np.asarray(pos.grid, dtype=np.float64)
     if layout == "nhwc":
-        return grid.unsqueeze(0).contiguous()
+        return np.ascontiguousarray(grid[None])
     if layout == "nchw":
-        return grid.permute(2, 0, 1).unsqueeze(0).contiguous()
+        return np.ascontiguousarray(grid.transpose(2, 0, 1)[None])
     flat = grid.reshape(-1, grid.shape[-1])
     if layout == "flat_cls":
-        flat = torch.cat([pos.prefix.float(), flat], dim=0)
-    return flat.unsqueeze(0).contiguous()
+        flat = np.concatenate([np.asarray(pos.prefix, dtype=np.float64), flat], axis=0)
+    return np.ascontiguousarray(flat[None])
 
 
 def parse_size(text: str) -> Size:
@@ -94,6 +94,17 @@ def parse_size(text: str) -> Size:
     if len(values) != 2 or min(values) <= 0:
         raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640")
     return (values[0], values[1])
+
+
+def as_size(value: int | str | Size | None) -> Size | None:
+    """``448``, ``"448x640"``, ``(448, 640)``; None or ``"full"`` stay None (the full grid)."""
+    if value is None or value == "full":
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        return parse_size(value)
+    return (int(value[0]), int(value[1]))
 
 
 def format_size(size: Size) -> str:

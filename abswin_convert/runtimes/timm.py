@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import AbswinError
 from ..maths.resize import Size
+
+if TYPE_CHECKING:  # torch is imported by the model builders only, not by the config helpers
+    import torch
 
 WINDOW_KEY = "pos_embed_win"
 

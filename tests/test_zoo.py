@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from huggingface_hub import hf_hub_download
 from abswin_convert.cli import main
 from abswin_convert.io.outputs import read_output
 from abswin_convert.zoo import load_manifest, run_zoo
+from abswin_convert.zoo import output as zoo_output
 from tests import hiera_models as hm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +138,44 @@ def test_zoo_killed_midway_then_rerun_finishes_only_what_is_missing(local_hub, t
     third = run_zoo(load_manifest(manifest), jobs=2)
     assert {row.output: row.status for row in third.rows} == {**{n: "skipped" for n in GOOD}, BROKEN: "failed"}
     assert all(local_hub.commit_count(f"test-org/timm-abswin-{s}") == 1 for s in ("448x448", "512x512"))
+
+
+def test_a_hub_source_is_checked_by_the_hubs_sha256_and_a_changed_one_rebuilds(local_hub, tmp_path, monkeypatch):
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "src").mkdir()
+    _, uploaded = hm.save_timm(tmp_path / "hub")
+    _, local = hm.save_timm(tmp_path / "src")
+    local_hub.upload_folder("test-org/timm", tmp_path / "hub")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(
+        '[[model]]\nsource = "test-org/timm@main"\nname = "hub"\nimg_size = 448\n\n'
+        '[[model]]\nsource = "src/hiera_timm.safetensors"\nname = "local"\nimg_size = 448\n'
+    )
+    assert [row.status for row in run_zoo(load_manifest(manifest)).rows] == ["converted", "converted"]
+
+    hashed: list[Path] = []
+    sha256_of = zoo_output.sha256_of
+
+    def local_files_only(path: Path) -> str:  # the Hub gave the sha256 of its file: hashing it again is waste
+        if path.resolve() != local.resolve():
+            raise AssertionError(f"hashed {path}")
+        hashed.append(path)
+        return sha256_of(path)
+
+    monkeypatch.setattr(zoo_output, "sha256_of", local_files_only)
+    again = run_zoo(load_manifest(manifest))
+    assert [(row.status, row.error) for row in again.rows] == [("skipped", None), ("skipped", None)]
+    assert len(hashed) == 1  # the local file is still hashed
+
+    # the Hub file changes (the same size, one weight changed): its sha256 changes, so the output is rebuilt
+    data = bytearray(uploaded.read_bytes())
+    data[-4:] = bytes(4 - i for i in range(4))
+    uploaded.write_bytes(data)
+    local_hub.upload_folder("test-org/timm", tmp_path / "hub")
+    rebuilt = run_zoo(load_manifest(manifest))
+    assert [(row.status, row.error) for row in rebuilt.rows] == [("converted", None), ("skipped", None)]
+    recorded = read_output(tmp_path / "converted" / rebuilt.rows[0].output).provenance["source_sha256"]
+    assert recorded == hashlib.sha256(data).hexdigest()
 
 
 LOCAL_MANIFEST = """\

@@ -32,7 +32,7 @@ SourceDigest = Callable[[], str]
 
 
 def source_digest(location: str) -> SourceDigest:
-    """The source's sha256, computed (and for a Hub source, downloaded) once, when first asked for."""
+    """The source's sha256 (a Hub source is downloaded, its LFS sha256 used), found once, when first asked for."""
     return functools.cache(lambda: _sha256_of_source(location))
 
 
@@ -86,7 +86,11 @@ def _up_to_date(job: OutputJob, source_sha: SourceDigest) -> bool:
 
 
 def _sha256_of_source(location: str) -> str:
-    ckpt, _ = open_source(location)  # fetched through the Hugging Face cache for Hub sources
+    """A Hub file's sha256 as its LFS metadata gives it (what a conversion records too), unhashed: it changes with
+    the file, and is given only for the commit the file was downloaded from; else the file's own hash."""
+    ckpt, hub_file = open_source(location)  # fetched through the Hugging Face cache for Hub sources
+    if hub_file is not None and hub_file.sha256 is not None:
+        return hub_file.sha256
     return sha256_of(ckpt.path)
 
 

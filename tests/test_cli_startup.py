@@ -99,3 +99,31 @@ def test_a_torch_output_imports_torch(tmp_path):
     source = _checkpoints(tmp_path)["zip"]
     result = loaded_after(RUN_CLI, *_convert_args(source, tmp_path / "out.pt"))
     assert result["code"] == 0 and "torch" in result["heavy"]
+
+
+# Runs the CLI as on a conversion-only install: importing torch fails as if it were not installed.
+WITHOUT_TORCH = """
+import importlib.abc
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+""" + RUN_CLI
+
+
+def test_without_torch_conversion_works_and_a_torch_output_says_what_to_install(tmp_path):
+    source = _checkpoints(tmp_path)["zip"]
+    assert loaded_after(WITHOUT_TORCH, *_convert_args(source, tmp_path / "out.safetensors"))["code"] == 0
+    assert (tmp_path / "out.safetensors").stat().st_size > 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = f"import sys\n{WITHOUT_TORCH}\nsys.exit(code)"
+    done = subprocess.run([sys.executable, "-c", script, *_convert_args(source, tmp_path / "out.pt")],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("abswin-convert: error: this needs torch, which a conversion-only install leaves "
+                                   "out: pip install 'abswin-convert[torch]'")
+    assert not (tmp_path / "out.pt").exists()

@@ -146,6 +146,28 @@ def test_ddp_and_compiled_state_dicts_keep_their_prefix_and_are_exact_at_32(mode
     assert torch.isfinite(logits(large, X64)).all()
 
 
+def test_a_truly_nested_state_dict_is_found_and_put_back_where_it_sat(models, tmp_path):
+    """``{'model': {'module': {...}}}`` (a wrapped DDP module saved as a dict of dicts), with an EMA copy nested the
+    same way: both found, both converted, everything put back in place; at its own size the EMA copy is exact."""
+    model, ema = models
+    source = tmp_path / "nested.pth"
+    torch.save({"model": {"module": model.state_dict()}, "model_ema": {"module": ema.state_dict()}, "epoch": 5}, source)
+    report = inspect(source).to_json()
+    assert report["wrapper"] == "model.module" and report["tensors"] == len(model.state_dict())
+    result = convert(source, tmp_path / "big.pth", 64, overrides=TILE)
+    assert any("converted the same way: model_ema" in n for n in result.notes)
+    saved = torch.load(tmp_path / "big.pth", weights_only=True)
+    assert saved["epoch"] == 5 and set(saved) == {"model", "model_ema", "epoch"}
+    for key, original in (("model", model), ("model_ema", ema)):
+        big = rw.cifar_vit(64)
+        big.load_state_dict(saved[key]["module"], strict=True)
+        assert torch.equal(big.pos_embed.detach(), tiled(original.pos_embed.detach(), 16))
+    convert(source, tmp_path / "same.safetensors", 32, overrides=TILE)  # a safetensors output: the EMA copy
+    small = rw.cifar_vit(32)
+    small.load_state_dict(load_file(tmp_path / "same.safetensors"), strict=True)
+    assert torch.equal(logits(small, X32), logits(ema, X32))
+
+
 def test_lightning_ckpt_keeps_its_wrapper_and_its_own_tensors(models, tmp_path):
     model = models[0]
     source = rw.save_lightning(tmp_path / "epoch=4-step=1250.ckpt", model)

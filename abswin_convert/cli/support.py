@@ -58,6 +58,8 @@ def user_errors(func: Callable) -> Callable:
         except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
             if debug:
                 raise
+            if isinstance(exc, ModuleNotFoundError) and exc.name == "torch":  # the user's install, not a bug
+                fail("this needs torch, which a conversion-only install leaves out: pip install 'abswin-convert[torch]'", 2)
             fail(f"internal error: {exc.__class__.__name__}: {exc} (set ABSWIN_DEBUG=1 for the traceback)", 1)
 
     return wrapper

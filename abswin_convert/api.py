@@ -10,12 +10,12 @@ from . import families
 from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
-from .hub.sources import ResolvedHubFile, open_source
+from .hub.locations import ResolvedHubFile, open_source
 from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
-from .io.provenance import output_metadata
+from .io.provenance import SourceDigest, output_metadata
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
@@ -156,6 +156,11 @@ def convert(
     inputs = [*_inputs(ckpt), ckpt.path.parent / CONFIG_FILE]  # the config beside the weights was read too
     for dest in [*files, *([config_path] if config_path else [])]:  # refused now, not after the plan's work
         check_destination(dest, inputs, force)
+    # A Hub file's sha256 comes with it (LFS metadata). The safetensors writer still hashes the file, to check it, in a
+    # thread started now, so that it runs beside the plan and the copy; the torch writer records it unchecked, as
+    # checking would cost the whole hash it saves.
+    hub_sha256 = hub_file.sha256 if hub_file else None
+    digest = SourceDigest(ckpt.path, hub_sha256) if streamed else None
     plan = families.plan(ckpt, det, request)
     copies = _planned_copies(ckpt, det, request, overrides)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
@@ -165,21 +170,17 @@ def convert(
         notes += chosen_note
     elif copies:
         notes.append(f"converted the same way: {', '.join(copies)} (kept beside {ckpt.wrapper})")
-    # A Hub file's sha256 comes with it (LFS metadata). The safetensors writer still hashes the file beside its copy,
-    # to check it; the torch writer records it unchecked, as checking would cost the whole hash it saves.
-    hub_sha256 = hub_file.sha256 if hub_file else None
     metadata = output_metadata(
         source, ckpt.path, plan.stats, extra, hash_now=not streamed, source_sha256=None if streamed else hub_sha256
     )
     wrote_config = config_path if plan.config is not None and config_path is not None else None
     with output_unit([*files, *([wrote_config] if wrote_config else [])], inputs, force) as staging:
         if sharded:
-            write_shards(staging.path, weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan)
+            write_shards(staging.path, weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan, digest)
         elif streamed:
             tensors = output_tensors(ckpt, plan)
             with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
-                write_safetensors(staging.path(weights_path), tensors, metadata, hash_source=ckpt.path,
-                                  expected_sha256=hub_sha256, progress=advance)
+                write_safetensors(staging.path(weights_path), tensors, metadata, digest, progress=advance)
         else:
             write_torch(staging.path(weights_path), _torch_object(ckpt, plan, copies))
             write_json(staging.path(sidecar_of(weights_path)), metadata)
@@ -203,9 +204,10 @@ def _inputs(ckpt: Checkpoint) -> list[Path]:
 
 
 def write_shards(place: Callable[[Path], Path], folder: Path, ckpt: Checkpoint, tensors: list[OutputTensor],
-                 metadata: dict[str, str], plan: Plan) -> None:
+                 metadata: dict[str, str], plan: Plan, digest: SourceDigest | None) -> None:
     """The output as safetensors shards with the input's boundaries (new tensors join the last shard), each
-    streamed as a single file is, then the index; ``place`` says where a file of ``folder`` is written now."""
+    streamed as a single file is, then the index (``digest``, of the input's index, recorded in the first shard);
+    ``place`` says where a file of ``folder`` is written now."""
     source_of = {ckpt.stored_name(plan.output_key(key)): key for key in ckpt.keys()}
     last = shard_files(ckpt.shards)[-1]  # type: ignore[arg-type]
     groups: dict[str, list[OutputTensor]] = {}
@@ -214,7 +216,7 @@ def write_shards(place: Callable[[Path], Path], folder: Path, ckpt: Checkpoint, 
         groups.setdefault(output_shard_name(shard), []).append(tensor)
     weight_map = {}
     for i, (name, group) in enumerate(groups.items()):
-        write_safetensors(place(folder / name), group, metadata, hash_source=ckpt.path if i == 0 else None)
+        write_safetensors(place(folder / name), group, metadata, digest if i == 0 else None)
         weight_map.update(dict.fromkeys((t.name for t in group), name))
     write_index(place(folder / SAFETENSORS_INDEX), weight_map, sum(t.nbytes for t in tensors))
 

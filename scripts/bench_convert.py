@@ -297,7 +297,7 @@ def zoo_cases(zoo: Path, work: Path, img_size: int) -> list[Case]:
 
 def sam_cases(files: dict[str, Path], work: Path, img_size: int, baseline_tree: Path | None) -> list[Case]:
     sam, sam_pth = files["sam"], files["sam_pth"]
-    copy, out, out_pt = work / "copy.safetensors", work / "out.safetensors", work / "out.pt"
+    copy, out, pt_folder = work / "copy.safetensors", work / "out.safetensors", work / "pt"  # out.pt + its sidecar
     grid = str(img_size // 16)
     convert = [*CLI, "convert", "--img-size", str(img_size)]
     to_safetensors = [*convert, "-o", str(out)]
@@ -314,8 +314,8 @@ def sam_cases(files: dict[str, Path], work: Path, img_size: int, baseline_tree: 
         Case("abswin-convert --help", [*CLI, "--help"], None, IMPORT_TORCH),
         Case("convert safetensors -> safetensors", [*to_safetensors, str(sam)], out, NAIVE_SAFETENSORS),
         Case("convert .pth -> safetensors", [*to_safetensors, str(sam_pth)], out, NAIVE_PTH),
-        Case("convert safetensors -> --format pt", [*convert, "--format", "pt", "-o", str(out_pt), str(sam)], out_pt,
-             NAIVE_SAFETENSORS),
+        Case("convert safetensors -> --format pt", [*convert, "--format", "pt", "-o", str(pt_folder / "out.pt"), str(sam)],
+             pt_folder, NAIVE_SAFETENSORS),
         Case(SHARDED, [*to_safetensors, str(files["sharded"])], out, NAIVE_SAFETENSORS),
         Case(NAIVE_SAFETENSORS, [sys.executable, "-c", NAIVE, str(sam), str(out), SAM_POS_KEY, grid], out),
         Case(NAIVE_PTH, [sys.executable, "-c", NAIVE, str(sam_pth), str(out), SAM_POS_KEY, grid], out),

@@ -56,7 +56,7 @@ def run_cli(args: list[str], cwd: Path, *, send: int | None = None, when: Path |
                                 preexec_fn=preexec)
         if send is not None:
             _wait_for(proc, when)
-            proc.send_signal(send)
+            os.kill(proc.pid, send)  # not proc.send_signal: it would reap an exited child before wait4 reads its usage
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = err_path.read_text(errors="replace")
@@ -69,12 +69,17 @@ def _wait_for(proc: subprocess.Popen, when: Path | float | None) -> None:
     its signal handlers and then ``when`` seconds more."""
     deadline = time.monotonic() + 60
     if isinstance(when, Path):
-        while not any(when.glob(f"**/{TEMP_MARK}*")) and proc.poll() is None and time.monotonic() < deadline:
+        while not any(when.glob(f"**/{TEMP_MARK}*")) and _running(proc) and time.monotonic() < deadline:
             time.sleep(0.001)
         return
-    while not _catches(proc.pid, signal.SIGTERM) and proc.poll() is None and time.monotonic() < deadline:
+    while not _catches(proc.pid, signal.SIGTERM) and _running(proc) and time.monotonic() < deadline:
         time.sleep(0.001)
     time.sleep(when or 0)
+
+
+def _running(proc: subprocess.Popen) -> bool:
+    """Whether the child still runs; unlike ``poll`` it leaves an exited child to ``wait4`` (for its peak RSS)."""
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
 
 
 def _catches(pid: int, signum: int) -> bool:
@@ -324,7 +329,7 @@ def test_a_signal_while_writing_cleans_up_and_exits_128_plus_n(tmp_path, slow_so
 
 @pytest.mark.parametrize("delay", [0.0, 0.5])
 def test_sigint_at_start_up_is_one_line(work, delay):
-    """From the moment the CLI module is loaded (its handlers are in place), before and while torch is imported."""
+    """From the moment the CLI module is loaded (its handlers are in place), while the conversion's modules load."""
     before = snapshot(work)
     run = run_cli(["convert", "model", "-o", "out", "--img-size", "448"], work, send=signal.SIGINT, when=delay)
     if run.status == 0:  # the machine was fast enough to finish first: then the output is whole

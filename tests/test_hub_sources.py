@@ -11,7 +11,8 @@ import pytest
 from huggingface_hub import constants
 
 from abswin_convert.errors import AbswinError
-from abswin_convert.hub.sources import HubSource, parse_hub_source, pick_weight_file, resolve_hub_source
+from abswin_convert.hub.locations import HubSource, parse_hub_source
+from abswin_convert.hub.sources import pick_weight_file, resolve_hub_source
 
 REPO = "test-org/model"
 

@@ -61,7 +61,9 @@ def inspect_command(source: str, family: str | None, as_json: bool, plot_path: s
 
 
 def inspect_lines(r: InspectReport) -> list[str]:
-    wrapper = f"{{'{r.wrapper}': ...}}" if r.wrapper else "flat"
+    from ..io.checkpoint import describe_wrapper
+
+    wrapper = describe_wrapper(tuple(r.wrapper.split(".")) if r.wrapper else ())
     hub = r.hub
     chosen = [f"hub            {hub['repo_id']}@{hub['revision']}: chose {hub['filename']} at commit {hub['commit']}"
               ] if hub else []

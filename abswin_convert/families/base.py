@@ -17,7 +17,7 @@ from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
 from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
-from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
+from ..maths.grid import PositionGrid, format_size, layout_buffer, to_grid
 from ..maths.resize import Resize, Size
 from ..plan import Plan
 
@@ -226,8 +226,9 @@ def read_parts(ckpt: Checkpoint, det: Detection, global_size: Size | None) -> tu
 
 def bake(parts: Decomposition, det: Detection, prefix: np.ndarray, size: Size, layout: str | None = None) -> np.ndarray:
     """The composed embedding at ``size`` in ``layout`` (the family's own by default), float64."""
-    grid = aw.compose(parts.window, parts.global_, size, det.resize)
-    return from_grid(PositionGrid(grid, prefix), layout or det.layout)
+    tensor, grid = layout_buffer(layout or det.layout, size, prefix)
+    aw.compose(parts.window, parts.global_, size, det.resize, out=grid)  # computed in place: no second copy
+    return tensor
 
 
 def nchw(grid: np.ndarray) -> np.ndarray:
@@ -256,8 +257,7 @@ def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Pla
     """Split, fit the global part, and bake the embedding for ``request.img_size`` under the same key."""
     require_target(det, request.target)
     out_grid = output_grid(det, request.img_size)
-    pos = read_position(ckpt, det)
-    parts = decompose(pos.grid, det, request.global_size)
+    parts, prefix = read_parts(ckpt, det, request.global_size)  # the source grid is freed once split
     result = Plan(stats=decomposition_stats(det, parts, request))
-    result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
+    result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, prefix, out_grid), ckpt.dtype(det.pos_key))
     return result

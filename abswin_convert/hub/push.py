@@ -18,8 +18,9 @@ from ..io.jsonfile import read_json_object
 from ..io.outputs import ConvertedOutput, read_output
 from ..io.provenance import sha256_of
 from .errors import hub_errors
+from .locations import DEFAULT_REVISION, is_repo_id
 from .model_card import model_card
-from .sources import DEFAULT_REVISION, MODEL_CARD_FILE, check_token, is_repo_id, offline_mode
+from .sources import MODEL_CARD_FILE, check_token, offline_mode
 
 
 @dataclass(frozen=True)

@@ -119,11 +119,8 @@ class Checkpoint:
         return Checkpoint(self.path, self.format, tensors, self.config, wrapper_path=(name, *inner), others=others,
                           metadata=self.metadata, storage_starts=self._storage_starts)
 
-    def describe(self) -> str:
-        return f"{self.format} ({describe_wrapper(self.wrapper_path)})"
 
-
-def describe_wrapper(path: tuple[str, ...] | list[str]) -> str:
+def describe_wrapper(path: tuple[str, ...]) -> str:
     """``('model', 'module')`` -> ``{'model': {'module': ...}}``; ``()`` -> ``flat``."""
     if not path:
         return "flat"

@@ -92,9 +92,10 @@ StoredTensor = RawTensor | FileTensor | StridedTensor
 
 def _read_range(path: Path, start: int, nbytes: int, dtype: str) -> np.ndarray:
     """``nbytes`` of ``path`` from ``start``, as raw elements of ``dtype``."""
+    data = np.empty(nbytes, dtype=np.uint8)  # read straight into the array: one copy of the bytes, not two
     with open(path, "rb") as f:
         f.seek(start)
-        data = f.read(nbytes)
-    if len(data) != nbytes:
+        done = f.readinto(data.data)
+    if done != nbytes:
         raise AbswinError(f"{path.name}: file ended while reading a tensor; it is truncated")
-    return np.frombuffer(bytearray(data), dtype=raw_dtype(dtype))
+    return data.view(raw_dtype(dtype))

@@ -175,21 +175,19 @@ def write_safetensors(
     dest: Path,
     tensors: list[OutputTensor],
     metadata: dict[str, str],
-    hash_source: Path | None = None,
-    expected_sha256: str | None = None,
+    digest: SourceDigest | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> None:
     """Stream ``tensors`` (in the given order) into a safetensors file at ``dest``, atomically.
 
-    With ``hash_source``, that file's sha256 is computed while the data is written and recorded as
-    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place); with ``expected_sha256`` too,
-    the hash checks the source against it (AbswinError on a mismatch, nothing written). ``progress(n)`` is called
-    with each tensor's byte count once written.
+    With a ``digest`` (the source's sha256, being hashed in its thread), the hash is recorded as
+    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place) once the data is written; a digest
+    that checks the source against an expected value fails the write on a mismatch (AbswinError, nothing written).
+    ``progress(n)`` is called with each tensor's byte count once written.
     """
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise AbswinError("the conversion would write a key twice; this is a bug, please report it")
-    digest = SourceDigest(hash_source, expected_sha256) if hash_source is not None else None
     if digest is not None:
         metadata[SOURCE_SHA256] = digest.PLACEHOLDER
     header = safetensors_header(tensors, metadata)

@@ -32,30 +32,64 @@ def tile(window: np.ndarray, size: Size) -> np.ndarray:
     return np.tile(window, reps)[: size[0], : size[1]]
 
 
-def split(grid: np.ndarray, window: Size) -> tuple[np.ndarray, np.ndarray]:
-    """Split a grid into its window part ``W`` and global part ``G`` with ``G + tile(W) == grid``.
+def _loop_over_tiles(size: Size, window: Size) -> bool:
+    """Walk the tiles (one slice per tile) when there are fewer of them than window positions (one strided slice
+    per position): either way no tiled copy of the grid is made, and the loop is at most ``sqrt(H * W)`` long."""
+    return math.ceil(size[0] / window[0]) * math.ceil(size[1] / window[1]) <= window[0] * window[1]
 
-    ``W[i, j]`` is the mean over all tiles at in-window position ``(i, j)``; tiles cut by the bottom/right edge
-    count where they exist (a masked mean).
-    """
-    grid = _f64(grid)
+
+def add_tiled(out: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """``out += tile(window, out's size)``, in place, without making the tiled copy; returns ``out``."""
+    h, w = out.shape[:2]
+    wh, ww = window.shape[:2]
+    if _loop_over_tiles((h, w), (wh, ww)):
+        for i in range(0, h, wh):
+            for j in range(0, w, ww):
+                block = out[i : i + wh, j : j + ww]
+                block += window[: block.shape[0], : block.shape[1]]
+    else:
+        for i in range(min(wh, h)):
+            for j in range(min(ww, w)):
+                out[i::wh, j::ww] += window[i, j]
+    return out
+
+
+def window_means(grid: np.ndarray, window: Size) -> np.ndarray:
+    """``W[i, j]``: the mean over all tiles of the grid at in-window position ``(i, j)``; tiles cut by the
+    bottom/right edge count where they exist (a masked mean). Positions no tile reaches (a window larger than the
+    grid) are NaN."""
     h, w, c = grid.shape
     wh, ww = window
-    nh, nw = math.ceil(h / wh), math.ceil(w / ww)
-    padded = np.zeros((nh * wh, nw * ww, c))
-    padded[:h, :w] = grid
-    present = np.zeros((nh * wh, nw * ww, 1))
-    present[:h, :w] = 1
-    sums = padded.reshape(nh, wh, nw, ww, c).sum(axis=(0, 2))
-    counts = present.reshape(nh, wh, nw, ww, 1).sum(axis=(0, 2))
-    with np.errstate(invalid="ignore"):  # positions no tile reaches (window larger than the grid) stay NaN
-        win = sums / counts
-    return win, grid - tile(win, (h, w))
+    sums = np.zeros((wh, ww, c))
+    counts = np.zeros((wh, ww, 1))
+    if _loop_over_tiles((h, w), window):
+        for i in range(0, h, wh):
+            for j in range(0, w, ww):
+                block = grid[i : i + wh, j : j + ww]
+                sums[: block.shape[0], : block.shape[1]] += block
+                counts[: block.shape[0], : block.shape[1]] += 1
+    else:
+        for i in range(min(wh, h)):
+            for j in range(min(ww, w)):
+                column = grid[i::wh, j::ww]
+                sums[i, j] = column.sum(axis=(0, 1))
+                counts[i, j] = column.shape[0] * column.shape[1]
+    with np.errstate(invalid="ignore"):
+        return sums / counts
 
 
-def compose(window: np.ndarray, global_: np.ndarray, size: Size, resize: Resize) -> np.ndarray:
-    """The embedding at ``size``: ``resize(G) + tile(W)``."""
-    return resize.apply(global_, size) + tile(_f64(window), size)
+def split(grid: np.ndarray, window: Size) -> tuple[np.ndarray, np.ndarray]:
+    """Split a grid into its window part ``W`` (``window_means``) and global part ``G`` with ``G + tile(W) == grid``.
+    One copy of the grid is made (``G``)."""
+    grid = _f64(grid)
+    win = window_means(grid, window)
+    return win, add_tiled(grid.copy(), -win)
+
+
+def compose(window: np.ndarray, global_: np.ndarray, size: Size, resize: Resize, out: np.ndarray | None = None) -> np.ndarray:
+    """The embedding at ``size``: ``resize(G) + tile(W)``, written into ``out`` (a ``[h, w, C]`` float64 array, e.g. a
+    view of the output tensor) when given."""
+    return add_tiled(resize.apply(global_, size, out=out), _f64(window))
 
 
 def naive(grid: np.ndarray, size: Size, resize: Resize) -> np.ndarray:
@@ -81,7 +115,7 @@ def fit_global(global_: np.ndarray, size: Size, resize: Resize) -> tuple[np.ndar
     global_ = _f64(global_)
     h, w, _ = global_.shape
     if tuple(size) == (h, w):
-        return global_.copy(), 0.0
+        return global_, 0.0  # the same array: callers never write into a fitted part
     pinv_h = np.linalg.pinv(resize.matrix(size[0], h))  # [size0, h]
     pinv_w = np.linalg.pinv(resize.matrix(size[1], w))  # [size1, w]
     rows = np.tensordot(pinv_h, global_, axes=(1, 0))  # [size0, w, C]
@@ -90,14 +124,23 @@ def fit_global(global_: np.ndarray, size: Size, resize: Resize) -> tuple[np.ndar
 
 
 def window_energy(grid: np.ndarray, window: Size) -> float:
-    """Share of the mean-removed grid's energy that its tiled window part explains, in [0, 1]."""
+    """Share of the mean-removed grid's energy that its tiled window part explains, in [0, 1].
+
+    The window part of the mean-removed grid is ``window_means(grid) - mean``, tiled ``n_ij`` times at position
+    ``(i, j)``: its energy is summed per position, without making the tiled copy.
+    """
     grid = _f64(grid)
-    centred = grid - grid.mean(axis=(0, 1), keepdims=True)
-    total = float(np.square(centred).sum())
+    h, w = grid.shape[:2]
+    mean = grid.mean(axis=(0, 1))
+    rows_at_once = max(1, 2**20 // max(1, grid[0].size))  # about 8 MB of temporaries at a time
+    total = sum(float(np.square(grid[r : r + rows_at_once] - mean).sum()) for r in range(0, h, rows_at_once))
     if total == 0:
         return 0.0
-    win, _ = split(centred, window)
-    return float(np.square(tile(win, grid.shape[:2])).sum()) / total
+    wh, ww = window
+    rows = np.bincount(np.arange(h) % wh, minlength=wh)[:wh]  # how many tiles cover each in-window row, column
+    cols = np.bincount(np.arange(w) % ww, minlength=ww)[:ww]
+    centred = np.nan_to_num(window_means(grid, window) - mean)  # unreached positions are tiled zero times
+    return float((np.outer(rows, cols)[..., None] * np.square(centred)).sum()) / total
 
 
 def chance_share(size: Size, window: Size) -> float:

@@ -69,17 +69,29 @@ def to_grid(values: np.ndarray, layout: str, prefix_tokens: int = 0, hw: Size | 
     return PositionGrid(t[0, prefix:].reshape(h, w, -1), t[0, :prefix])
 
 
+def layout_buffer(layout: str, size: Size, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A float64 tensor in ``layout`` for a ``size`` grid, its ``prefix`` rows filled in, and the ``[h, w, C]`` view
+    of it where the grid goes: a grid computed into the view needs no second copy."""
+    h, w = size
+    channels = prefix.shape[-1]
+    if layout == "nhwc":
+        tensor = np.empty((1, h, w, channels))
+        return tensor, tensor[0]
+    if layout == "nchw":
+        tensor = np.empty((1, channels, h, w))
+        return tensor, tensor[0].transpose(1, 2, 0)
+    rows = len(prefix) if layout == "flat_cls" else 0
+    tensor = np.empty((1, rows + h * w, channels))
+    tensor[0, :rows] = prefix[:rows]
+    return tensor, tensor[0, rows:].reshape(h, w, channels)
+
+
 def from_grid(pos: PositionGrid, layout: str) -> np.ndarray:
     """Write a grid back into ``layout`` (float64; the caller rounds once to the checkpoint's dtype)."""
-    grid = np.asarray(pos.grid, dtype=np.float64)
-    if layout == "nhwc":
-        return np.ascontiguousarray(grid[None])
-    if layout == "nchw":
-        return np.ascontiguousarray(grid.transpose(2, 0, 1)[None])
-    flat = grid.reshape(-1, grid.shape[-1])
-    if layout == "flat_cls":
-        flat = np.concatenate([np.asarray(pos.prefix, dtype=np.float64), flat], axis=0)
-    return np.ascontiguousarray(flat[None])
+    prefix = np.asarray(pos.prefix, dtype=np.float64).reshape(-1, pos.grid.shape[-1])
+    tensor, view = layout_buffer(layout, pos.size, prefix)
+    view[...] = pos.grid
+    return tensor
 
 
 def parse_size(text: str) -> Size:

@@ -93,15 +93,20 @@ class Resize:
         """The 1-D operator ``[n_out, n_in]`` (float64)."""
         return antialias_bicubic_matrix(n_in, n_out) if self.antialias else bicubic_matrix(n_in, n_out)
 
-    def apply(self, grid: np.ndarray, size: Size) -> np.ndarray:
-        """Resize a ``[H, W, C]`` grid to ``[h, w, C]`` in float64: ``R_h @ grid @ R_w^T`` per channel."""
-        h, w = (int(s) for s in size)
+    def apply(self, grid: np.ndarray, size: Size, out: np.ndarray | None = None) -> np.ndarray:
+        """Resize a ``[H, W, C]`` grid to ``[h, w, C]`` in float64: ``R_h @ grid @ R_w^T`` per channel, written into
+        ``out`` when given. The same size is a copy (both operators are then exactly the identity)."""
+        h, w = (int(n) for n in size)
         grid = np.asarray(grid, dtype=np.float64)
         if grid.ndim != 3:
             raise ValueError(f"a grid is [H, W, C], got shape {list(grid.shape)}")
+        if out is None:
+            out = np.empty((h, w, grid.shape[2]))
+        if (h, w) == grid.shape[:2]:
+            out[...] = grid
+            return out
         rows = np.tensordot(self.matrix(grid.shape[0], h), grid, axes=(1, 0))  # [h, W, C]
-        out = np.tensordot(rows, self.matrix(grid.shape[1], w), axes=(1, 1))  # [h, C, w]
-        return np.ascontiguousarray(out.transpose(0, 2, 1))
+        return np.matmul(self.matrix(grid.shape[1], w), rows, out=out)  # [w, W] @ [h][W, C] -> [h, w, C]
 
 
 BICUBIC = Resize(antialias=False)

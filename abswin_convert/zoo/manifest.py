@@ -18,7 +18,7 @@ from ..errors import AbswinError
 from ..evaluation.hooks import BUILTIN_HOOKS
 from ..families import NAMES as FAMILY_NAMES
 from ..families.overrides import RECIPES, TILE, Overrides
-from ..hub.sources import is_repo_id, parse_hub_source
+from ..hub.locations import is_repo_id, parse_hub_source
 from ..io.outputs import WEIGHT_SUFFIXES
 from ..io.provenance import public_name
 from ..maths.grid import format_size, parse_size

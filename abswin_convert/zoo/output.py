@@ -19,8 +19,8 @@ from .. import __version__
 from ..api import convert
 from ..errors import AbswinError
 from ..evaluation.hooks import run_hook
+from ..hub.locations import open_source
 from ..hub.push import push
-from ..hub.sources import open_source
 from ..io.outputs import read_output, write_hooks
 from ..io.provenance import public_name, sha256_of
 from .manifest import HookSpec, OutputJob

@@ -27,6 +27,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
 from abswin_convert.io.staging import LOCK_MARK, _exclusive
 from abswin_convert.io.writer import TEMP_MARK
@@ -408,13 +409,26 @@ def test_lock_helpers_are_exclusive_within_one_process_too(tmp_path):
 
 
 def test_force_replaces_an_existing_output_folder_in_one_swap_keeping_its_other_files(tmp_path, cli):
-    _, source = hm.save_timm(tmp_path)
+    source = example_path()  # weights + config.json: an output of two files
     out = tmp_path / "out"
-    assert cli("convert", source, "-o", out, "--img-size", 448).exit_code == 0
+    assert cli("convert", source, "-o", out, "--img-size", 128).exit_code == 0
     (out / "notes.txt").write_text("the user's own file")
     old_folder, old_weights = os.stat(out).st_ino, (out / "model.safetensors").read_bytes()
-    assert cli("convert", source, "-o", out, "--img-size", 512, "--force").exit_code == 0
+    assert cli("convert", source, "-o", out, "--img-size", 256, "--force").exit_code == 0
     assert os.stat(out).st_ino != old_folder  # a new folder swapped in whole (renameat2), not files moved one by one
     assert (out / "notes.txt").read_text() == "the user's own file"
     assert (out / "model.safetensors").read_bytes() != old_weights
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no stage, no lock left
+
+
+def test_a_one_file_output_is_renamed_into_place_and_leaves_the_folders_other_files_alone(tmp_path, cli):
+    """One file needs no folder swap: the source beside it keeps its inode and change time (so the hash cache,
+    keyed by them, still knows it)."""
+    _, source = hm.save_timm(tmp_path)
+    out = tmp_path / "out.safetensors"
+    assert cli("convert", source, "-o", out, "--img-size", 448).exit_code == 0
+    folder, before = os.stat(tmp_path).st_ino, os.stat(source)
+    assert cli("convert", source, "-o", out, "--img-size", 512, "--force").exit_code == 0
+    after = os.stat(source)
+    assert os.stat(tmp_path).st_ino == folder and (after.st_ino, after.st_ctime_ns) == (before.st_ino, before.st_ctime_ns)
+    assert load_file(out)["pos_embed"].shape == (1, 128 * 128, hm.EMBED_DIM)

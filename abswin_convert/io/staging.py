@@ -80,15 +80,18 @@ def _one_folder(files: list[Path]) -> Path:
 
 
 def _commit(stage: Path, folder: Path, files: list[Path], new_folder: bool) -> None:
-    """Move the staged files into place in one step: a new folder by one rename; an existing one by swapping it
-    with the stage, once the stage holds (as hard links) everything else the folder holds. Where the system cannot
-    swap (not Linux, or sub-folders in the way), the files move one rename each, weights last."""
+    """Move the staged files into place in one step: a new folder by one rename, one file by one rename; several
+    files into an existing folder by swapping it with the stage, once the stage holds (as hard links) everything else
+    the folder holds. Where the system cannot swap (not Linux, or sub-folders in the way), the files move one rename
+    each, weights last."""
     fsync_folder(stage)
     if new_folder:
         os.rename(stage, folder)  # fails, rather than merges, if a folder appeared there meanwhile
         fsync_folder(folder.parent)
         return
-    if _swap_in(stage, folder, {dest.name for dest in files}):
+    # One file is in place by one rename; several are swapped in with the folder, whose other files are then hard
+    # links (which a single file output should not do to a folder of the user's: it would touch every file there).
+    if len(files) > 1 and _swap_in(stage, folder, {dest.name for dest in files}):
         return  # the old folder is now at ``stage``, which the caller removes
     for dest in [*files[1:], files[0]]:
         os.replace(stage / dest.name, dest)

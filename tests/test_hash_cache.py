@@ -1,0 +1,63 @@
+"""A converted file's sha256 is remembered: converting it again does not hash it again, and a changed file
+(even with the same size) is hashed again, so the recorded sha256 is always the file's."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from abswin_convert import convert
+from abswin_convert.demo import example_path
+from abswin_convert.io import hash_cache, provenance
+from abswin_convert.io.outputs import read_output
+
+
+def _source(tmp_path: Path) -> Path:
+    source = tmp_path / "model.safetensors"
+    source.write_bytes((example_path() / "model.safetensors").read_bytes())
+    return source
+
+
+def _recorded(output: Path) -> str:
+    return read_output(output).provenance["source_sha256"]
+
+
+def test_a_second_conversion_takes_the_sha256_from_the_cache(tmp_path, monkeypatch):
+    source = _source(tmp_path)
+    convert(source, tmp_path / "a.safetensors", 128, family="hiera")
+    expected = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert _recorded(tmp_path / "a.safetensors") == expected
+
+    def no_hashing(*args: object) -> object:
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(provenance.hashlib, "file_digest", no_hashing)
+    convert(source, tmp_path / "b.safetensors", 256, family="hiera")
+    assert _recorded(tmp_path / "b.safetensors") == expected
+
+
+def test_a_file_changed_in_place_is_hashed_again(tmp_path):
+    source = _source(tmp_path)
+    convert(source, tmp_path / "a.safetensors", 128, family="hiera")
+    data = bytearray(source.read_bytes())
+    data[-4:] = bytes(4 - i for i in range(4))  # same size, one weight changed
+    stat = source.stat()
+    source.write_bytes(data)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with its old modification time
+    convert(source, tmp_path / "b.safetensors", 128, family="hiera")
+    assert _recorded(tmp_path / "b.safetensors") == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"x": 3}'])
+def test_a_damaged_or_disabled_cache_only_costs_a_hash(tmp_path, monkeypatch, content):
+    cache = tmp_path / "cache.json"
+    cache.write_text(content)
+    monkeypatch.setenv(hash_cache.ENV_VAR, str(cache))
+    source = _source(tmp_path)
+    assert provenance.sha256_of(source) == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert hash_cache.cached_sha256(source) == provenance.sha256_of(source)  # and the cache is whole again
+    monkeypatch.setenv(hash_cache.ENV_VAR, "off")
+    assert hash_cache.cached_sha256(source) is None

@@ -20,7 +20,6 @@ from ..api import convert
 from ..errors import AbswinError
 from ..evaluation.hooks import run_hook
 from ..hub.locations import open_source
-from ..hub.push import push
 from ..io.outputs import read_output, write_hooks
 from ..io.provenance import public_name, sha256_of
 from .manifest import HookSpec, OutputJob
@@ -58,6 +57,8 @@ def _make(job: OutputJob, row: OutputRow, source_sha: SourceDigest) -> None:
         row.status = "converted"
     row.fill_from(job.folder)
     if job.push_to:
+        from ..hub.push import push  # the Hub client is imported only by a zoo that pushes
+
         row.pushed = push(job.folder, job.push_to, private=job.private).pushed_revision
 
 

@@ -3,7 +3,7 @@
 A checkpoint can claim anything (a 2 MB file can describe a 1 GiB tensor) and an option can ask for anything
 (``--img-size 32768``); both are refused in one line that names the size they would take. The bound stated in the
 README: peak RSS <= the interpreter and libraries' baseline + k x the largest tensor rewritten (float32 bytes),
-k about 2-2.5 measured by ``scripts/bench_memory.py``; the check reserves ``WORK_BUFFERS`` float64 copies (k = 8),
+k about 3 measured by ``scripts/bench_memory.py``; the check reserves ``WORK_BUFFERS`` float64 copies (k = 8),
 which must fit in the budget (default 4 GiB, ``ABSWIN_MAX_MEMORY`` overrides it: bytes, or a number with K/M/G).
 Files are bounded where they are read: ``io/torch_zip.py`` (pickles, members, tensors against their storages) and
 ``io/safetensors_header.py`` (byte ranges inside the file).
@@ -18,7 +18,7 @@ from .errors import AbswinError
 
 DEFAULT_BUDGET = 4 * 1024**3
 ENV_VAR = "ABSWIN_MAX_MEMORY"
-# float64 copies of the output grid reserved while it is split, tiled, composed and cast (about 2.5 measured)
+# float64 copies of the output grid reserved while it is split, composed and rounded (about 1.5 measured: k = 3)
 WORK_BUFFERS = 4
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 

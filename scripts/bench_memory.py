@@ -1,9 +1,9 @@
 """Peak RSS of conversions against the size of the tensor they rewrite: the k of the stated memory bound
 
-    peak RSS <= baseline (interpreter + torch + libraries) + k x (largest tensor rewritten, float32 bytes)
+    peak RSS <= baseline (interpreter + numpy + libraries) + k x (largest tensor rewritten, float32 bytes)
 
 Each conversion of the shipped example (a tiny timm Hiera, 16 channels) is a child process; its peak RSS comes
-from ``wait4``. The baseline is the same conversion at the model's own size (the embedding is then kilobytes).
+from ``wait4``. The baseline is the same conversion at 224 px (the embedding is then kilobytes).
 
     python scripts/bench_memory.py [--sizes 448,1792,3584,5376]
 """
@@ -40,7 +40,7 @@ def main() -> None:
             return peak_rss(["convert", str(EXAMPLE), "-o", f"{tmp}/out-{size}", "--img-size", str(size)])
 
         baseline = convert(224)
-        print(f"baseline (224, the model's own size): {baseline / 2**20:.0f} MiB")
+        print(f"baseline (224: an embedding of kilobytes): {baseline / 2**20:.0f} MiB")
         print(f"{'img-size':>9} {'tensor MiB':>11} {'peak MiB':>9} {'k':>6}")
         for size in sizes:
             tensor = (size // PATCH_STRIDE) ** 2 * CHANNELS * 4

@@ -15,3 +15,10 @@ def first_line(error: BaseException, sentence: bool = False) -> str:
     if not lines:
         return type(error).__name__
     return lines[0].split(". ")[0][:160] if sentence else lines[0]
+
+
+def missing_torch(error: BaseException) -> str | None:
+    """What to say when ``error`` is torch missing from a conversion-only install (torch is the [torch] extra)."""
+    if isinstance(error, ModuleNotFoundError) and error.name == "torch":
+        return "this needs torch, which a conversion-only install leaves out: pip install 'abswin-convert[torch]'"
+    return None

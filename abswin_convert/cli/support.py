@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ..errors import AbswinError
+from ..errors import AbswinError, missing_torch
 from ..vocabulary import FAMILY_NAMES, LAYOUTS
 from . import signals
 
@@ -58,8 +58,9 @@ def user_errors(func: Callable) -> Callable:
         except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
             if debug:
                 raise
-            if isinstance(exc, ModuleNotFoundError) and exc.name == "torch":  # the user's install, not a bug
-                fail("this needs torch, which a conversion-only install leaves out: pip install 'abswin-convert[torch]'", 2)
+            install = missing_torch(exc)
+            if install:  # the user's install, not a bug
+                fail(install, 2)
             fail(f"internal error: {exc.__class__.__name__}: {exc} (set ABSWIN_DEBUG=1 for the traceback)", 1)
 
     return wrapper

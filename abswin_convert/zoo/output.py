@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..api import convert
-from ..errors import AbswinError
+from ..errors import AbswinError, missing_torch
 from ..evaluation.hooks import run_hook
 from ..hub.locations import open_source
 from ..io.outputs import read_output, write_hooks
@@ -127,7 +127,9 @@ def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path) -> dict[str, dict]:
         except AbswinError as error:
             raise AbswinError(f"hook {hook.name}: {error}") from error
         except Exception as error:  # a hook is somebody's code: its crash fails this output, named as its own
-            raise AbswinError(f"hook {hook.name} raised {error.__class__.__name__}: {error}") from error
+            install = missing_torch(error)
+            why = f": {install}" if install else f" raised {error.__class__.__name__}: {error}"
+            raise AbswinError(f"hook {hook.name}{why}") from error
         if results[hook.name].get("ok") is False:
             raise AbswinError(f"hook {hook.name} failed: {_why_not_ok(results[hook.name])}")
     return results

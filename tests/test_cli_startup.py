@@ -127,3 +127,16 @@ def test_without_torch_conversion_works_and_a_torch_output_says_what_to_install(
     assert done.stderr.strip() == ("abswin-convert: error: this needs torch, which a conversion-only install leaves "
                                    "out: pip install 'abswin-convert[torch]'")
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_without_torch_a_zoo_hook_that_needs_it_fails_its_row_saying_what_to_install(tmp_path):
+    from abswin_convert.demo import example_path
+
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(f'[defaults]\nto = "baked"\nout = "{tmp_path / "out"}"\n[[model]]\nname = "ex"\n'
+                        f'source = "{example_path()}"\nimg_size = [128]\nhooks = ["verify"]\n')
+    assert loaded_after(WITHOUT_TORCH, "zoo", str(manifest))["code"] == 1  # an output failed
+    row = json.loads((tmp_path / "out" / "report.json").read_text())["outputs"][0]
+    assert row["status"] == "failed"
+    assert row["error"] == ("hook verify: this needs torch, which a conversion-only install leaves out: "
+                            "pip install 'abswin-convert[torch]'")

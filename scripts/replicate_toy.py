@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ from abswin_convert.evaluation.eval import evaluate, make_loader, prepare, resol
 from abswin_convert.evaluation.finetune import start_model, train
 from abswin_convert.families import hiera as hiera_family
 from abswin_convert.io.checkpoint import open_checkpoint
+from abswin_convert.io.torch_bridge import to_torch
 from abswin_convert.maths import absolute_win as aw
 from abswin_convert.maths.grid import to_grid
 from abswin_convert.maths.resize import BICUBIC_ANTIALIAS
@@ -143,7 +145,7 @@ def mae_pretrain(classifier: Classifier, args: argparse.Namespace, seed: int, de
     ckpt = open_checkpoint(path)
     det = families.detect(ckpt)
     mapping = hiera_family.timm_key_map(ckpt, det)
-    state = {mapping[k]: ckpt.tensor(k) for k in mapping if not mapping[k].startswith("head.")}
+    state = {mapping[k]: to_torch(ckpt.tensor(k)) for k in mapping if not mapping[k].startswith("head.")}
     missing, unexpected = classifier.model.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
     return energy_of(classifier.model)
@@ -153,14 +155,14 @@ def energy_of(model: torch.nn.Module) -> float:
     return aw.normalized_window_energy(embedding_grid(model), WINDOW)
 
 
-def embedding_grid(model: torch.nn.Module, size: int | None = None) -> torch.Tensor:
-    """The embedding the model adds, as ``[H, W, C]`` (composed at the model's grid when split)."""
+def embedding_grid(model: torch.nn.Module, size: int | None = None) -> np.ndarray:
+    """The embedding the model adds, as a float64 ``[H, W, C]`` (composed at the model's grid when split)."""
     if model.pos_embed_win is not None:
-        window = to_grid(model.pos_embed_win.detach().cpu(), "nchw").grid
-        global_ = to_grid(model.pos_embed.detach().cpu(), "nchw").grid
+        window = to_grid(model.pos_embed_win.detach().cpu().double().numpy(), "nchw").grid
+        global_ = to_grid(model.pos_embed.detach().cpu().double().numpy(), "nchw").grid
         return aw.compose(window, global_, tuple(model.tokens_spatial_shape), BICUBIC_ANTIALIAS)
     grid = model.tokens_spatial_shape
-    return model.pos_embed.detach().cpu()[0].reshape(grid[0], grid[1], -1)
+    return model.pos_embed.detach().cpu()[0].reshape(grid[0], grid[1], -1).double().numpy()
 
 
 def pretrain(run: Run, args: argparse.Namespace, device: torch.device, work: Path) -> Path:

@@ -222,9 +222,9 @@ def position_grid(model: torch.nn.Module, size: int) -> torch.Tensor:
 
 
 def window_energy(grid: torch.Tensor, window: int) -> float:
-    from abswin_convert import absolute_win  # package import (maths): normalized_window_energy
+    from abswin_convert.maths import absolute_win
 
-    return absolute_win.normalized_window_energy(grid.cpu(), (window, window))
+    return absolute_win.normalized_window_energy(grid.detach().cpu().double().numpy(), (window, window))
 
 
 # --- training --------------------------------------------------------------------------------------------------

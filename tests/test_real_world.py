@@ -106,6 +106,7 @@ def test_timm_train_checkpoint_converts_both_copies_and_loads_with_timms_own_loa
 def test_a_safetensors_output_holds_the_ema_copy_by_default_and_says_so(models, tmp_path, cli):
     model, ema = models
     source = rw.save_deit(tmp_path / "checkpoint.pth", model, ema)
+    assert inspect(source).to_json()["format"] == "deit"  # not MAE's main_finetune save, which has no EMA
     result = cli("convert", source, "-o", tmp_path / "ema.safetensors", "--img-size", 64, "--recipe", "tile")
     assert result.exit_code == 0, result.output
     assert "wrote the state dict 'model_ema' of 2 (not 'model'; --no-ema picks the other" in result.stdout

@@ -38,7 +38,7 @@ NAME = "vitdet"
 WINDOW = (14, 14)  # ViTDet's windowed blocks
 _HIERA_STEM = 7  # Hiera's overlapping 7x7 stem: a Hiera checkpoint, not a ViT
 MAE_DECODER_KEY = "decoder_pos_embed"
-# (format, position key, patch-embedding weight); "timm" covers MAE and DeiT, told apart by wrapper or decoder.
+# (format, position key, patch-embedding weight); "timm" covers MAE and DeiT, told apart by wrapper, EMA or decoder.
 FORMATS = (
     ("detectron2", "backbone.net.pos_embed", "backbone.net.patch_embed.proj.weight"),
     ("transformers", "embeddings.position_embeddings", "embeddings.projection.weight"),
@@ -72,7 +72,9 @@ def detect(ckpt: Checkpoint) -> Detection | None:
             continue
         side = math.isqrt(pos_shape[1] - prefix)
         window, configured = _configured(ckpt.config or {})
-        if fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
+        if fmt == "timm" and ckpt.wrapper == "model" and "model_ema" in ckpt.copies:
+            fmt = "deit"  # DeiT's main.py saves its EMA beside the model; MAE's main_finetune does not
+        elif fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
             fmt = "mae"
         if fmt == "mmpretrain" and relpos.tables(ckpt):
             fmt = "mmdet"  # OpenMMLab's names with windowed blocks: mmdet's ViTDet backbone

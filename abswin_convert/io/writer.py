@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -194,11 +194,11 @@ def write_safetensors(
     with atomic_file(dest) as out:
         out.write(header)
         handed_over = 0
-        for t in tensors:
-            _write_tensor(out, t.data)
+        for data in _coalesced(t.data for t in tensors):
+            _write_tensor(out, data)
             handed_over = _start_writeback(out, handed_over)
             if progress is not None:
-                progress(t.nbytes)
+                progress(data.nbytes)
         if digest is not None:
             out.flush()
             os.fdatasync(out.fileno())  # the data goes to the disk while the hash finishes, not after it
@@ -230,6 +230,24 @@ def _start_writeback(out: BinaryIO, handed_over: int) -> int:
     out.flush()
     os.posix_fadvise(out.fileno(), handed_over, position - handed_over, os.POSIX_FADV_DONTNEED)
     return position
+
+
+def _coalesced(pieces: Iterable[RawBytes | np.ndarray]) -> Iterator[RawBytes | np.ndarray]:
+    """The pieces in order, with byte ranges that follow each other in one file joined (untouched tensors of a
+    source usually do) up to ``_COPY_CHUNK``: one kernel copy for many small tensors."""
+    run: RawBytes | None = None
+    for piece in pieces:
+        if (isinstance(piece, RawBytes) and run is not None and piece.path == run.path
+                and piece.start == run.start + run.nbytes and run.nbytes + piece.nbytes <= _COPY_CHUNK):
+            run = RawBytes(run.path, run.start, run.nbytes + piece.nbytes)
+            continue
+        if run is not None:
+            yield run
+        run = piece if isinstance(piece, RawBytes) else None
+        if run is None:
+            yield piece
+    if run is not None:
+        yield run
 
 
 def _write_tensor(out: BinaryIO, data: RawBytes | np.ndarray) -> None:

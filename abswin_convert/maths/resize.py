@@ -6,6 +6,7 @@ grid to ``[h, w, C]`` is ``R_h @ grid @ R_w^T`` per channel, with ``R`` the 1-D 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +25,17 @@ def _cubic(x: np.ndarray, a: float) -> np.ndarray:
     return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
 
 
+def _read_only(matrix: np.ndarray) -> np.ndarray:
+    matrix.setflags(write=False)  # cached and shared: nobody may change it
+    return matrix
+
+
 def _check_sizes(n_in: int, n_out: int) -> None:
     if n_in < 1 or n_out < 1:
         raise ValueError(f"resize sizes must be positive, got {n_in} -> {n_out}")
 
 
+@functools.cache  # read-only results: a zoo resizes the same sizes again and again
 def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     """Plain bicubic (a = -0.75): 4 taps around the source point, indices clamped to the border."""
     _check_sizes(n_in, n_out)
@@ -43,9 +50,10 @@ def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
         weight = _cubic(t - offset, _A_PLAIN)
         index = np.clip(base.astype(np.int64) + offset, 0, n_in - 1)
         np.add.at(out, (rows, index), weight)  # clamped taps can land on the same input twice
-    return out
+    return _read_only(out)
 
 
+@functools.cache
 def antialias_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     """Antialiased bicubic (a = -0.5): support widened by the scale when downsampling, weights normalised."""
     _check_sizes(n_in, n_out)
@@ -61,9 +69,10 @@ def antialias_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
         weights = _cubic((j - center + 0.5) * invscale, _A_ANTIALIAS)
         total = weights.sum()
         out[i, lo:hi] = weights / total if total != 0 else weights
-    return out
+    return _read_only(out)
 
 
+@functools.cache
 def linear_matrix(n_in: int, n_out: int) -> np.ndarray:
     """``F.interpolate(mode="linear", align_corners=False)`` as ``[n_out, n_in]``: 2 taps, source clamped at 0."""
     _check_sizes(n_in, n_out)
@@ -76,7 +85,7 @@ def linear_matrix(n_in: int, n_out: int) -> np.ndarray:
     rows = np.arange(n_out)
     np.add.at(out, (rows, i0), 1.0 - lam)
     np.add.at(out, (rows, i1), lam)
-    return out
+    return _read_only(out)
 
 
 @dataclass(frozen=True)

@@ -265,7 +265,7 @@ def output_tensors(ckpt: Checkpoint, plan: Plan) -> list[OutputTensor]:
     for key in ckpt.keys():
         if key in plan.drop:
             continue
-        stored = plan.replace.get(key) or ckpt.stored(key)
+        stored = plan.replace[key] if key in plan.replace else ckpt.stored(key)
         out.append(_output_tensor(ckpt.stored_name(plan.output_key(key)), stored))
     out.extend(_output_tensor(ckpt.stored_name(name), value) for name, value in plan.add.items())
     return out

@@ -50,6 +50,10 @@ class SourceDigest:
         except OSError as exc:
             self._error = exc
 
+    def ready(self) -> bool:
+        """Whether the hash is done (``hexdigest`` will not wait)."""
+        return not self._thread.is_alive()
+
     def hexdigest(self) -> str:
         """Wait for the hash; an unreadable source is the user's error."""
         self._thread.join()

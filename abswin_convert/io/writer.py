@@ -200,8 +200,9 @@ def write_safetensors(
             if progress is not None:
                 progress(data.nbytes)
         if digest is not None:
-            out.flush()
-            os.fdatasync(out.fileno())  # the data goes to the disk while the hash finishes, not after it
+            if not digest.ready():  # the data goes to the disk while the hash finishes, not after it
+                out.flush()
+                os.fdatasync(out.fileno())
             metadata[SOURCE_SHA256] = digest.hexdigest()
             _patch_header(out, header, SOURCE_SHA256, digest.PLACEHOLDER, metadata[SOURCE_SHA256])
 

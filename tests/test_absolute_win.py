@@ -125,3 +125,11 @@ def test_window_energy_of_a_constant_embedding_is_zero():
     """Upstream models often zero-initialise the embedding; that is no pattern, not a negative one."""
     assert aw.normalized_window_energy(np.zeros((64, 64, 8)), (14, 14)) == 0.0
     assert aw.normalized_window_energy(np.full((56, 56, 4), 3.0), (8, 8)) == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(grids(), windows)
+def test_window_energy_from_given_means_is_the_same(grid, window):
+    """``decompose`` hands the window means it already has to the energy: the same number as computing them."""
+    means = aw.window_means(grid, window)
+    assert aw.normalized_window_energy(grid, window, means) == aw.normalized_window_energy(grid, window)

@@ -199,7 +199,7 @@ def decompose(grid: np.ndarray, det: Detection, global_size: Size | None) -> Dec
     """Split into window + global, and fit the global part to ``global_size`` through the runtime's resize."""
     window, global_ = aw.split(grid, det.window)
     fitted, residual = aw.fit_global(global_, global_size or det.grid, det.resize)
-    return Decomposition(window, fitted, residual, aw.normalized_window_energy(grid, det.window))
+    return Decomposition(window, fitted, residual, aw.normalized_window_energy(grid, det.window, means=window))
 
 
 def refit_split(window: np.ndarray, global_: np.ndarray, det: Detection, global_size: Size | None) -> Decomposition:

@@ -149,7 +149,7 @@ def read_metadata(weights: Path) -> dict[str, str]:
     if not weights.name.lower().endswith(WEIGHT_SUFFIXES):
         raise AbswinError(f"{weights}: not a weight file ({', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
     if weights.suffix == ".safetensors":
-        return read_header(weights)[1]
+        return read_header(weights, tensors=False)[1]
     sidecar = sidecar_of(weights)
     return read_json_object(sidecar) if sidecar.is_file() else {}
 

@@ -30,8 +30,9 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
-def read_header(path: Path) -> tuple[dict[str, FileTensor], dict[str, str]]:
-    """Entries and ``__metadata__`` of a safetensors file, every offset checked against the file."""
+def read_header(path: Path, tensors: bool = True) -> tuple[dict[str, FileTensor], dict[str, str]]:
+    """Entries and ``__metadata__`` of a safetensors file, every offset checked against the file; with
+    ``tensors=False`` the metadata alone (no entries, their offsets unchecked), for reading an output's provenance."""
     file_size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -55,6 +56,8 @@ def read_header(path: Path) -> tuple[dict[str, FileTensor], dict[str, str]]:
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise AbswinError(f"{path.name}: safetensors __metadata__ must map strings to strings")
+    if not tensors:
+        return {}, metadata
     data_start = 8 + header_len
     entries = {name: _entry(path, name, spec, data_start) for name, spec in header.items()}
     _check_layout(path.name, entries, file_size - data_start, data_start)

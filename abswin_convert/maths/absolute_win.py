@@ -123,11 +123,12 @@ def fit_global(global_: np.ndarray, size: Size, resize: Resize) -> tuple[np.ndar
     return fitted, relative_error(resize.apply(fitted, (h, w)), global_)
 
 
-def window_energy(grid: np.ndarray, window: Size) -> float:
+def window_energy(grid: np.ndarray, window: Size, means: np.ndarray | None = None) -> float:
     """Share of the mean-removed grid's energy that its tiled window part explains, in [0, 1].
 
     The window part of the mean-removed grid is ``window_means(grid) - mean``, tiled ``n_ij`` times at position
-    ``(i, j)``: its energy is summed per position, without making the tiled copy.
+    ``(i, j)``: its energy is summed per position, without making the tiled copy. ``means``: ``window_means(grid)``
+    when the caller has it already.
     """
     grid = _f64(grid)
     h, w = grid.shape[:2]
@@ -139,7 +140,8 @@ def window_energy(grid: np.ndarray, window: Size) -> float:
     wh, ww = window
     rows = np.bincount(np.arange(h) % wh, minlength=wh)[:wh]  # how many tiles cover each in-window row, column
     cols = np.bincount(np.arange(w) % ww, minlength=ww)[:ww]
-    centred = np.nan_to_num(window_means(grid, window) - mean)  # unreached positions are tiled zero times
+    means = window_means(grid, window) if means is None else means
+    centred = np.nan_to_num(means - mean)  # unreached positions are tiled zero times
     return float((np.outer(rows, cols)[..., None] * np.square(centred)).sum()) / total
 
 
@@ -148,14 +150,14 @@ def chance_share(size: Size, window: Size) -> float:
     return (window[0] * window[1]) / (size[0] * size[1])
 
 
-def normalized_window_energy(grid: np.ndarray, window: Size) -> float:
+def normalized_window_energy(grid: np.ndarray, window: Size, means: np.ndarray | None = None) -> float:
     """``window_energy`` read against noise: 0 for no structure, 1 for a perfectly periodic grid."""
     grid = np.asarray(grid)
     chance = chance_share(grid.shape[:2], window)
     constant = bool((grid == grid.reshape(-1, grid.shape[-1])[0]).all())
     if chance >= 1 or constant:  # one window, or nothing but a constant: no pattern to speak of
         return 0.0
-    return (window_energy(grid, window) - chance) / (1 - chance)
+    return (window_energy(grid, window, means) - chance) / (1 - chance)
 
 
 def periodicity_verdict(normalized: float) -> str:

@@ -328,12 +328,14 @@ def test_a_signal_while_writing_cleans_up_and_exits_128_plus_n(tmp_path, slow_so
     assert list(work.iterdir()) == []
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.5])
+@pytest.mark.parametrize("delay", [0.0, 0.1])
 def test_sigint_at_start_up_is_one_line(work, delay):
     """From the moment the CLI module is loaded (its handlers are in place), while the conversion's modules load."""
     before = snapshot(work)
     run = run_cli(["convert", "model", "-o", "out", "--img-size", "448"], work, send=signal.SIGINT, when=delay)
-    if run.status == 0:  # the machine was fast enough to finish first: then the output is whole
+    if (work / "out").exists():  # the machine finished first: then the output is whole, whenever the signal came
+        # (after the command: its line and 130; in the interpreter's own shutdown, which has no handlers: the signal)
+        assert run.status in (0, 130, -signal.SIGINT), run.stderr
         assert load_file(work / "out" / "model.safetensors")
         return
     assert_refused(run, "interrupted by SIGINT", 130)

@@ -21,7 +21,7 @@ from .families.base import ConvertRequest, Detection
 from .families.overrides import Overrides
 from .io.checkpoint import Checkpoint
 from .io.tensors import RawTensor
-from .io.torch_bridge import dtype_name, from_torch, to_torch
+from .io.torch_bridge import TorchTensor, dtype_name, from_torch, to_torch
 from .maths import absolute_win as aw
 from .maths.grid import PositionGrid, as_size, format_size, from_grid, to_grid
 from .maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
@@ -61,16 +61,15 @@ def convert_state_dict(
     ``--patch-stride``/``--recipe``. Prefixed names (DDP's ``module.``, ...) are seen through and kept.
     """
     originals = _tensors(state_dict)
-    raw = {name: from_torch(value) for name, value in originals.items()}
-    ckpt = Checkpoint(IN_MEMORY, "torch", dict(raw), config)
+    ckpt = Checkpoint(IN_MEMORY, "torch", {name: TorchTensor(value) for name, value in originals.items()}, config)
     window_size = as_size(window) if isinstance(window, int) else window
     overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
     ckpt, det = families.recognise(ckpt, family, overrides)
     request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
     plan = families.plan(ckpt, det, request)
-    untouched = {id(raw[name]): originals[name] for name in raw}  # passed through as the caller's own tensors
-    state = {name: untouched[id(value)] if id(value) in untouched else to_torch(value)
-             for name, value in plan.applied(ckpt).items()}
+    # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
+    applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])
+    state = {name: value if isinstance(value, torch.Tensor) else to_torch(value) for name, value in applied.items()}
     return ConvertedStateDict(state, plan.config, plan.notes, det)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .io.tensors import RawTensor
 
@@ -32,11 +33,12 @@ class Plan:
     def output_key(self, key: str) -> str:
         return self.rename.get(key, key)
 
-    def applied(self, ckpt: Checkpoint) -> dict[str, RawTensor]:
-        """The converted state dict in source order under the input's own names (prefixes included; tensors read
-        now); untouched tensors pass through as they are."""
+    def applied(self, ckpt: Checkpoint, untouched: Callable[[str], Any] | None = None) -> dict[str, Any]:
+        """The converted state dict in source order under the input's own names (prefixes included): the edits, and
+        each untouched tensor as ``untouched(key)`` (by default read now, as it is)."""
+        take = untouched or ckpt.tensor
         name = ckpt.stored_name
-        kept = (key for key in ckpt.keys() if key not in self.drop)
-        state = {name(self.output_key(key)): self.replace.get(key, ckpt.tensor(key)) for key in kept}
+        state = {name(self.output_key(key)): self.replace[key] if key in self.replace else take(key)
+                 for key in ckpt.keys() if key not in self.drop}
         state.update({name(key): value for key, value in self.add.items()})
         return state

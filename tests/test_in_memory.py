@@ -215,3 +215,14 @@ def test_interpolate_pos_embed_at_the_models_own_size_changes_nothing_and_says_n
     assert torch.equal(state["pos_embed"], hiera.pos_embed) and "pos_embed_win" not in state
     assert capsys.readouterr().out == ""
 
+
+
+def test_untouched_tensors_are_the_callers_own_under_a_prefix_too(tmp_path):
+    """Only the position embedding is new; every other tensor is passed through as the caller's object (never
+    copied, not even to read it), under its own prefixed name."""
+    model, _ = hm.save_timm(tmp_path)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    converted = convert_state_dict(state, 448)
+    assert list(converted) == list(state)
+    assert converted["module.pos_embed"] is not state["module.pos_embed"]
+    assert all(converted[k] is v for k, v in state.items() if k != "module.pos_embed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -87,7 +88,16 @@ class StridedTensor:
         return RawTensor(self.dtype, np.ascontiguousarray(view))
 
 
-StoredTensor = RawTensor | FileTensor | StridedTensor
+class StoredTensor(Protocol):
+    """What a checkpoint holds for each tensor: its dtype name and shape up front, its elements when read."""
+
+    @property
+    def dtype(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def read(self) -> RawTensor: ...
 
 
 def _read_range(path: Path, start: int, nbytes: int, dtype: str) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,25 @@ def from_torch(tensor: torch.Tensor) -> RawTensor:
     if name in _BIT_TWINS:
         return RawTensor(name, t.view(_BIT_TWINS[name]).numpy().view(f"u{t.element_size()}"))
     return RawTensor(name, t.numpy())
+
+
+@dataclass(frozen=True)
+class TorchTensor:
+    """A caller's torch tensor held as a checkpoint holds tensors: dtype and shape now, its elements (copied to the
+    CPU) only when read, so that the tensors a conversion does not touch are never copied."""
+
+    tensor: torch.Tensor
+
+    @property
+    def dtype(self) -> str:
+        return dtype_name(self.tensor.dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    def read(self) -> RawTensor:
+        return from_torch(self.tensor)
 
 
 def torch_state_dict(ckpt: Checkpoint) -> dict[str, torch.Tensor]:

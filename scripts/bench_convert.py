@@ -19,8 +19,9 @@ Each row is a median, with its ratio to the median of ``cp + sync`` and, for con
 the same input in the same run (time and peak RSS); start-up rows are compared with ``import torch``. It also times ``fit_global``
 (64x64x1280 -> 7x7) and the zoo against copying all 20 files. All files are read from a warm page cache.
 
-``--baseline-tree DIR`` also times the two conversions with the package copy in ``DIR/abswin_convert`` (put first
-on ``PYTHONPATH``), e.g. the code before an optimisation, in the same rounds: a before/after in one run.
+``--baseline-tree DIR`` also times the two conversions and the zoo with the package copy in ``DIR/abswin_convert``
+(put first on ``PYTHONPATH``), e.g. the code before an optimisation, in the same rounds: a before/after in one run.
+``--only sam`` or ``--only zoo`` measures one of the two.
 """
 
 from __future__ import annotations
@@ -203,7 +204,10 @@ class Sample:
 
 def run_child(case: Case) -> Sample:
     """Run ``case`` through ``LAUNCH``; its wall time and its own peak RSS."""
-    env = {**os.environ, **case.env, **({"PYTHONPATH": str(case.pythonpath)} if case.pythonpath else {})}
+    # Python caches compiled modules as a user's install does: a PYTHONDONTWRITEBYTECODE in this shell would have
+    # every run compile the package from source again (0.1-0.2 s a start on this machine), which no user pays.
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {**inherited, **case.env, **({"PYTHONPATH": str(case.pythonpath)} if case.pythonpath else {})}
     with tempfile.TemporaryFile() as err:
         launcher = subprocess.run(
             [sys.executable, "-S", "-c", LAUNCH, *case.argv], stdout=subprocess.PIPE, stderr=err, cwd=REPO, env=env
@@ -281,7 +285,7 @@ def time_fit_global(runs: int) -> dict:
             "seconds_all": [round(t, 3) for t in times], "target_seconds": 1.0}
 
 
-def zoo_cases(zoo: Path, work: Path, img_size: int) -> list[Case]:
+def zoo_cases(zoo: Path, work: Path, img_size: int, baseline_tree: Path | None) -> list[Case]:
     """Copying the 20 files against converting them with the zoo command."""
     sources = sorted(zoo.iterdir())
     copies = work / "zoo-cp"
@@ -292,13 +296,16 @@ def zoo_cases(zoo: Path, work: Path, img_size: int) -> list[Case]:
         f'\n[[model]]\nname = "{s.name}"\nsource = "{s / "model.safetensors"}"\nimg_size = [{img_size}]\n' for s in sources
     )
     manifest.write_text(f'[defaults]\nto = "baked"\nout = "{out}"\n{entries}')
+    run_zoo = [*CLI, "zoo", str(manifest), "--output", str(out)]
+    baseline = [Case("zoo: abswin-convert zoo [baseline tree]", run_zoo, out, pythonpath=baseline_tree.resolve())
+                ] if baseline_tree else []
     return [
         Case("zoo: cp -r", ["cp", "-r", str(zoo), str(copies)], copies),
         Case("zoo: cp -r + sync", ["sh", "-c", f'cp -r "{zoo}" "{copies}" && sync {sync_copies}'], copies),
-        Case("zoo: abswin-convert zoo", [*CLI, "zoo", str(manifest), "--output", str(out)], out),
-        Case("zoo: abswin-convert zoo, sources never hashed before (hash cache off)",
-             [*CLI, "zoo", str(manifest), "--output", str(out)], out, env={HASH_CACHE_VAR: "off"}),
-    ]
+        Case("zoo: abswin-convert zoo", run_zoo, out),
+        Case("zoo: abswin-convert zoo, sources never hashed before (hash cache off)", run_zoo, out,
+             env={HASH_CACHE_VAR: "off"}),
+    ] + baseline
 
 
 def sam_cases(files: dict[str, Path], work: Path, img_size: int, baseline_tree: Path | None) -> list[Case]:
@@ -356,7 +363,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="measured rounds after one warm-up round")
     parser.add_argument("--img-size", type=int, default=1024, help="target size for the SAM conversion")
     parser.add_argument("--zoo-img-size", type=int, default=448, help="target size for the zoo conversions")
-    parser.add_argument("--skip-zoo", action="store_true")
+    parser.add_argument("--only", choices=["sam", "zoo"], help="measure only the SAM checkpoint, or only the zoo")
     parser.add_argument("--prepare-only", action="store_true", help="generate the inputs, measure nothing")
     parser.add_argument("--baseline-tree", type=Path, help="also time the conversions with DIR/abswin_convert")
     parser.add_argument("--json", action="store_true", help="print a JSON report instead of Markdown")
@@ -373,12 +380,14 @@ def main() -> None:
     os.environ[HASH_CACHE_VAR] = str(work / "sha256.json")
     load_before = os.getloadavg()
 
-    print("SAM ViT-H:", file=sys.stderr)
-    cases = sam_cases(files, work, args.img_size, args.baseline_tree)
-    report: dict = {"sam": summarise(cases, measure(cases, args.runs)), "fit_global": time_fit_global(args.runs)}
-    if not args.skip_zoo:
+    report: dict = {}
+    if args.only != "zoo":
+        print("SAM ViT-H:", file=sys.stderr)
+        cases = sam_cases(files, work, args.img_size, args.baseline_tree)
+        report |= {"sam": summarise(cases, measure(cases, args.runs)), "fit_global": time_fit_global(args.runs)}
+    if args.only != "sam":
         print("zoo:", file=sys.stderr)
-        cases = zoo_cases(files["zoo"], work, args.zoo_img_size)
+        cases = zoo_cases(files["zoo"], work, args.zoo_img_size, args.baseline_tree)
         report["zoo"] = summarise(cases, measure(cases, args.runs), baseline="zoo: cp -r + sync")
     shutil.rmtree(work, ignore_errors=True)
     report["machine"] = {
@@ -404,9 +413,10 @@ def print_markdown(report: dict, args: argparse.Namespace) -> None:
     print(f"SAM ViT-H-shaped checkpoint: {m['sam_bytes'] / 1e9:.2f} GB safetensors, {m['sam_pth_bytes'] / 1e9:.2f} GB "
           f".pth; --img-size {args.img_size}; median of {m['runs']} after a warm-up; {m['cpus']} CPUs, load average "
           f"(1, 5, 15 min) {m['load_average_before']} before, {m['load_average_after']} after; torch {m['torch']}\n")
-    print("\n".join(table(report["sam"])))
-    fit = report["fit_global"]
-    print(f"\nfit_global 64x64x1280 -> 7x7: {fit['seconds']:.3f} s median (runs {fit['seconds_all']}; target < 1 s)")
+    if "sam" in report:
+        print("\n".join(table(report["sam"])))
+        fit = report["fit_global"]
+        print(f"\nfit_global 64x64x1280 -> 7x7: {fit['seconds']:.3f} s median (runs {fit['seconds_all']}; target < 1 s)")
     if "zoo" in report:
         print(f"\nZoo of {ZOO_SIZE} hiera_tiny_224-shaped checkpoints ({args.zoo_img_size} px), x cp+sync is x `cp -r + sync`:\n")
         print("\n".join(table(report["zoo"])))

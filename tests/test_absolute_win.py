@@ -45,6 +45,19 @@ def test_window_part_is_masked_mean_over_tiles(grid, window):
 
 
 @settings(max_examples=60, deadline=None)
+@given(grids(), st.integers(1, 30), st.integers(1, 30))
+def test_add_tiled_adds_the_tiled_window_in_place_even_into_a_strided_view(grid, out_h, out_w):
+    # the output tensor's grid is a view that skips prefix tokens or holds channels first: add_tiled writes through
+    window = grid[: min(9, grid.shape[0]), : min(9, grid.shape[1])]
+    before = np.random.default_rng(out_h * 31 + out_w).standard_normal((grid.shape[2], out_h, out_w + 2))
+    buffer = before.copy()
+    view = buffer.transpose(1, 2, 0)[:, 1:-1]  # [out_h, out_w, C], neither axis contiguous
+    assert aw.add_tiled(view, window) is view
+    assert np.array_equal(view, before.transpose(1, 2, 0)[:, 1:-1] + aw.tile(window, (out_h, out_w)))
+    assert np.array_equal(buffer[:, :, [0, -1]], before[:, :, [0, -1]])  # nothing written outside the view
+
+
+@settings(max_examples=60, deadline=None)
 @given(grids(), windows, st.integers(1, 40), st.integers(1, 40))
 def test_tile_is_anchored_top_left_ceil_then_crop(grid, window, out_h, out_w):
     win = grid[: window[0], : window[1]]

@@ -140,3 +140,15 @@ def test_without_torch_a_zoo_hook_that_needs_it_fails_its_row_saying_what_to_ins
     assert row["status"] == "failed"
     assert row["error"] == ("hook verify: this needs torch, which a conversion-only install leaves out: "
                             "pip install 'abswin-convert[torch]'")
+
+
+def test_a_zoo_run_off_a_terminal_loads_only_numpy(tmp_path):
+    # no bar is shown off a terminal, so tqdm is not loaded; the report's tables need no Hub client
+    from abswin_convert.demo import example_path
+
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(f'[defaults]\nto = "baked"\nout = "{tmp_path / "out"}"\n[[model]]\nname = "ex"\n'
+                        f'source = "{example_path()}"\nimg_size = [128]\n')
+    result = loaded_after(RUN_CLI, "zoo", str(manifest))
+    assert result == {"code": 0, "heavy": ["numpy"]}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["outputs"][0]["status"] == "converted"

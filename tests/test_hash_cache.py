@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from abswin_convert import convert
 from abswin_convert.demo import example_path
-from abswin_convert.io import hash_cache, provenance
+from abswin_convert.io import hash_cache, provenance, writer
 from abswin_convert.io.outputs import read_output
 
 
@@ -61,3 +62,33 @@ def test_a_damaged_or_disabled_cache_only_costs_a_hash(tmp_path, monkeypatch, co
     assert hash_cache.cached_sha256(source) == provenance.sha256_of(source)  # and the cache is whole again
     monkeypatch.setenv(hash_cache.ENV_VAR, "off")
     assert hash_cache.cached_sha256(source) is None
+
+
+def test_a_hash_still_running_when_the_write_starts_is_patched_into_the_header(tmp_path, monkeypatch):
+    # the first conversion of a large file: the header goes out with a placeholder, the hash is written in at the end
+    source = _source(tmp_path)
+    hash_now, patch_now = provenance.sha256_of, writer._patch_header
+    patched = []
+
+    def hash_once_the_output_is_being_written(path: Path) -> str:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".abswin-tmp-*/.abswin-tmp-*")) and time.monotonic() < deadline:
+            time.sleep(0.005)  # the staged file exists: the header was built while this hash was still running
+        return hash_now(path)
+
+    def patch(*args: object) -> None:
+        patched.append(args[2])
+        patch_now(*args)
+
+    monkeypatch.setattr(provenance, "sha256_of", hash_once_the_output_is_being_written)
+    monkeypatch.setattr(writer, "_patch_header", patch)
+    monkeypatch.setenv(hash_cache.ENV_VAR, str(tmp_path / "cache.json"))
+    first = tmp_path / "out" / "first.safetensors"  # staged in tmp_path, beside its folder
+    convert(source, first, 128, family="hiera")
+    assert patched == [provenance.SOURCE_SHA256]
+    assert provenance.SourceDigest.PLACEHOLDER.encode() not in first.read_bytes()
+    assert _recorded(first) == hashlib.sha256(source.read_bytes()).hexdigest()
+
+    monkeypatch.setattr(provenance, "sha256_of", hash_now)  # from the cache now: known before the write, as a rule
+    convert(source, tmp_path / "out" / "again.safetensors", 128, family="hiera")
+    assert (tmp_path / "out" / "again.safetensors").read_bytes() == first.read_bytes()  # either way, the same file

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -402,3 +407,48 @@ def test_outputs_name_hook_files_and_data_by_name_not_by_local_path(tmp_path):
                                                             "top1": 0.5}
     written = output.weights.read_bytes()[:200_000] + output.hooks_file.read_bytes()
     assert str(tmp_path).encode() not in written
+
+
+def test_on_a_terminal_the_zoo_shows_each_output_start_and_end(local_manifest, tmp_path):
+    leader, follower = pty.openpty()  # stderr on a terminal: the bar and the per-output lines are shown there
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 x 100: room for the bar
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([str(CLI), "zoo", str(local_manifest())], stdout=subprocess.PIPE, stderr=follower,
+                          env=env, timeout=300)
+    os.close(follower)
+    shown = b""
+    while chunk := _read_available(leader):
+        shown += chunk
+    os.close(leader)
+    assert done.returncode == 1  # the entry whose hook fails
+    text = shown.decode(errors="replace")
+    for name in ("fails-timm-abswin-448x448", "tiny-timm-abswin-448x448", "tiny-timm-abswin-256x512"):
+        assert f"  start     {name}" in text
+    assert "  converted tiny-timm-abswin-256x512" in text and "  failed    fails-timm-abswin-448x448" in text
+    assert "zoo: 100%" in text and "| 3/3 " in text
+
+
+def _read_available(fd: int) -> bytes:
+    """What a pty holds now; b"" once it is drained (a closed pty's reader gets EIO)."""
+    if not select.select([fd], [], [], 0.5)[0]:
+        return b""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
+def test_a_local_zoo_runs_blas_on_one_thread_and_gives_the_setting_back(tmp_path):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    (tmp_path / "src").mkdir()
+    hm.save_timm(tmp_path / "src")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[[model]]\nsource = "src/hiera_timm.safetensors"\nimg_size = 448\n'
+                        'hooks = ["tests.zoo_hooks:blas_threads"]\n')
+    with threadpool_limits(2, user_api="blas"):  # what the process had before the run, whatever the machine
+        before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        rows = run_zoo(load_manifest(manifest), jobs=2).rows
+        after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert before and set(before) == {2} and after == before
+    assert rows[0].status == "converted" and set(rows[0].hooks["tests.zoo_hooks:blas_threads"]["blas_threads"]) == {1}

@@ -44,3 +44,10 @@ def pid_then_sleep(checkpoint: Path, options: dict) -> dict:
 def names_files(checkpoint: Path, options: dict) -> dict:
     """A hook whose metrics name files and data by their local paths, as eval and finetune do."""
     return {"checkpoint": str(Path(checkpoint).resolve()), "data": str(options["data"]), "top1": 0.5}
+
+
+def blas_threads(checkpoint: Path, options: dict) -> dict:
+    """The thread count of each BLAS library numpy loaded, as the output's hooks see it."""
+    from threadpoolctl import threadpool_info
+
+    return {"blas_threads": [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]}

@@ -38,10 +38,10 @@ def zoo_command(
     of the cluster shares. Exits 1 if any output failed.
     """
     from ..zoo import load_manifest, run_zoo
-    from .zoo_progress import TerminalProgress
+    from .zoo_progress import terminal_progress
 
     parsed = load_manifest(manifest, out)  # a bad manifest fails here, before any work or bar
-    progress = TerminalProgress(len(parsed.outputs))
+    progress = terminal_progress(len(parsed.outputs))
     try:
         # stdout carries the result only: what hooks, or Ray's own messages about lost workers, print goes to stderr
         with contextlib.redirect_stdout(sys.stderr):

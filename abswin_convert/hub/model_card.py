@@ -11,6 +11,8 @@ from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
 
+from ..markdown import format_value, markdown_table
+
 PAPER = "Bolya et al., *Window Attention is Bugged: How not to Interpolate Position Embeddings* (ICLR 2024, arXiv 2311.05613)"
 # Hub library names: the runtime that loads each output target, or each source format for baked outputs.
 _TARGET_LIBRARIES = {"timm-abswin": "timm", "sam2": "sam2"}
@@ -188,16 +190,3 @@ def _flatten(metrics: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def format_value(value: object) -> str:
-    """A metric as a table shows it: floats to 4 significant digits, everything else as text."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)

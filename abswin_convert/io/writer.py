@@ -181,15 +181,17 @@ def write_safetensors(
     """Stream ``tensors`` (in the given order) into a safetensors file at ``dest``, atomically.
 
     With a ``digest`` (the source's sha256, being hashed in its thread), the hash is recorded as
-    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place) once the data is written; a digest
+    ``abswin.source_sha256`` in the header and in ``metadata`` (updated in place): written with the header when the
+    hash is done (or came from the hash cache), else patched into it once the data is written; a digest
     that checks the source against an expected value fails the write on a mismatch (AbswinError, nothing written).
     ``progress(n)`` is called with each tensor's byte count once written.
     """
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise AbswinError("the conversion would write a key twice; this is a bug, please report it")
+    pending = digest is not None and not digest.ready()  # a hash still running is patched in at the end
     if digest is not None:
-        metadata[SOURCE_SHA256] = digest.PLACEHOLDER
+        metadata[SOURCE_SHA256] = digest.PLACEHOLDER if pending else digest.hexdigest()
     header = safetensors_header(tensors, metadata)
     with atomic_file(dest) as out:
         out.write(header)
@@ -199,7 +201,7 @@ def write_safetensors(
             handed_over = _start_writeback(out, handed_over)
             if progress is not None:
                 progress(data.nbytes)
-        if digest is not None:
+        if digest is not None and pending:
             if not digest.ready():  # the data goes to the disk while the hash finishes, not after it
                 out.flush()
                 os.fdatasync(out.fileno())

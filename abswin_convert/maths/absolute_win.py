@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .resize import Resize, Size
 
@@ -32,25 +34,26 @@ def tile(window: np.ndarray, size: Size) -> np.ndarray:
     return np.tile(window, reps)[: size[0], : size[1]]
 
 
-def _loop_over_tiles(size: Size, window: Size) -> bool:
-    """Walk the tiles (one slice per tile) when there are fewer of them than window positions (one strided slice
-    per position): either way no tiled copy of the grid is made, and the loop is at most ``sqrt(H * W)`` long."""
-    return math.ceil(size[0] / window[0]) * math.ceil(size[1] / window[1]) <= window[0] * window[1]
+def _tile_stacks(grid: np.ndarray, window: Size) -> Iterator[tuple[np.ndarray, Size]]:
+    """The tiles of a ``[H, W, C]`` grid as at most four strided views ``[n_rows, rows, n_cols, cols, C]`` into it:
+    the full tiles, then the tiles cut by the bottom edge, by the right edge, and the corner tile; each with the
+    ``(rows, cols)`` of the window it covers. One numpy operation per view replaces a loop over tiles."""
+    h, w, c = grid.shape
+    wh, ww = window
+    full_h, full_w = (h // wh) * wh, (w // ww) * ww
+    for top, n_rows, rows in ((0, h // wh, wh), (full_h, int(h > full_h), h - full_h)):
+        for left, n_cols, cols in ((0, w // ww, ww), (full_w, int(w > full_w), w - full_w)):
+            if n_rows and n_cols:
+                part = grid[top:, left:]
+                s0, s1, s2 = part.strides
+                shape, strides = (n_rows, rows, n_cols, cols, c), (s0 * rows, s0, s1 * cols, s1, s2)
+                yield as_strided(part, shape, strides, writeable=grid.flags.writeable), (rows, cols)
 
 
 def add_tiled(out: np.ndarray, window: np.ndarray) -> np.ndarray:
     """``out += tile(window, out's size)``, in place, without making the tiled copy; returns ``out``."""
-    h, w = out.shape[:2]
-    wh, ww = window.shape[:2]
-    if _loop_over_tiles((h, w), (wh, ww)):
-        for i in range(0, h, wh):
-            for j in range(0, w, ww):
-                block = out[i : i + wh, j : j + ww]
-                block += window[: block.shape[0], : block.shape[1]]
-    else:
-        for i in range(min(wh, h)):
-            for j in range(min(ww, w)):
-                out[i::wh, j::ww] += window[i, j]
+    for tiles, (rows, cols) in _tile_stacks(out, window.shape[:2]):
+        tiles += window[:rows, None, :cols]
     return out
 
 
@@ -58,22 +61,11 @@ def window_means(grid: np.ndarray, window: Size) -> np.ndarray:
     """``W[i, j]``: the mean over all tiles of the grid at in-window position ``(i, j)``; tiles cut by the
     bottom/right edge count where they exist (a masked mean). Positions no tile reaches (a window larger than the
     grid) are NaN."""
-    h, w, c = grid.shape
-    wh, ww = window
-    sums = np.zeros((wh, ww, c))
-    counts = np.zeros((wh, ww, 1))
-    if _loop_over_tiles((h, w), window):
-        for i in range(0, h, wh):
-            for j in range(0, w, ww):
-                block = grid[i : i + wh, j : j + ww]
-                sums[: block.shape[0], : block.shape[1]] += block
-                counts[: block.shape[0], : block.shape[1]] += 1
-    else:
-        for i in range(min(wh, h)):
-            for j in range(min(ww, w)):
-                column = grid[i::wh, j::ww]
-                sums[i, j] = column.sum(axis=(0, 1))
-                counts[i, j] = column.shape[0] * column.shape[1]
+    sums = np.zeros((*window, grid.shape[2]))
+    counts = np.zeros((*window, 1))
+    for tiles, (rows, cols) in _tile_stacks(grid, window):
+        sums[:rows, :cols] += tiles.sum(axis=(0, 2))
+        counts[:rows, :cols] += tiles.shape[0] * tiles.shape[2]
     with np.errstate(invalid="ignore"):
         return sums / counts
 
@@ -134,7 +126,7 @@ def window_energy(grid: np.ndarray, window: Size, means: np.ndarray | None = Non
     h, w = grid.shape[:2]
     mean = grid.mean(axis=(0, 1))
     rows_at_once = max(1, 2**20 // max(1, grid[0].size))  # about 8 MB of temporaries at a time
-    total = sum(float(np.square(grid[r : r + rows_at_once] - mean).sum()) for r in range(0, h, rows_at_once))
+    total = sum(_sum_of_squares(grid[r : r + rows_at_once] - mean) for r in range(0, h, rows_at_once))
     if total == 0:
         return 0.0
     wh, ww = window
@@ -143,6 +135,10 @@ def window_energy(grid: np.ndarray, window: Size, means: np.ndarray | None = Non
     means = window_means(grid, window) if means is None else means
     centred = np.nan_to_num(means - mean)  # unreached positions are tiled zero times
     return float((np.outer(rows, cols)[..., None] * np.square(centred)).sum()) / total
+
+
+def _sum_of_squares(values: np.ndarray) -> float:
+    return float(np.vdot(values, values))  # one pass, no squared copy
 
 
 def chance_share(size: Size, window: Size) -> float:

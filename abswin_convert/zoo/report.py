@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..hub.model_card import format_value, markdown_table
 from ..io.jsonfile import write_json
 from ..io.outputs import read_output
 from ..io.writer import atomic_file
+from ..markdown import format_value, markdown_table
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -92,3 +93,22 @@ def test_a_hash_still_running_when_the_write_starts_is_patched_into_the_header(t
     monkeypatch.setattr(provenance, "sha256_of", hash_now)  # from the cache now: known before the write, as a rule
     convert(source, tmp_path / "out" / "again.safetensors", 128, family="hiera")
     assert (tmp_path / "out" / "again.safetensors").read_bytes() == first.read_bytes()  # either way, the same file
+
+
+def test_threads_remembering_at_once_keep_every_entry(tmp_path, monkeypatch):
+    # a zoo hashes two new sources at once: neither thread's rewrite of the cache may drop the other's entry
+    monkeypatch.setenv(hash_cache.ENV_VAR, str(tmp_path / "cache.json"))
+    files = [tmp_path / f"{i}.bin" for i in range(40)]
+    for i, file in enumerate(files):
+        file.write_bytes(bytes([i]) * 100)
+
+    def remember(part: list[Path]) -> None:
+        for file in part:
+            hash_cache.remember_sha256(file, hashlib.sha256(file.read_bytes()).hexdigest(), file.stat())
+
+    threads = [threading.Thread(target=remember, args=(files[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [hash_cache.cached_sha256(f) for f in files] == [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 ENV_VAR = "ABSWIN_HASH_CACHE"
 MAX_ENTRIES = 1000  # the oldest are dropped: a cache of recent conversions, not an index of the disk
+_UPDATING = threading.Lock()  # a zoo's threads add entries at once: each must see the others' (across processes a
+# lost entry only costs a hash)
 
 
 def _cache_file() -> Path | None:
@@ -59,12 +61,13 @@ def remember_sha256(path: Path, digest: str, stat_before: os.stat_result) -> Non
     try:
         if cache is None or _identity(path.stat()) != _identity(stat_before):
             return
-        entries = _entries(cache)
-        entries[f"{path.resolve()}|{_identity(stat_before)}"] = digest
-        kept = dict(list(entries.items())[-MAX_ENTRIES:])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temp = cache.with_name(f"{cache.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-        temp.write_text(json.dumps(kept))
-        os.replace(temp, cache)
+        with _UPDATING:
+            entries = _entries(cache)
+            entries[f"{path.resolve()}|{_identity(stat_before)}"] = digest
+            kept = dict(list(entries.items())[-MAX_ENTRIES:])
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            temp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            temp.write_text(json.dumps(kept))
+            os.replace(temp, cache)
     except OSError:
         return

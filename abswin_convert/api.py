@@ -19,6 +19,7 @@ from .io.provenance import SourceDigest, output_metadata
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
+from .io.torch_zip_writer import write_torch_zip
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
 from .maths import absolute_win as aw
 from .maths.grid import as_size, format_size
@@ -182,7 +183,7 @@ def convert(
             with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
                 write_safetensors(staging.path(weights_path), tensors, metadata, digest, progress=advance)
         else:
-            write_torch(staging.path(weights_path), _torch_object(ckpt, plan, copies))
+            _write_torch_output(staging.path(weights_path), ckpt, plan, copies, progress)
             write_json(staging.path(sidecar_of(weights_path)), metadata)
         if wrote_config is not None:
             write_json(staging.path(wrote_config), plan.config)
@@ -277,22 +278,30 @@ def _output_tensor(name: str, stored: StoredTensor) -> OutputTensor:
     return OutputTensor(name, stored.dtype, stored.shape, stored.read().raw)
 
 
+def _write_torch_output(dest: Path, ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]],
+                        progress: bool) -> None:
+    """A ``--format pt`` file. A state dict alone, or in the wrapper the target needs (another model's file: the
+    source's other entries do not belong), is streamed into a torch zip without torch. A source object with other
+    entries (optimizer, epoch, args, EMA copies) is put back together around the converted state dicts, and saved
+    by torch."""
+    wrapper = plan.wrapper if plan.wrapper is not None and plan.wrapper != ckpt.wrapper else None
+    if wrapper is None and ckpt.wrapper_path:
+        write_torch(dest, _torch_object(ckpt, plan, copies))
+        return
+    tensors = output_tensors(ckpt, plan)
+    with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
+        write_torch_zip(dest, tensors, wrapper, progress=advance)
+
+
 def _torch_object(ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]]) -> dict:
-    """The object for ``--format pt``: the source's own object (re-read by torch: its entries must be torch's) with
-    the converted state dict and every converted copy put back where they sat, and its other entries (optimizer,
-    epoch, args, ...) kept; or the wrapper the target needs."""
+    """The source's own object (re-read by torch: its entries must be torch's) with the converted state dict and
+    every converted copy put back where they sat, and its other entries (optimizer, epoch, args, ...) kept."""
     from .io.torch_bridge import load_object, to_torch
 
-    def torch_state(source: Checkpoint, source_plan: Plan) -> dict:
-        return {key: to_torch(value) for key, value in source_plan.applied(source).items()}
-
-    if plan.wrapper is not None and plan.wrapper != ckpt.wrapper:
-        return {plan.wrapper: torch_state(ckpt, plan)}  # another model's file: the source's other entries do not belong
-    if not ckpt.wrapper_path:
-        return torch_state(ckpt, plan)
     obj = load_object(ckpt)
     for source, source_plan in [(ckpt, plan), *copies.values()]:
-        obj = _placed(obj, source.wrapper_path, torch_state(source, source_plan))
+        state = {key: to_torch(value) for key, value in source_plan.applied(source).items()}
+        obj = _placed(obj, source.wrapper_path, state)
     return obj
 
 

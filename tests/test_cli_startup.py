@@ -95,10 +95,12 @@ def test_conversion_to_safetensors_imports_no_torch(tmp_path, kind):
     assert result["code"] == 0 and "numpy" in result["heavy"] and "torch" not in result["heavy"]
 
 
-def test_a_torch_output_imports_torch(tmp_path):
-    source = _checkpoints(tmp_path)["zip"]
-    result = loaded_after(RUN_CLI, *_convert_args(source, tmp_path / "out.pt"))
-    assert result["code"] == 0 and "torch" in result["heavy"]
+def test_a_torch_output_imports_torch_only_to_keep_a_source_objects_other_entries(tmp_path):
+    sources = _checkpoints(tmp_path)
+    wrapped = loaded_after(RUN_CLI, *_convert_args(sources["zip"], tmp_path / "wrapped.pt"))  # optimizer, epoch, ...
+    assert wrapped["code"] == 0 and "torch" in wrapped["heavy"]
+    plain = loaded_after(RUN_CLI, *_convert_args(sources["safetensors"], tmp_path / "plain.pt"))  # streamed, torch-free
+    assert plain["code"] == 0 and "torch" not in plain["heavy"]
 
 
 # Runs the CLI as on a conversion-only install: importing torch fails as if it were not installed.
@@ -127,6 +129,12 @@ def test_without_torch_conversion_works_and_a_torch_output_says_what_to_install(
     assert done.stderr.strip() == ("abswin-convert: error: this needs torch, which a conversion-only install leaves "
                                    "out: pip install 'abswin-convert[torch]'")
     assert not (tmp_path / "out.pt").exists()
+    # a plain state dict needs no torch to become a .pt file
+    plain = _checkpoints(tmp_path)["safetensors"]
+    assert loaded_after(WITHOUT_TORCH, *_convert_args(plain, tmp_path / "plain.pt"))["code"] == 0
+    import torch
+
+    assert set(torch.load(tmp_path / "plain.pt", weights_only=True)) == {"pos_embed", "blocks.0.attn.qkv.weight"}
 
 
 def test_without_torch_a_zoo_hook_that_needs_it_fails_its_row_saying_what_to_install(tmp_path):

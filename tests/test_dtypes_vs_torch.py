@@ -91,3 +91,22 @@ def test_integers_and_names() -> None:
         to_float64(np.zeros(2, np.float32), "BF16")
     with pytest.raises(DtypeError):
         name_of(np.uint16)
+
+
+@pytest.mark.parametrize("name", list(TORCH))
+@pytest.mark.parametrize("shape", [(), (0,), (3, 1, 2)])
+def test_torch_bridge_keeps_shape_dtype_and_bits(name: str, shape: tuple[int, ...]) -> None:
+    # a 0-d tensor (BatchNorm's num_batches_tracked) stays 0-d; read-only and strided arrays are copied
+    from abswin_convert.io.tensors import RawTensor
+    from abswin_convert.io.torch_bridge import from_torch, to_torch
+
+    rng = np.random.default_rng(len(shape))
+    bits = rng.integers(0, 2, size=int(np.prod(shape)) * itemsize(name), dtype=np.uint8)
+    raw = bits.view(raw_dtype(name)).reshape(shape)
+    for variant in (raw, raw.copy(), np.asarray(raw).T):
+        variant.setflags(write=variant is not raw)
+        tensor = to_torch(RawTensor(name, variant))
+        assert tensor.dtype == TORCH[name] and tuple(tensor.shape) == variant.shape
+        back = from_torch(tensor)
+        assert back.dtype == name and back.raw.shape == variant.shape
+        assert back.raw.tobytes() == np.ascontiguousarray(variant).tobytes()

@@ -34,10 +34,12 @@ warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the 
 
 def to_torch(tensor: RawTensor) -> torch.Tensor:
     """A torch tensor with the same dtype and bits."""
-    raw = tensor.raw if tensor.raw.flags.writeable else tensor.raw.copy()  # torch warns on read-only arrays
+    raw = tensor.raw
+    if not (raw.flags.writeable and raw.flags.c_contiguous):  # torch warns on read-only arrays
+        raw = raw.copy(order="C")  # (not ascontiguousarray: it makes a 0-d tensor, e.g. num_batches_tracked, 1-d)
     if tensor.dtype in _BIT_TWINS:
-        return torch.from_numpy(np.ascontiguousarray(raw).view(_NUMPY_BITS[tensor.dtype])).view(TORCH_DTYPES[tensor.dtype])
-    return torch.from_numpy(np.ascontiguousarray(raw))
+        return torch.from_numpy(raw.view(_NUMPY_BITS[tensor.dtype])).view(TORCH_DTYPES[tensor.dtype])
+    return torch.from_numpy(raw)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

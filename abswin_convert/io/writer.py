@@ -198,7 +198,7 @@ def write_safetensors(
         handed_over = 0
         for data in _coalesced(t.data for t in tensors):
             _write_tensor(out, data)
-            handed_over = _start_writeback(out, handed_over)
+            handed_over = start_writeback(out, handed_over)
             if progress is not None:
                 progress(data.nbytes)
         if digest is not None and pending:
@@ -221,7 +221,7 @@ def _patch_header(out: BinaryIO, header: bytes, key: str, placeholder: str, valu
     out.seek(end)
 
 
-def _start_writeback(out: BinaryIO, handed_over: int) -> int:
+def start_writeback(out: BinaryIO, handed_over: int) -> int:
     """Have the kernel start writing out what was written after ``handed_over``; the new mark.
 
     ``POSIX_FADV_DONTNEED`` starts the writeback of dirty pages without waiting for it (and drops pages already
@@ -255,12 +255,12 @@ def _coalesced(pieces: Iterable[RawBytes | np.ndarray]) -> Iterator[RawBytes | n
 
 def _write_tensor(out: BinaryIO, data: RawBytes | np.ndarray) -> None:
     if isinstance(data, RawBytes):
-        _copy_range(out, data)
+        copy_range(out, data)
     elif data.size:
         out.write(np.ascontiguousarray(data).data)
 
 
-def _copy_range(out: BinaryIO, data: RawBytes) -> None:
+def copy_range(out: BinaryIO, data: RawBytes) -> None:
     """Append a byte range of another file to ``out``, without passing the bytes through Python when possible."""
     out.flush()
     position = out.tell()

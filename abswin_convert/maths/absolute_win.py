@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from .resize import Resize, Size
 
@@ -35,25 +34,26 @@ def tile(window: np.ndarray, size: Size) -> np.ndarray:
 
 
 def _tile_stacks(grid: np.ndarray, window: Size) -> Iterator[tuple[np.ndarray, Size]]:
-    """The tiles of a ``[H, W, C]`` grid as at most four strided views ``[n_rows, rows, n_cols, cols, C]`` into it:
-    the full tiles, then the tiles cut by the bottom edge, by the right edge, and the corner tile; each with the
-    ``(rows, cols)`` of the window it covers. One numpy operation per view replaces a loop over tiles."""
-    h, w, c = grid.shape
+    """The tiles of a ``[H, W, C]`` grid, one column of tiles at a time, as views ``[n, rows, cols, C]`` into it: the
+    column's full tiles stacked, then its tile cut by the bottom edge; each with the ``(rows, cols)`` of the window
+    it covers. One numpy operation per view replaces a loop over the tiles (and numpy updates these views in place
+    without a temporary copy, which it makes for a single 5-D view of every tile)."""
+    h, _, c = grid.shape
     wh, ww = window
-    full_h, full_w = (h // wh) * wh, (w // ww) * ww
-    for top, n_rows, rows in ((0, h // wh, wh), (full_h, int(h > full_h), h - full_h)):
-        for left, n_cols, cols in ((0, w // ww, ww), (full_w, int(w > full_w), w - full_w)):
-            if n_rows and n_cols:
-                part = grid[top:, left:]
-                s0, s1, s2 = part.strides
-                shape, strides = (n_rows, rows, n_cols, cols, c), (s0 * rows, s0, s1 * cols, s1, s2)
-                yield as_strided(part, shape, strides, writeable=grid.flags.writeable), (rows, cols)
+    full_h = (h // wh) * wh
+    for left in range(0, grid.shape[1], ww):
+        column = grid[:, left : left + ww]
+        cols = column.shape[1]
+        if full_h:
+            yield column[:full_h].reshape(h // wh, wh, cols, c), (wh, cols)  # splits an axis: always a view
+        if full_h < h:
+            yield column[full_h:][None], (h - full_h, cols)
 
 
 def add_tiled(out: np.ndarray, window: np.ndarray) -> np.ndarray:
     """``out += tile(window, out's size)``, in place, without making the tiled copy; returns ``out``."""
     for tiles, (rows, cols) in _tile_stacks(out, window.shape[:2]):
-        tiles += window[:rows, None, :cols]
+        tiles += window[:rows, :cols]
     return out
 
 
@@ -64,8 +64,8 @@ def window_means(grid: np.ndarray, window: Size) -> np.ndarray:
     sums = np.zeros((*window, grid.shape[2]))
     counts = np.zeros((*window, 1))
     for tiles, (rows, cols) in _tile_stacks(grid, window):
-        sums[:rows, :cols] += tiles.sum(axis=(0, 2))
-        counts[:rows, :cols] += tiles.shape[0] * tiles.shape[2]
+        sums[:rows, :cols] += tiles.sum(axis=0)
+        counts[:rows, :cols] += tiles.shape[0]
     with np.errstate(invalid="ignore"):
         return sums / counts
 

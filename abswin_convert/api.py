@@ -15,7 +15,7 @@ from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
-from .io.provenance import SourceDigest, output_metadata
+from .io.provenance import SOURCE_SHA256, SourceDigest, output_metadata
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
@@ -151,39 +151,36 @@ def convert(
     ckpt, det, hub_file = load(source, family, overrides)
     torch_name = ckpt.path.name if ckpt.format == "torch" and not ckpt.shards else None
     weights_path, config_path = output_paths(Path(output), fmt, torch_name)
-    streamed = fmt == "safetensors"  # the safetensors writer hashes the source alongside its copy
-    sharded = bool(ckpt.shards) and streamed and weights_path.name == WEIGHTS_FILE  # -o FOLDER
-    files = _weight_files(ckpt, weights_path, streamed, sharded)
+    safetensors_output = fmt == "safetensors"
+    sharded = bool(ckpt.shards) and safetensors_output and weights_path.name == WEIGHTS_FILE  # -o FOLDER
+    files = _weight_files(ckpt, weights_path, safetensors_output, sharded)
     inputs = [*_inputs(ckpt), ckpt.path.parent / CONFIG_FILE]  # the config beside the weights was read too
     for dest in [*files, *([config_path] if config_path else [])]:  # refused now, not after the plan's work
         check_destination(dest, inputs, force)
-    # A Hub file's sha256 comes with it (LFS metadata). The safetensors writer still hashes the file, to check it, in a
-    # thread started now, so that it runs beside the plan and the copy; the torch writer records it unchecked, as
-    # checking would cost the whole hash it saves.
-    hub_sha256 = hub_file.sha256 if hub_file else None
-    digest = SourceDigest(ckpt.path, hub_sha256) if streamed else None
+    # The source's sha256 (a Hub file's is checked against the Hub's LFS metadata) is hashed in a thread started now,
+    # so that it runs beside the plan and the copy; a file hashed before comes from the hash cache.
+    digest = SourceDigest(ckpt.path, hub_file.sha256 if hub_file else None)
     plan = families.plan(ckpt, det, request)
     copies = _planned_copies(ckpt, det, request, overrides)
     extra = {**(hub_file.provenance() if hub_file else {}), **(provenance or {})}
     notes = list(plan.notes)
-    if streamed:
+    if safetensors_output:
         ckpt, plan, chosen_note = _chosen_copy(ckpt, plan, copies, ema)
         notes += chosen_note
     elif copies:
         notes.append(f"converted the same way: {', '.join(copies)} (kept beside {ckpt.wrapper})")
-    metadata = output_metadata(
-        source, ckpt.path, plan.stats, extra, hash_now=not streamed, source_sha256=None if streamed else hub_sha256
-    )
+    metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=False)  # the writers add the sha256
     wrote_config = config_path if plan.config is not None and config_path is not None else None
     with output_unit([*files, *([wrote_config] if wrote_config else [])], inputs, force) as staging:
         if sharded:
             write_shards(staging.path, weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan, digest)
-        elif streamed:
+        elif safetensors_output:
             tensors = output_tensors(ckpt, plan)
             with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
                 write_safetensors(staging.path(weights_path), tensors, metadata, digest, progress=advance)
         else:
             _write_torch_output(staging.path(weights_path), ckpt, plan, copies, progress)
+            metadata[SOURCE_SHA256] = digest.hexdigest()
             write_json(staging.path(sidecar_of(weights_path)), metadata)
         if wrote_config is not None:
             write_json(staging.path(wrote_config), plan.config)
@@ -191,12 +188,12 @@ def convert(
     return ConversionResult(output_file, wrote_config, det, metadata, notes)
 
 
-def _weight_files(ckpt: Checkpoint, weights_path: Path, streamed: bool, sharded: bool) -> list[Path]:
+def _weight_files(ckpt: Checkpoint, weights_path: Path, safetensors_output: bool, sharded: bool) -> list[Path]:
     """The weight files of the output (the index last): one file, its sidecar for a torch file, or the shards."""
     if sharded and ckpt.shards:
         folder = weights_path.parent
         return [*(folder / output_shard_name(name) for name in shard_files(ckpt.shards)), folder / SAFETENSORS_INDEX]
-    return [weights_path] if streamed else [weights_path, sidecar_of(weights_path)]
+    return [weights_path] if safetensors_output else [weights_path, sidecar_of(weights_path)]
 
 
 def _inputs(ckpt: Checkpoint) -> list[Path]:

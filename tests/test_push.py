@@ -109,15 +109,21 @@ def test_a_hub_file_changed_in_the_cache_fails_the_sha256_check(local_hub, timm_
     assert "the file changed after it was fetched" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_format_pt_from_the_hub_records_the_hubs_sha256_without_hashing(local_hub, timm_repo, tmp_path, monkeypatch):
-    def no_hashing(path: Path) -> str:
-        raise AssertionError(f"hashed {path}")
-
-    monkeypatch.setattr("abswin_convert.io.provenance.sha256_of", no_hashing)
-    out = tmp_path / "out.pt"
-    run_ok("convert", f"hf://{TIMM_REPO}@{timm_repo}/hiera_timm.safetensors", "-o", out, "--img-size", 448)
+def test_format_pt_from_the_hub_records_the_hubs_sha256_checked_once(local_hub, timm_repo, tmp_path, monkeypatch):
+    # as a safetensors output does: the download is hashed beside the write, checked against the Hub's LFS sha256,
+    # and remembered, so that a second conversion of it hashes nothing
+    source = f"hf://{TIMM_REPO}@{timm_repo}/hiera_timm.safetensors"
+    run_ok("convert", source, "-o", tmp_path / "first.pt", "--img-size", 448)
     original = Path(snapshot_download(TIMM_REPO, revision=timm_repo)) / "hiera_timm.safetensors"
-    assert read_output(out).provenance["source_sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
+    expected = hashlib.sha256(original.read_bytes()).hexdigest()
+    assert read_output(tmp_path / "first.pt").provenance["source_sha256"] == expected
+
+    def no_hashing(*args: object) -> object:
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr("abswin_convert.io.provenance.hashlib.file_digest", no_hashing)
+    run_ok("convert", source, "-o", tmp_path / "again.pt", "--img-size", 256)
+    assert read_output(tmp_path / "again.pt").provenance["source_sha256"] == expected
 
 
 def test_a_hub_file_that_is_no_checkpoint_is_named_by_its_hub_name(local_hub, tmp_path):

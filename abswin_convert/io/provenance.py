@@ -86,18 +86,14 @@ def output_metadata(
     extra: dict[str, str] | None = None,
     *,
     hash_now: bool = True,
-    source_sha256: str | None = None,
 ) -> dict[str, str]:
     """safetensors ``__metadata__``: ``format=pt`` (transformers expects it) plus ``abswin.*`` entries.
 
     The source is recorded by name (``source``, ``source_file``) and sha256, never by its local path; ``extra``
-    (a Hub source's repo and commit, the zoo's options) comes last. ``source_sha256`` (a digest already known, e.g.
-    from the Hub) is recorded as given; else ``hash_now=False`` leaves it out (the safetensors writer adds it,
-    hashing alongside the copy) and ``hash_now=True`` hashes ``source_file`` now.
+    (a Hub source's repo and commit, the zoo's options) comes last. ``hash_now=True`` hashes ``source_file`` now;
+    ``False`` leaves the sha256 out, for a writer that adds it from a ``SourceDigest`` hashing beside its copy.
     """
-    if source_sha256 is None and hash_now:
-        source_sha256 = sha256_of(source_file)
-    digest = {"source_sha256": source_sha256} if source_sha256 is not None else {}
+    digest = {"source_sha256": sha256_of(source_file)} if hash_now else {}
     named = {"source": public_name(source), "source_file": source_file.name}
     entries = {"version": __version__, **named, **digest, **stats, **(extra or {})}
     return {"format": "pt", **{PREFIX + k: v for k, v in entries.items()}}

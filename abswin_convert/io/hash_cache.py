@@ -16,8 +16,9 @@ from pathlib import Path
 
 ENV_VAR = "ABSWIN_HASH_CACHE"
 MAX_ENTRIES = 1000  # the oldest are dropped: a cache of recent conversions, not an index of the disk
-_UPDATING = threading.Lock()  # a zoo's threads add entries at once: each must see the others' (across processes a
-# lost entry only costs a hash)
+# A zoo's threads add entries at once: each rewrite must keep the others' (across processes, a lost entry only
+# costs a hash).
+_UPDATING = threading.Lock()
 
 
 def _cache_file() -> Path | None:

@@ -28,7 +28,7 @@ class Progress:
         pass
 
     def close(self) -> None:
-        """Called once the run has ended, whatever ended it."""
+        """The run has ended, whatever ended it (its caller says so, not the executor)."""
 
 
 class Executor(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import families
 from .errors import AbswinError
@@ -16,11 +17,13 @@ from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import SOURCE_SHA256, SourceDigest, output_metadata
+from .io.safe_pickle import load_numpy_pickle
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
-from .io.torch_zip_writer import write_torch_zip
-from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors, write_torch
+from .io.torch_zip import open_torch
+from .io.torch_zip_writer import SourceStorages, TorchZip
+from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors
 from .maths import absolute_win as aw
 from .maths.grid import as_size, format_size
 from .maths.resize import Size
@@ -277,29 +280,37 @@ def _output_tensor(name: str, stored: StoredTensor) -> OutputTensor:
 
 def _write_torch_output(dest: Path, ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]],
                         progress: bool) -> None:
-    """A ``--format pt`` file. A state dict alone, or in the wrapper the target needs (another model's file: the
-    source's other entries do not belong), is streamed into a torch zip without torch. A source object with other
-    entries (optimizer, epoch, args, EMA copies) is put back together around the converted state dicts, and saved
-    by torch."""
+    """A ``--format pt`` file, written without torch: the converted state dict alone, or in the wrapper the target
+    needs (another model's file: the source's other entries do not belong); or the source's own object with every
+    converted state dict (EMA copies too) put back where it sat, and its other entries (optimizer, epoch, args, ...)
+    kept, their tensors copied from their storages."""
     wrapper = plan.wrapper if plan.wrapper is not None and plan.wrapper != ckpt.wrapper else None
-    if wrapper is None and ckpt.wrapper_path:
-        write_torch(dest, _torch_object(ckpt, plan, copies))
-        return
-    tensors = output_tensors(ckpt, plan)
-    with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
-        write_torch_zip(dest, tensors, wrapper, progress=advance)
+    storages = None
+    if wrapper is not None:
+        obj: Any = {wrapper: _output_state(ckpt, plan)}
+    elif not ckpt.wrapper_path:
+        obj = _output_state(ckpt, plan)
+    else:
+        obj, storages = _source_object(ckpt)
+        for source, source_plan in [(ckpt, plan), *copies.values()]:
+            obj = _placed(obj, source.wrapper_path, _output_state(source, source_plan))
+    archive = TorchZip(obj, storages)
+    with byte_bar(archive.nbytes, "convert", progress) as advance:
+        archive.write(dest, progress=advance)
 
 
-def _torch_object(ckpt: Checkpoint, plan: Plan, copies: dict[str, tuple[Checkpoint, Plan]]) -> dict:
-    """The source's own object (re-read by torch: its entries must be torch's) with the converted state dict and
-    every converted copy put back where they sat, and its other entries (optimizer, epoch, args, ...) kept."""
-    from .io.torch_bridge import load_object, to_torch
+def _output_state(ckpt: Checkpoint, plan: Plan) -> dict[str, OutputTensor]:
+    return {tensor.name: tensor for tensor in output_tensors(ckpt, plan)}
 
-    obj = load_object(ckpt)
-    for source, source_plan in [(ckpt, plan), *copies.values()]:
-        state = {key: to_torch(value) for key, value in source_plan.applied(source).items()}
-        obj = _placed(obj, source.wrapper_path, state)
-    return obj
+
+def _source_object(ckpt: Checkpoint) -> tuple[Any, SourceStorages | None]:
+    """The whole object of a torch file (its tensors as references to their storages) or of a pickle (numpy
+    arrays), read again by the same bounded readers that opened it."""
+    if ckpt.format == "pickle":
+        with open(ckpt.path, "rb") as f:
+            return load_numpy_pickle(f), None
+    layout = open_torch(ckpt.path)
+    return layout.obj, SourceStorages(ckpt.path, layout.storage_starts)
 
 
 def _placed(obj: dict, path: tuple[str, ...], value: object) -> dict:

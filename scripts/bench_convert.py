@@ -45,7 +45,7 @@ import torch
 
 from abswin_convert.io.hash_cache import ENV_VAR as HASH_CACHE_VAR
 from abswin_convert.io.safetensors_header import read_header
-from abswin_convert.io.writer import OutputTensor, RawBytes, atomic_file, safetensors_header, write_safetensors, write_torch
+from abswin_convert.io.writer import OutputTensor, RawBytes, atomic_file, safetensors_header, write_safetensors
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [str(Path(sys.executable).with_name("abswin-convert"))]  # the console script of this environment
@@ -134,7 +134,7 @@ def write_torch_copy(source: Path, dest: Path) -> None:
     state = {
         key: torch.from_numpy(data[e.start : e.end].view(np.float32).reshape(e.shape)) for key, e in entries.items()
     }
-    write_torch(dest, state)
+    torch.save(state, dest)
 
 
 def write_shards(source: Path, folder: Path, shards: int) -> None:

@@ -1,24 +1,19 @@
 """Tensors between this package's torch-free form (``RawTensor``) and torch, bit for bit.
 
-Only the parts that need torch objects import this module: ``--format pt`` outputs, verify, eval, finetune, the
-demo and the in-memory API.
+Only the parts that need torch objects import this module: verify, eval, finetune, the demo and the in-memory API
+(a ``--format pt`` output is written without torch, by ``torch_zip_writer``).
 """
 
 from __future__ import annotations
 
-import argparse
-import pickle
-import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import AbswinError, first_line
+from ..errors import AbswinError
 from .checkpoint import Checkpoint
 from .dtypes import TORCH_NAMES
-from .safe_pickle import load_numpy_pickle
 from .tensors import RawTensor
 
 TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, torch_name) for name, torch_name in TORCH_NAMES.items()}
@@ -26,10 +21,6 @@ _NAMES = {dtype: name for name, dtype in TORCH_DTYPES.items()}
 # torch has no numpy twin for these: their bits travel as same-sized integers
 _BIT_TWINS = {"BF16": torch.int16, "F8_E4M3": torch.uint8, "F8_E5M2": torch.uint8}
 _NUMPY_BITS = {"BF16": np.int16, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
-
-# torch's weights-only loader warns about pickle protocols it was not written for; the user can do nothing about
-# it, and what matters (the file opens, or a one-line error says why not) is said anyway.
-warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint", category=UserWarning)
 
 
 def to_torch(tensor: RawTensor) -> torch.Tensor:
@@ -80,20 +71,3 @@ class TorchTensor:
 def torch_state_dict(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     """Every tensor of ``ckpt`` as torch tensors, read now (for building a model from the weights)."""
     return {key: to_torch(ckpt.tensor(key)) for key in ckpt.keys()}
-
-
-def load_object(ckpt: Checkpoint) -> Any:
-    """The whole object of a torch file or pickle, for a ``--format pt`` output that keeps its other entries. The
-    file was already read and checked without torch; a torch file is loaded by torch's own weights-only loader
-    (memory-mapped), a pickle by the numpy-only unpickler."""
-    path = ckpt.path
-    if ckpt.format == "pickle":
-        with open(path, "rb") as f:
-            return load_numpy_pickle(f)
-    with open(path, "rb") as f:
-        mappable = f.read(4) == b"PK\x03\x04"  # a legacy (pre-zip) file cannot be memory-mapped
-    with torch.serialization.safe_globals([argparse.Namespace]):  # MAE training saves keep their args in one
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mappable)
-        except (pickle.UnpicklingError, RuntimeError, ValueError, OSError) as exc:
-            raise AbswinError(f"{path.name}: torch cannot load it ({first_line(exc, sentence=True)})") from exc

@@ -1,25 +1,31 @@
-"""Write a state dict as ``torch.save`` does (its zip format), without torch: ``torch.load`` reads it as its own.
+"""Write a checkpoint as ``torch.save`` does (its zip format), without torch: ``torch.load`` reads it as its own.
 
-The archive holds ``data.pkl`` (the dict, each tensor a ``_rebuild_tensor_v2`` of a storage, protocol 2 as torch
-writes it), one ``data/N`` record per tensor, and torch's small version records. Records are stored uncompressed,
-their data aligned to 64 bytes as torch aligns them (``torch.load(mmap=True)`` maps them in place), with zip64
-sizes and a data descriptor after each record, as torch writes them: a tensor taken unchanged from the source is
-copied inside the kernel while its CRC-32 is computed beside the copy, and nothing has to be patched afterwards.
+The object is what a torch file holds: nested dicts, lists and plain values, with tensors of two kinds: an
+``OutputTensor`` (a converted tensor, or one of a new state dict: its own storage) and a ``TensorRef`` of the source
+torch file (the optimizer state, the other entries of a training checkpoint: its whole storage copied once, so views
+and shared storages stay as they were). The archive holds ``data.pkl`` (protocol 2, opcode for opcode as torch's
+pickler writes it), one ``data/N`` record per storage, and torch's small version records. Records are stored
+uncompressed, their data aligned to 64 bytes as torch aligns them (``torch.load(mmap=True)`` maps them in place),
+with zip64 sizes and a data descriptor after each record, as torch writes them: bytes taken from the source are
+copied inside the kernel while their CRC-32 is computed beside the copy, and nothing has to be patched afterwards.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from .dtypes import TORCH_NAMES
-from .torch_zip import STORAGE_DTYPES
+from ..errors import AbswinError
+from .dtypes import TORCH_NAMES, itemsize, name_of
+from .torch_zip import STORAGE_DTYPES, Layout, NamespaceData, StorageRef, TensorRef, TorchDtype
 from .writer import OutputTensor, RawBytes, atomic_file, copy_range, start_writeback
 
 ARCHIVE = "archive"  # the folder torch.save uses for a file object
@@ -29,58 +35,160 @@ _STORAGE_CLASSES = {dtype: name for name, dtype in STORAGE_DTYPES.items()}
 _UTF8_AND_DESCRIPTOR = 0x0808  # general purpose flags: names in UTF-8, sizes and CRC after the data
 _ZIP64_VERSION = 45
 _FULL = 0xFFFFFFFF  # a 32-bit field whose value is in the zip64 extra field
+_EMPTY_ORDERED_DICT = b"ccollections\nOrderedDict\n)R"  # OrderedDict(): also a tensor's (absent) backward hooks
 
 
-def write_torch_zip(dest: Path, tensors: list[OutputTensor], wrapper: str | None = None,
-                    progress: Callable[[int], object] | None = None) -> None:
-    """Write ``{name: tensor}`` (inside ``{wrapper: ...}`` when given) at ``dest`` as ``torch.save`` would, in the
-    given order, atomically; ``progress(n)`` is called with each tensor's byte count once written."""
-    with atomic_file(dest) as out:
-        _write_archive(_ZipWriter(out), tensors, wrapper, progress)
+@dataclass(frozen=True)
+class SourceStorages:
+    """Where the storages of a source torch file's ``TensorRef``s lie: the file, and each storage's first byte."""
+
+    path: Path
+    starts: dict[str, int]
 
 
-def _write_archive(archive: _ZipWriter, tensors: list[OutputTensor], wrapper: str | None,
-                   progress: Callable[[int], object] | None) -> None:
-    archive.add_bytes(f"{ARCHIVE}/data.pkl", state_dict_pickle(tensors, wrapper))
-    archive.add_bytes(f"{ARCHIVE}/.format_version", b"1")
-    archive.add_bytes(f"{ARCHIVE}/.storage_alignment", str(ALIGNMENT).encode())
-    archive.add_bytes(f"{ARCHIVE}/byteorder", b"little")
-    with ThreadPoolExecutor(1, thread_name_prefix="crc32") as crc_thread:
-        for index, tensor in enumerate(tensors):
-            archive.add_tensor(f"{ARCHIVE}/data/{index}", tensor.data, crc_thread)
-            if progress is not None:
-                progress(tensor.nbytes)
-    archive.add_bytes(f"{ARCHIVE}/version", b"3\n")
-    archive.finish()
+class TorchZip:
+    """``obj`` pickled as torch pickles it, its storages gathered; ``write`` streams the archive. ``TensorRef``s are
+    read from ``source``."""
+
+    def __init__(self, obj: Any, source: SourceStorages | None = None) -> None:
+        pickler = _Pickler(source)
+        self.data_pkl = pickler.dump(obj)
+        self.records = pickler.records  # storage key -> its bytes
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of every storage: what ``write`` copies or writes."""
+        return sum(int(data.nbytes) for data in self.records.values())
+
+    def write(self, dest: Path, progress: Callable[[int], object] | None = None) -> None:
+        """The archive at ``dest``, atomically; ``progress(n)`` is called with each storage's byte count once written."""
+        with atomic_file(dest) as out:
+            archive = _ZipWriter(out)
+            archive.add_bytes(f"{ARCHIVE}/data.pkl", self.data_pkl)
+            archive.add_bytes(f"{ARCHIVE}/.format_version", b"1")
+            archive.add_bytes(f"{ARCHIVE}/.storage_alignment", str(ALIGNMENT).encode())
+            archive.add_bytes(f"{ARCHIVE}/byteorder", b"little")
+            with ThreadPoolExecutor(1, thread_name_prefix="crc32") as crc_thread:
+                for key, data in self.records.items():
+                    archive.add_storage(f"{ARCHIVE}/data/{key}", data, crc_thread)
+                    if progress is not None:
+                        progress(int(data.nbytes))
+            archive.add_bytes(f"{ARCHIVE}/version", b"3\n")
+            archive.finish()
 
 
 # ---- data.pkl -------------------------------------------------------------------------------------------------
 
 
-def state_dict_pickle(tensors: list[OutputTensor], wrapper: str | None = None) -> bytes:
-    """The pickle of the state dict, tensor ``i`` on storage ``"i"``, opcode for opcode as torch's pickler writes
-    it (protocol 2, no memo): ``GLOBAL`` names, which are all ``torch.load(weights_only=True)`` accepts."""
-    items = b"".join(_text(t.name) + _tensor(str(i), t) for i, t in enumerate(tensors))
-    state = b"}(" + items + b"u" if tensors else b"}"  # EMPTY_DICT, MARK, key value ..., SETITEMS
-    if wrapper is not None:
-        state = b"}" + _text(wrapper) + state + b"s"  # EMPTY_DICT, key, value, SETITEM
-    return b"\x80\x02" + state + b"."
+class _Pickler:
+    """Protocol-2 opcodes for the values a torch file holds (no memo: a storage named twice is one storage to
+    ``torch.load``, which keys storages by name); ``records`` gathers each storage's bytes under its new key, keys
+    numbered in order of first use as torch numbers them."""
+
+    def __init__(self, source: SourceStorages | None) -> None:
+        self.source = source
+        self.records: dict[str, RawBytes | np.ndarray] = {}
+        self._source_keys: dict[str, str] = {}  # a source storage's key -> its key in the output
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x80\x02" + self._value(obj) + b"."
+
+    def _value(self, value: Any) -> bytes:  # one branch per kind of value a torch file holds
+        if value is None:
+            return b"N"
+        if isinstance(value, bool):
+            return b"\x88" if value else b"\x89"
+        if isinstance(value, int):
+            return _int(value)
+        if isinstance(value, float):
+            return b"G" + struct.pack(">d", value)
+        if isinstance(value, str):
+            return _text(value)
+        if isinstance(value, (bytes, bytearray)):  # protocol 2 spells bytes as _codecs.encode(text, "latin1")
+            spelled = _global("_codecs", "encode") + _text(bytes(value).decode("latin1")) + _text("latin1") + b"\x86R"
+            return spelled if isinstance(value, bytes) else _global("builtins", "bytearray") + spelled + b"\x85R"
+        if isinstance(value, np.generic):  # a numpy scalar (a pickle's metrics): the plain number
+            return self._value(value.item())
+        if isinstance(value, np.ndarray):  # a pickle's array: a tensor of its own
+            value = OutputTensor("", name_of(value.dtype), tuple(value.shape), value)
+        if isinstance(value, OutputTensor):
+            storage = StorageRef("", value.dtype, 0, "cpu")  # its own storage, of its own dtype
+            return self._tensor(self._new_storage(value), storage, value.dtype, value.shape, 0, _contiguous(value.shape))
+        if isinstance(value, TensorRef):
+            return self._tensor_ref(value)
+        if isinstance(value, StorageRef):  # a bare storage (torch.save of a storage object)
+            return self._storage_id(self._source_storage(value), value, value.dtype in _STORAGE_CLASSES)
+        if isinstance(value, TorchDtype):
+            return _global("torch", value.torch_name)
+        if isinstance(value, Layout):
+            return _global("torch.serialization", "_get_layout") + _text(value.name) + b"\x85R"
+        if isinstance(value, NamespaceData):  # argparse.Namespace: NEWOBJ, then its attributes by BUILD
+            return _global("argparse", "Namespace") + b")\x81" + self._dict(dict(value)) + b"b"
+        if isinstance(value, OrderedDict):
+            return _EMPTY_ORDERED_DICT + self._items(value)
+        if isinstance(value, dict):
+            return self._dict(value)
+        if isinstance(value, list):
+            return b"]" + (b"(" + b"".join(map(self._value, value)) + b"e" if value else b"")
+        if isinstance(value, tuple):
+            return b"(" + b"".join(map(self._value, value)) + b"t"
+        if isinstance(value, (set, frozenset)):
+            return _global("builtins", type(value).__name__) + b"]" + self._value(list(value))[1:] + b"\x85R"
+        raise AbswinError(f"a {type(value).__name__} cannot be written to a torch file here; this is a bug, please report it")
+
+    def _dict(self, value: dict) -> bytes:
+        return b"}" + self._items(value)
+
+    def _items(self, value: dict) -> bytes:
+        if not value:
+            return b""
+        return b"(" + b"".join(self._value(k) + self._value(v) for k, v in value.items()) + b"u"
+
+    def _new_storage(self, tensor: OutputTensor) -> str:
+        key = str(len(self.records))
+        self.records[key] = tensor.data
+        return key
+
+    def _source_storage(self, storage: StorageRef) -> str:
+        if self.source is None:
+            raise AbswinError("a tensor of the source file was given without the file; this is a bug, please report it")
+        if storage.key not in self._source_keys:
+            key = self._source_keys[storage.key] = str(len(self.records))
+            self.records[key] = RawBytes(self.source.path, self.source.starts[storage.key], storage.nbytes)
+        return self._source_keys[storage.key]
+
+    def _tensor_ref(self, ref: TensorRef) -> bytes:
+        key = self._source_storage(ref.storage)
+        tensor = self._tensor(key, ref.storage, ref.dtype, ref.shape, ref.storage_offset, ref.strides, ref.requires_grad)
+        if not ref.parameter:
+            return tensor
+        rebuild = _global("torch._utils", "_rebuild_parameter")
+        return rebuild + b"(" + tensor + _bool(ref.requires_grad) + _EMPTY_ORDERED_DICT + b"tR"
+
+    def _tensor(self, key: str, storage: StorageRef, dtype: str, shape: tuple[int, ...], offset: int,
+                strides: tuple[int, ...], requires_grad: bool = False) -> bytes:
+        """A tensor on storage ``key``: ``_rebuild_tensor_v2`` on a typed storage of its own dtype; else (float8 and
+        other dtypes without a storage class, a view of another dtype's storage) ``_rebuild_tensor_v3`` on the
+        storage's bytes, with the dtype, as torch saves them."""
+        typed = storage.dtype == dtype and dtype in _STORAGE_CLASSES
+        args = self._storage_id(key, storage, typed) + _int(offset) + _ints(shape) + _ints(strides)
+        args += _bool(requires_grad) + _EMPTY_ORDERED_DICT
+        if typed:
+            return _global("torch._utils", "_rebuild_tensor_v2") + b"(" + args + b"tR"
+        return _global("torch._utils", "_rebuild_tensor_v3") + b"(" + args + _global("torch", TORCH_NAMES[dtype]) + b"tR"
+
+    def _storage_id(self, key: str, storage: StorageRef, typed: bool) -> bytes:
+        """``('storage', storage class, key, location, numel)``, then BINPERSID."""
+        nbytes = int(self.records[key].nbytes)
+        if typed:
+            storage_class, numel = _global("torch", _STORAGE_CLASSES[storage.dtype]), nbytes // itemsize(storage.dtype)
+        else:
+            storage_class, numel = _global("torch.storage", "UntypedStorage"), nbytes
+        return b"(" + _text("storage") + storage_class + _text(key) + _text(storage.location) + _int(numel) + b"tQ"
 
 
-def _tensor(key: str, tensor: OutputTensor) -> bytes:
-    shape = tensor.shape
-    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
-    numel = int(np.prod(shape, dtype=np.int64))
-    storage_class = _STORAGE_CLASSES.get(tensor.dtype)
-    if storage_class is not None:
-        storage, rebuild, dtype = _global("torch", storage_class), "_rebuild_tensor_v2", b""
-    else:  # float8 and other dtypes without a storage class: bytes plus the dtype, as torch saves them
-        storage, rebuild = _global("torch.storage", "UntypedStorage"), "_rebuild_tensor_v3"
-        numel, dtype = tensor.nbytes, _global("torch", TORCH_NAMES[tensor.dtype])
-    persistent_id = b"(" + _text("storage") + storage + _text(key) + _text("cpu") + _int(numel) + b"tQ"
-    hooks = _global("collections", "OrderedDict") + b")R"  # OrderedDict(): no backward hooks
-    args = persistent_id + _int(0) + _ints(shape) + _ints(strides) + b"\x89" + hooks + dtype  # offset 0, no grad
-    return _global("torch._utils", rebuild) + b"(" + args + b"tR"
+def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape)))
 
 
 def _global(module: str, name: str) -> bytes:
@@ -88,8 +196,12 @@ def _global(module: str, name: str) -> bytes:
 
 
 def _text(value: str) -> bytes:
-    data = value.encode()
+    data = value.encode("utf-8", "surrogatepass")
     return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _bool(value: bool) -> bytes:
+    return b"\x88" if value else b"\x89"
 
 
 def _int(value: int) -> bytes:
@@ -101,7 +213,7 @@ def _int(value: int) -> bytes:
     return b"\x8a" + bytes([len(data)]) + data  # LONG1
 
 
-def _ints(values: tuple[int, ...] | list[int]) -> bytes:
+def _ints(values: tuple[int, ...]) -> bytes:
     return b"(" + b"".join(_int(v) for v in values) + b"t"
 
 
@@ -121,8 +233,8 @@ class _ZipWriter:
         self.out.write(data)
         self._end(name, len(data), zlib.crc32(data))
 
-    def add_tensor(self, name: str, data: RawBytes | np.ndarray, crc_thread: ThreadPoolExecutor) -> None:
-        """A tensor's bytes: copied from the source file (its CRC-32 read beside the copy) or from memory."""
+    def add_storage(self, name: str, data: RawBytes | np.ndarray, crc_thread: ThreadPoolExecutor) -> None:
+        """A storage's bytes: copied from the source file (its CRC-32 read beside the copy) or from memory."""
         self._start(name)
         if isinstance(data, RawBytes):
             crc: Future[int] = crc_thread.submit(_crc32_of_range, data)

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import AbswinError, first_line
+from ..errors import AbswinError
 from .dtypes import RAW_DTYPES
 from .provenance import SOURCE_SHA256, SourceDigest
 
@@ -285,14 +285,3 @@ def _copy_chunk(src: int, dst: int, src_offset: int, dst_offset: int, count: int
                 raise
     chunk = os.pread(src, count, src_offset)
     return os.pwrite(dst, chunk, dst_offset) if chunk else 0
-
-
-def write_torch(dest: Path, obj: object) -> None:
-    """``torch.save`` through the same temp-file-and-rename path (torch is imported only for this)."""
-    import torch
-
-    with atomic_file(dest) as out:
-        try:
-            torch.save(obj, out)
-        except RuntimeError as exc:  # torch's writer reports a full disk or a file size limit this way
-            raise AbswinError(f"cannot write {dest}: {first_line(exc, sentence=True)}") from exc

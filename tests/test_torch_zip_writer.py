@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from abswin_convert.errors import AbswinError
 from abswin_convert.io.checkpoint import open_checkpoint
 from abswin_convert.io.dtypes import RAW_DTYPES, TORCH_NAMES
 from abswin_convert.io.tensors import RawTensor
@@ -153,3 +154,9 @@ def test_a_pickles_numpy_values_become_tensors_and_numbers(tmp_path):
     assert loaded["iteration"] == 90000 and type(loaded["iteration"]) is int
     assert loaded["score"] == 0.5 and type(loaded["score"]) is float
     assert loaded["__author__"] == "Detectron2 Model Zoo" and loaded["set"] == {1, 2}
+
+
+def test_an_array_a_torch_file_cannot_hold_is_refused_in_one_line(tmp_path):
+    with pytest.raises(AbswinError, match=r"^the checkpoint holds a uint16 array beside its weights, which a \.pt "
+                                          r"output cannot hold; a safetensors output \(--format safetensors\)"):
+        TorchZip({"model": {}, "counts": np.zeros(3, np.uint16)})

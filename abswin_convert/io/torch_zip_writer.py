@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import AbswinError
-from .dtypes import TORCH_NAMES, itemsize, name_of
+from .dtypes import TORCH_NAMES, DtypeError, itemsize, name_of
 from .torch_zip import STORAGE_DTYPES, Layout, NamespaceData, StorageRef, TensorRef, TorchDtype
 from .writer import OutputTensor, RawBytes, atomic_file, copy_range, start_writeback
 
@@ -97,7 +97,7 @@ class _Pickler:
         if value is None:
             return b"N"
         if isinstance(value, bool):
-            return b"\x88" if value else b"\x89"
+            return _bool(value)
         if isinstance(value, int):
             return _int(value)
         if isinstance(value, float):
@@ -110,7 +110,7 @@ class _Pickler:
         if isinstance(value, np.generic):  # a numpy scalar (a pickle's metrics): the plain number
             return self._value(value.item())
         if isinstance(value, np.ndarray):  # a pickle's array: a tensor of its own
-            value = OutputTensor("", name_of(value.dtype), tuple(value.shape), value)
+            value = OutputTensor("", _dtype_name(value), tuple(value.shape), value)
         if isinstance(value, OutputTensor):
             storage = StorageRef("", value.dtype, 0, "cpu")  # its own storage, of its own dtype
             return self._tensor(self._new_storage(value), storage, value.dtype, value.shape, 0, _contiguous(value.shape))
@@ -133,7 +133,7 @@ class _Pickler:
         if isinstance(value, tuple):
             return b"(" + b"".join(map(self._value, value)) + b"t"
         if isinstance(value, (set, frozenset)):
-            return _global("builtins", type(value).__name__) + b"]" + self._value(list(value))[1:] + b"\x85R"
+            return _global("builtins", type(value).__name__) + self._value(list(value)) + b"\x85R"
         raise AbswinError(f"a {type(value).__name__} cannot be written to a torch file here; this is a bug, please report it")
 
     def _dict(self, value: dict) -> bytes:
@@ -185,6 +185,14 @@ class _Pickler:
         else:
             storage_class, numel = _global("torch.storage", "UntypedStorage"), nbytes
         return b"(" + _text("storage") + storage_class + _text(key) + _text(storage.location) + _int(numel) + b"tQ"
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    try:
+        return name_of(array.dtype)
+    except DtypeError as exc:
+        raise AbswinError(f"the checkpoint holds a {array.dtype} array beside its weights, which a .pt output cannot "
+                          "hold; a safetensors output (--format safetensors) keeps the weights alone") from exc
 
 
 def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -17,11 +17,9 @@ from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import SOURCE_SHA256, SourceDigest, output_metadata
-from .io.safe_pickle import load_numpy_pickle
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
-from .io.torch_zip import open_torch
 from .io.torch_zip_writer import SourceStorages, TorchZip
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors
 from .maths import absolute_win as aw
@@ -290,8 +288,9 @@ def _write_torch_output(dest: Path, ckpt: Checkpoint, plan: Plan, copies: dict[s
         obj: Any = {wrapper: _output_state(ckpt, plan)}
     elif not ckpt.wrapper_path:
         obj = _output_state(ckpt, plan)
-    else:
-        obj, storages = _source_object(ckpt)
+    else:  # the object the file held, read when it was opened: its tensors are references to their storages
+        obj = ckpt.source_object
+        storages = SourceStorages(ckpt.path, ckpt.storage_starts) if ckpt.format == "torch" else None
         for source, source_plan in [(ckpt, plan), *copies.values()]:
             obj = _placed(obj, source.wrapper_path, _output_state(source, source_plan))
     archive = TorchZip(obj, storages)
@@ -301,16 +300,6 @@ def _write_torch_output(dest: Path, ckpt: Checkpoint, plan: Plan, copies: dict[s
 
 def _output_state(ckpt: Checkpoint, plan: Plan) -> dict[str, OutputTensor]:
     return {tensor.name: tensor for tensor in output_tensors(ckpt, plan)}
-
-
-def _source_object(ckpt: Checkpoint) -> tuple[Any, SourceStorages | None]:
-    """The whole object of a torch file (its tensors as references to their storages) or of a pickle (numpy
-    arrays), read again by the same bounded readers that opened it."""
-    if ckpt.format == "pickle":
-        with open(ckpt.path, "rb") as f:
-            return load_numpy_pickle(f), None
-    layout = open_torch(ckpt.path)
-    return layout.obj, SourceStorages(ckpt.path, layout.storage_starts)
 
 
 def _placed(obj: dict, path: tuple[str, ...], value: object) -> dict:

@@ -50,6 +50,7 @@ class Checkpoint:
         metadata: dict[str, str] | None = None,
         shards: dict[str, str] | None = None,
         storage_starts: dict[str, int] | None = None,
+        source_object: Any = None,
     ) -> None:
         self.path = path
         self.format = format  # "safetensors" | "torch" | "pickle"
@@ -60,7 +61,8 @@ class Checkpoint:
         self.prefix = ""  # stripped from the stored names by ``without_prefix`` (DDP's ``module.``, ...)
         self._tensors = tensors
         self._others = others or {}  # the top-level entries beside the wrapper (EMA copies, optimizer, epoch, ...)
-        self._storage_starts = storage_starts or {}  # a torch file's storages, for reading the other state dicts
+        self.storage_starts = storage_starts or {}  # a torch file's storages: where each one's bytes begin
+        self.source_object = source_object  # the whole object a torch file or pickle holds (a .pt output keeps it)
         self._unprefixed: frozenset[str] = frozenset()  # names stored without the prefix
 
     @property
@@ -115,9 +117,9 @@ class Checkpoint:
         """A handle on the state dict ``copies`` names (its own wrappers, such as ``module``, seen through)."""
         inner, state = _state_dict_in(self._others[name])
         others = {k: v for k, v in self._others.items() if k != name}
-        tensors = _tensors_of(self.path, state, self._storage_starts)
+        tensors = _tensors_of(self.path, state, self.storage_starts)
         return Checkpoint(self.path, self.format, tensors, self.config, wrapper_path=(name, *inner), others=others,
-                          metadata=self.metadata, storage_starts=self._storage_starts)
+                          metadata=self.metadata, storage_starts=self.storage_starts, source_object=self.source_object)
 
 
 def describe_wrapper(path: tuple[str, ...]) -> str:
@@ -264,7 +266,7 @@ def _from_object(
         )
     others = {k: v for k, v in obj.items() if k != wrapper_path[0]} if wrapper_path else {}
     return Checkpoint(path, format, tensors, config, wrapper_path=wrapper_path, others=others,
-                      storage_starts=storage_starts)
+                      storage_starts=storage_starts, source_object=obj)
 
 
 def _is_weight(value: object) -> bool:

@@ -9,8 +9,11 @@ from typing import Any
 
 from . import families
 from .errors import AbswinError
+from .evaluation import window_effect
+from .families import window_change
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
+from .families.window_change import WindowChange
 from .hub.locations import ResolvedHubFile, open_source
 from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.dtypes import TORCH_NAMES
@@ -126,7 +129,7 @@ def inspect(source: str | Path, family: str | None = None, overrides: Overrides 
 def convert(
     source: str | Path,
     output: str | Path,
-    img_size: int | str | Size,
+    img_size: int | str | Size | None = None,
     *,
     target: str = "baked",
     global_size: int | str | Size | None = None,
@@ -137,6 +140,9 @@ def convert(
     provenance: dict[str, str] | None = None,
     ema: bool | None = None,
     progress: bool = True,
+    window_size: int | str | tuple[int, ...] | None = None,
+    relpos_resize: str | None = None,
+    window_part: str | None = None,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
@@ -144,12 +150,19 @@ def convert(
     Every state dict of a training checkpoint (EMA copies too) is converted; a torch output keeps them all, a
     safetensors output holds one: the EMA copy when there is one, as timm loads it (``ema=False``: the plain one).
     ``progress``: a bar on stderr while a large file is written (only on a terminal). The output is written as one
-    unit: every file is checked first, staged, and moved into place together."""
+    unit: every file is checked first, staged, and moved into place together.
+    ``window_size`` (with ``relpos_resize`` and ``window_part``) changes the attention window of a SAM, ViTDet or
+    SAM2 (``families/window_change.py``): the one conversion that changes what the model computes at its own size;
+    ``img_size`` then defaults to the size the model runs at, and the measured change is recorded."""
     if not str(output).strip():
         raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     fmt = output_format(Path(output), fmt)
-    request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
+    change = WindowChange.parse(window_size, relpos_resize, window_part)
+    if img_size is None and change is None:
+        raise AbswinError("nothing to convert for: pass --img-size N (a new input size), --window-size N, or both")
+    size, global_grid = as_size(img_size), as_size(global_size)
     ckpt, det, hub_file = load(source, family, overrides)
+    request = ConvertRequest(size or families.run_input(ckpt, det), target, global_grid, change)
     torch_name = ckpt.path.name if ckpt.format == "torch" and not ckpt.shards else None
     weights_path, config_path = output_paths(Path(output), fmt, torch_name)
     safetensors_output = fmt == "safetensors"
@@ -170,6 +183,8 @@ def convert(
         notes += chosen_note
     elif copies:
         notes.append(f"converted the same way: {', '.join(copies)} (kept beside {ckpt.wrapper})")
+    if change is not None:  # measured on the state dict the output's provenance describes
+        notes.append(window_change.record_effect(plan, window_effect.measure(ckpt, det, request)))
     metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=False)  # the writers add the sha256
     wrote_config = config_path if plan.config is not None and config_path is not None else None
     with output_unit([*files, *([wrote_config] if wrote_config else [])], inputs, force) as staging:

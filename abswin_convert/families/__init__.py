@@ -15,6 +15,8 @@ from . import generic, hiera, hiera_to_sam2, sam, sam2, vitdet
 from .base import ConvertRequest, Detection, Family
 from .overrides import Overrides
 
+# The families whose attention window --window-size can change (families/window_change.py).
+WINDOW_CHANGEABLE = (sam.NAME, vitdet.NAME, sam2.NAME)
 # Auto-detection asks each of these; the generic family is only ever chosen by --family generic or --key/--layout.
 FAMILIES: dict[str, Family] = {f.name: f for f in (hiera.FAMILY, sam.FAMILY, vitdet.FAMILY, sam2.FAMILY)}
 NAMES = (*FAMILIES, generic.NAME)
@@ -98,6 +100,14 @@ def _with_cross_family_targets(det: Detection) -> Detection:
     return det
 
 
+def run_input(ckpt: Checkpoint, det: Detection) -> Size:
+    """The input size the model runs at as it is: a finetuned ViTDet's (its runtime interpolates the stored grid),
+    else its native size. A change of window alone (``--window-size`` without ``--img-size``) keeps it."""
+    if det.family == vitdet.NAME and (size := vitdet.interpolated_size(ckpt, det)):
+        return (size, size)
+    return det.native_input
+
+
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The tensor edits that convert ``ckpt`` (detected as ``det``) for ``request``."""
     if request.img_size is not None:
@@ -105,6 +115,12 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         _require_memory(ckpt, det, grid, f"--img-size {format_size(request.img_size)}")
     if request.global_size is not None:
         _require_memory(ckpt, det, request.global_size, f"--global-size {format_size(request.global_size)}")
+    if request.window_change is not None and det.family not in WINDOW_CHANGEABLE:
+        raise AbswinError(
+            f"--window-size changes the attention window of {', '.join(WINDOW_CHANGEABLE)} checkpoints; {det.family} "
+            f"({det.format}) is not one of them" + (" (its windows are the mask units its embedding is laid out on)"
+                                                    if det.family == hiera.NAME else "")
+        )
     if det.family == generic.NAME:
         return generic.plan(ckpt, det, request)
     if request.target == hiera_to_sam2.TARGET and hiera_to_sam2.applies(det):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,10 @@ from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, layout_buffer, to_grid
 from ..maths.resize import Resize, Size
 from ..plan import Plan
+from . import window_change
+
+if TYPE_CHECKING:
+    from .window_change import WindowChange
 
 # Runtimes with native absolute win keep the window part as a tensor of its own, under these names.
 TIMM_WINDOW_KEY = "pos_embed_win"  # timm's Hiera with abs_win_pos_embed=True
@@ -86,6 +91,7 @@ class ConvertRequest:
     img_size: Size
     target: str = "baked"
     global_size: Size | None = None  # None: the full grid (exact)
+    window_change: WindowChange | None = None  # --window-size: the one change to what the model computes
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,7 @@ def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Pla
     require_target(det, request.target)
     out_grid = output_grid(det, request.img_size)
     parts, prefix = read_parts(ckpt, det, request.global_size)  # the source grid is freed once split
+    parts = window_change.rewindowed(parts, det, request.window_change)
     result = Plan(stats=decomposition_stats(det, parts, request))
     result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, prefix, out_grid), ckpt.dtype(det.pos_key))
     return result

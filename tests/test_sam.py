@@ -118,6 +118,11 @@ def load_converted(fmt: str, out: Path, size: int | tuple[int, int], window: int
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """``saved(fmt)``: (original model at 1024, the path it was saved to natively), built once per format."""
+    return saved_models(tmp_path_factory)
+
+
+def saved_models(tmp_path_factory):
+    """What the ``saved`` fixture gives (tests/test_window_change.py takes it too)."""
     cache: dict[str, tuple[torch.nn.Module, Path]] = {}
 
     def get(fmt: str) -> tuple[torch.nn.Module, Path]:

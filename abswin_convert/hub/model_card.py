@@ -43,6 +43,10 @@ _PROVENANCE_ROWS = (
     ("resize", "global resize"),
     ("residual", "residual of the global fit"),
     ("window_energy", "window energy (normalised)"),
+    ("window_size", "new attention window (tokens)"),
+    ("relpos_resize", "windowed relative-position tables resized"),
+    ("window_part", "window part of the embedding"),
+    ("window_change_effect", "relative change of the encoder output at the native size"),
     ("version", "abswin-convert version"),
 )
 
@@ -126,6 +130,10 @@ def reproduce_command(p: dict[str, str]) -> str:
                     f"--window {p.get('window')}")
     if p.get("global_size", "none") != "none":  # the recorded size: the full grid gives itself back exactly
         args.append(f"--global-size {p['global_size']}")
+    if "window_size" in p:
+        args.append(f"--window-size {p['window_size']}")
+        args += [f"--{flag.replace('_', '-')} {p[flag]}" for flag in ("relpos_resize", "window_part")
+                 if p.get(flag, "none").split(" ")[0] != "none"]
     return " ".join(args)
 
 
@@ -142,7 +150,18 @@ def _summary(p: dict[str, str]) -> str:
         f"{p.get('version', '')} for {p.get('img_size', '?')} input. The learned embedding was split into a window "
         f"part ({p.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
         f"({p.get('global_size', '?')} tokens, resized with {p.get('resize', '?')}), the \"absolute win\" form of "
-        f"{PAPER}; {_target_sentence(p)} Every other tensor is copied unchanged."
+        f"{PAPER}; {_target_sentence(p)} " + (_window_sentence(p) if "window_size" in p else
+                                                "Every other tensor is copied unchanged.")
+    )
+
+
+def _window_sentence(p: dict[str, str]) -> str:
+    """A window change (``--window-size``) changes what the model computes at its own size: the card says so."""
+    return (
+        f"The attention window was changed to {p['window_size']} (from {p.get('window', '?')}; relative-position tables: "
+        f"{p.get('relpos_resize', '?')}, window part: {p.get('window_part', '?')}), which changes what the model computes "
+        f"at its own size: the relative difference of the image encoder's output against the original at the native "
+        f"size is {p.get('window_change_effect', 'not recorded')}. Every other tensor is copied unchanged."
     )
 
 

@@ -254,3 +254,19 @@ def test_model_card_says_the_output_changed_and_reproduces_the_window_options(sa
 def saved(tmp_path_factory):
     """test_sam's planted SAM models: ``saved(fmt)`` -> (model at 1024, its native file)."""
     return test_sam.saved_models(tmp_path_factory)
+
+
+def test_a_zoo_entry_takes_the_window_options(saved, cli, tmp_path):
+    _, path = saved("timm")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(f'[defaults]\nout = "{tmp_path / "out"}"\n[[model]]\nname = "sam"\nsource = "{path}"\n'
+                        'img_size = [1024]\nwindow_size = 16\nwindow_part = "rewindow"\n')
+    result = cli("zoo", manifest)
+    assert result.exit_code == 0, result.output
+    with safe_open(tmp_path / "out" / "sam-baked-1024x1024" / "model.safetensors", "np") as f:
+        meta = read_provenance(f.metadata())
+    assert (meta["window_size"], meta["window_part"], meta["relpos_resize"]) == ("16x16", "rewindow", "get-rel-pos")
+    assert json.loads(meta["zoo_options"])["window_size"] == "16x16"
+    manifest.write_text(manifest.read_text().replace('"rewindow"', '"moved"'))
+    bad = cli("zoo", manifest)
+    assert bad.exit_code == 2 and "[[model]] #1" in bad.stderr and "unknown --window-part 'moved'" in bad.stderr

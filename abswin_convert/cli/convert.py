@@ -100,7 +100,8 @@ def convert_command(
     stats = read_provenance(result.metadata)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
-        f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
+        f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}"
+        + (f" -> {stats['window_size']}" if "window_size" in stats else "") + ", "
         f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, "
         f"window energy {_energy(stats['window_energy'])}",
     ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, stats)

@@ -59,13 +59,15 @@ def convert_state_dict(
     window_size: int | str | tuple[int, ...] | None = None,
     relpos_resize: str | None = None,
     window_part: str | None = None,
+    measure: bool = True,
 ) -> ConvertedStateDict:
     """``convert`` in memory: the state dict for ``img_size``; the input is not modified.
 
     ``config`` is the model's config.json as a dict (transformers and timm hub folders need it to be recognised);
     ``key``/``layout``/``window``/``patch_stride``/``recipe`` are the CLI's ``--key``/``--layout``/``--window``/
     ``--patch-stride``/``--recipe``; ``window_size``/``relpos_resize``/``window_part`` change the attention window
-    as ``convert`` does (the notes then end with the measured change). Prefixed names (DDP's ``module.``, ...) are
+    as ``convert`` does (the notes then end with the measured change; ``measure=False`` skips the two encoder forwards
+    that measuring takes, for a caller that measures on its own). Prefixed names (DDP's ``module.``, ...) are
     seen through and kept.
     """
     originals = _tensors(state_dict)
@@ -80,7 +82,8 @@ def convert_state_dict(
     request = ConvertRequest(size or families.run_input(ckpt, det), target, as_size(global_size), change)
     plan = families.plan(ckpt, det, request)
     if change is not None:
-        plan.notes.append(window_change.record_effect(plan, window_effect.measure(ckpt, det, request)))
+        effect = window_effect.measure(ckpt, det, request) if measure else "not measured: measure=False"
+        plan.notes.append(window_change.record_effect(plan, effect))
     # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
     applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])
     state = {name: value if isinstance(value, torch.Tensor) else to_torch(value) for name, value in applied.items()}

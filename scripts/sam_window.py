@@ -108,7 +108,8 @@ def effect(args: argparse.Namespace) -> None:
         state = {f"image_encoder.{k}": v for k, v in original.state_dict().items()}
         row = []
         for relpos_resize, window_part in combos:
-            changed = convert_state_dict(state, window_size=16, relpos_resize=relpos_resize, window_part=window_part)
+            changed = convert_state_dict(state, window_size=16, relpos_resize=relpos_resize, window_part=window_part,
+                                         measure=False)  # measured here, in segment-anything's own encoder
             model = encoder(args.dim, args.depth, args.heads, 16)
             model.load_state_dict({k.removeprefix("image_encoder."): v for k, v in changed.items()}, strict=True)
             row.append(relative(encode(model, image), before))

@@ -123,8 +123,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     if request.target == "baked":
         result.config = _updated_config(ckpt.config, request.img_size, background, spec)
         result.notes.append(_runtime_note(det.format, request.img_size, background, result.config is not None))
-        if spec is not None:
-            _record_window_spec(ckpt, det, request, result, spec)
+        if request.window_change is not None and spec is not None:
+            _record_window_spec(ckpt, det, request.window_change, result, spec)
         return result
     rename, result.drop = trunk_rename(ckpt.keys(), det.key_prefix, det.format)
     result.rename = {k: v for k, v in rename.items() if k != v}
@@ -134,8 +134,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
             f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors"
         )
     result.notes.append(_runtime_note("sam2", request.img_size, background, False))
-    if spec is not None:
-        _record_window_spec(ckpt, det, request, result, spec)
+    if request.window_change is not None and spec is not None:
+        _record_window_spec(ckpt, det, request.window_change, result, spec)
     return result
 
 
@@ -191,20 +191,20 @@ def _configured_spec(config: dict | None) -> tuple[int, ...] | None:
     return tuple(spec) if isinstance(spec, list) else None
 
 
-def _record_window_spec(ckpt: Checkpoint, det: Detection, request: ConvertRequest, result: Plan,
+def _record_window_spec(ckpt: Checkpoint, det: Detection, change: window_change.WindowChange, result: Plan,
                         spec: tuple[int, ...]) -> None:
     """The new window_spec: how each runtime takes it, and what a window change records."""
     shown = ", ".join(map(str, spec))
     if det.format == "transformers" and result.config is not None:
         how = f"window_size_per_stage [{shown}] written to config.json"
-    elif det.format == "timm" and request.target == "baked":
+    elif det.format == "timm" and result.wrapper is None:  # the baked target keeps timm's names
         how = f"timm.create_model(..., window_spec=({shown}))" + (" (written to config.json)" if result.config else "")
     else:
         how = f"sam2: build_sam2(CONFIG, CKPT, hydra_overrides_extra=['++model.image_encoder.trunk.window_spec=[{shown}]'])"
     result.notes.append(f"no weight changes: {how}")
     old = _configured_spec(ckpt.config)
     old_text = ",".join(map(str, old)) if old else "its window_spec (not recorded in the checkpoint)"
-    window_change.record(result, old_text, request.window_change, result.config is not None)  # type: ignore[arg-type]
+    window_change.record(result, old_text, change, result.config is not None)
 
 
 def trunk_rename(keys: list[str], prefix: str, fmt: str) -> tuple[dict[str, str], set[str]]:

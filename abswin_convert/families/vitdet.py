@@ -164,9 +164,9 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         result.config = _updated_config(ckpt.config, request.img_size[0] if pos_changed else None, new_window)
     if pos_changed:
         result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
-    if new_window:
-        result.notes.append(_window_note(det, new_window, result.config is not None))
-        window_change.record(result, format_size(det.window), change, result.config is not None)  # type: ignore[arg-type]
+    if change is not None:
+        result.notes.append(_window_note(det, window[0], result.config is not None))
+        window_change.record(result, format_size(det.window), change, result.config is not None)
     if pos_changed and request.global_size is None and det.format in _SQUARE_ONLY:
         g = f"{det.grid[0]}x{det.grid[1]}"
         result.notes.append(

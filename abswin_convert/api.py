@@ -16,7 +16,7 @@ from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
-from .io.provenance import SOURCE_SHA256, SourceDigest, output_metadata
+from .io.provenance import SOURCE_SHA256, Provenance, SourceDigest, output_metadata
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
@@ -38,6 +38,13 @@ class ConversionResult:
     detection: Detection
     metadata: dict[str, str]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def provenance(self) -> Provenance:
+        """The record written beside (or in) the weights, typed."""
+        record = Provenance.from_metadata(self.metadata)
+        assert record is not None  # every conversion writes one
+        return record
 
     def to_json(self) -> dict:
         return {

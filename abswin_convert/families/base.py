@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.provenance import ONE_WINDOW
 from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, layout_buffer, to_grid
@@ -249,7 +250,7 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
         "global_size": format_size(aw.grid_size(parts.global_)),
         "resize": det.resize.name,
         "residual": f"{parts.residual:.6g}",
-        "window_energy": f"{parts.energy:.6g}" if det.tiles >= 2 else "undefined (one window)",
+        "window_energy": f"{parts.energy:.6g}" if det.tiles >= 2 else ONE_WINDOW,
     }
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.provenance import NO_GLOBAL_PART
 from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
@@ -147,7 +148,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.stats["recipe"] = "vitdet: pretrained grid tiled per window" + ("" if request.global_size else ", global part zero")
     if request.global_size is None:
-        result.stats["global_size"] = "none"
+        result.stats["global_size"] = NO_GLOBAL_PART
     if runs_at and not det.tile_requested:
         result.stats["recipe"] = "vitdet: the runtime's interpolation of the pretrained grid, as finetuned"
         result.notes.append(

@@ -80,10 +80,11 @@ def _up_to_date(job: OutputJob, source_sha: SourceDigest) -> bool:
         recorded = read_output(job.folder).provenance
     except AbswinError:  # not an output of ours (or a damaged one): build it again
         return False
-    expected = {"version": __version__, "zoo_options": job.options(), "target": job.target, "img_size": job.size}
-    if any(recorded.get(key) != value for key, value in expected.items()):
+    target = recorded.conversion.target if recorded.conversion else None
+    recorded_options = (recorded.version, recorded.zoo_options, target, recorded.img_size)
+    if recorded_options != (__version__, job.options(), job.target, job.img_size):
         return False
-    return recorded.get("source_sha256") == source_sha()
+    return recorded.source_sha256 == source_sha()
 
 
 def _sha256_of_source(location: str) -> str:

@@ -24,6 +24,7 @@ from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.outputs import config_beside
 from ..io.provenance import ONE_WINDOW, Provenance
 from ..maths.absolute_win import compose
+from ..vocabulary import TIMM_ABSWIN
 from .classifier import load_classifier
 
 NATIVE_TOLERANCE = 1e-5
@@ -40,10 +41,10 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
     report: dict = {"family": det.family, "format": det.format, "img_size": img_size, "problems": []}
     source = source or (provenance.source if provenance else None)
     report.update(_runtime_check(path, img_size, _config_for(path, source)))
-    if det.format == "timm-abswin" and not (source and Path(source).exists()):
+    if det.format == TIMM_ABSWIN and not (source and Path(source).exists()):
         # provenance names a source without its folder: the native-size check needs the file itself
         report["native_check"] = "not verified: pass the source (source=PATH) to compare at the native size"
-    elif det.format == "timm-abswin":
+    elif det.format == TIMM_ABSWIN:
         src, src_det = families.recognise(open_checkpoint(source), det.family)  # type: ignore[arg-type]
         error = native_error(src, src_det, ckpt.path)
         report["native_max_abs_error"] = error

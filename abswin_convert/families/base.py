@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,10 +22,16 @@ from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, layout_buffer, to_grid
 from ..maths.resize import Resize, Size
 from ..plan import Plan
+from ..vocabulary import BAKED, SAM2_TRUNK, SAM2_WINDOW_KEY, TIMM_ABSWIN, TIMM_WINDOW_KEY
 
-# Runtimes with native absolute win keep the window part as a tensor of its own, under these names.
-TIMM_WINDOW_KEY = "pos_embed_win"  # timm's Hiera with abs_win_pos_embed=True
-SAM2_WINDOW_KEY = "pos_embed_window"  # SAM2's HieraDet trunk (sam2, transformers, timm)
+if TYPE_CHECKING:
+    from .overrides import Overrides
+
+# The Hub library that runs each target other than ``baked``, and each source format whose runtime loads a baked
+# output as it is; any other output is run by its family's own library.
+TARGET_LIBRARIES = {TIMM_ABSWIN: "timm", SAM2_TRUNK: "sam2"}
+FORMAT_LIBRARIES = {"timm": "timm", TIMM_ABSWIN: "timm", "transformers": "transformers"}
+TARGET_TASKS = {SAM2_TRUNK: "mask-generation"}  # a target whose models do another task than the family's own
 
 
 def holds_window_part(ckpt: Checkpoint) -> bool:
@@ -85,17 +92,51 @@ class ConvertRequest:
     """What the user asked for."""
 
     img_size: Size
-    target: str = "baked"
+    target: str = BAKED
     global_size: Size | None = None  # None: the full grid (exact)
+
+
+Planner = Callable[[Checkpoint, Detection, ConvertRequest], Plan]
+Detector = Callable[[Checkpoint, "Overrides"], Detection | None]  # the overrides: what the user said of the tensor
+
+
+@dataclass(frozen=True)
+class ExtraTarget:
+    """A target one family's checkpoints can become beside their own (a Hiera image checkpoint as a SAM2 trunk)."""
+
+    name: str
+    applies: Callable[[Detection], bool]
+    plan: Planner
 
 
 @dataclass(frozen=True)
 class Family:
-    """A checkpoint family, as the registry holds it."""
+    """A checkpoint family, as the registry holds it: how it recognises and converts a checkpoint, and what runs
+    its outputs (the model card, the vocabulary and verify ask it)."""
 
     name: str
-    detect: Callable[[Checkpoint], Detection | None]
-    plan: Callable[[Checkpoint, Detection, ConvertRequest], Plan]
+    detect: Detector
+    plan: Planner
+    library: str  # the Hub library of the family's own runtime
+    task: str | None  # the Hub task (pipeline tag) of its models; None: we cannot tell
+    extra_targets: tuple[ExtraTarget, ...] = ()
+    auto_detected: bool = True  # False: chosen only when named (the generic family)
+
+    def extra_target(self, det: Detection, name: str) -> ExtraTarget | None:
+        """The extra target ``name`` when it applies to ``det``."""
+        return next((t for t in self.extra_targets if t.name == name and t.applies(det)), None)
+
+    def runtime_library(self, source_format: str, target: str) -> str:
+        """The Hub library that loads an output: the target's runtime, else the source format's, else the family's."""
+        return TARGET_LIBRARIES.get(target) or FORMAT_LIBRARIES.get(source_format) or self.library
+
+    def runtime_task(self, target: str) -> str | None:
+        return TARGET_TASKS.get(target) or self.task
+
+
+def from_checkpoint_alone(detect: Callable[[Checkpoint], Detection | None]) -> Detector:
+    """A family's detect that reads the checkpoint only; the registry puts the user's overrides in afterwards."""
+    return lambda ckpt, _overrides: detect(ckpt)
 
 
 @dataclass

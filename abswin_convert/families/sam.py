@@ -14,10 +14,11 @@ import copy
 from ..io.checkpoint import Checkpoint
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
+from ..vocabulary import BAKED, SAM
 from . import base, relpos
-from .base import ConvertRequest, Detection, Family
+from .base import ConvertRequest, Detection, Family, from_checkpoint_alone
 
-NAME = "sam"
+NAME = SAM
 WINDOW = (14, 14)
 # (format, position key, patch-embedding weight)
 FORMATS = (
@@ -45,7 +46,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         window = (vision["window_size"],) * 2 if vision.get("window_size") else relpos.window_of(ckpt) or WINDOW
         global_ = relpos.global_blocks(ckpt, vision.get("global_attn_indexes"))
         return Detection(
-            NAME, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, ("baked",),
+            NAME, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, (BAKED,),
             pads_windows=True, global_blocks=tuple(global_), rel_pos_tables=len(relpos.tables(ckpt)),
         )
     return None
@@ -106,4 +107,4 @@ def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool, 
     return f"timm.create_model('{timm_arch}', img_size={base.size_arg(img_size)}) loads it with strict=True"
 
 
-FAMILY = Family(NAME, detect, plan)
+FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="segment-anything", task="mask-generation")

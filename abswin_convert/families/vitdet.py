@@ -32,10 +32,11 @@ from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
+from ..vocabulary import BAKED, VITDET
 from . import base, relpos
-from .base import ConvertRequest, Decomposition, Detection, Family
+from .base import ConvertRequest, Decomposition, Detection, Family, from_checkpoint_alone
 
-NAME = "vitdet"
+NAME = VITDET
 WINDOW = (14, 14)  # ViTDet's windowed blocks
 _HIERA_STEM = 7  # Hiera's overlapping 7x7 stem: a Hiera checkpoint, not a ViT
 MAE_DECODER_KEY = "decoder_pos_embed"
@@ -83,7 +84,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         plain = fmt not in WINDOWED_FORMATS and not relpos.tables(ckpt)
         return Detection(
             NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window, patch_shape[-1], BICUBIC,
-            ("baked",), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
+            (BAKED,), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
             rel_pos_tables=len(relpos.tables(ckpt)),
             recipe=(f"none by default (plain global-attention ViT); {RECIPE_FLAG}: " if plain else "")
             + f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero",
@@ -222,4 +223,4 @@ def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | No
     return f"build the ViT with img_size={size} ({timm_call}; MAE's models_vit take img_size too)"
 
 
-FAMILY = Family(NAME, detect, plan)
+FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="detectron2", task="image-feature-extraction")

@@ -11,22 +11,17 @@ from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
 
+from ..families import ALL as ALL_FAMILIES
+from ..families.base import Family
 from ..io.outputs import WEIGHTS_FILE
-from ..io.provenance import Provenance
+from ..io.provenance import Conversion, Provenance
 from ..markdown import format_value, markdown_table
 from ..maths.grid import format_size
 from ..maths.resize import Size
+from ..vocabulary import GENERIC, TIMM_ABSWIN, TIMM_WINDOW_KEY
 
 PAPER = "Bolya et al., *Window Attention is Bugged: How not to Interpolate Position Embeddings* (ICLR 2024, arXiv 2311.05613)"
-# Hub library names: the runtime that loads each output target, or each source format for baked outputs.
-_TARGET_LIBRARIES = {"timm-abswin": "timm", "sam2": "sam2"}
-_FORMAT_LIBRARIES = {"timm": "timm", "timm-abswin": "timm", "transformers": "transformers"}
-_FAMILY_LIBRARIES = {"hiera": "hiera", "sam2": "sam2", "sam": "segment-anything", "vitdet": "detectron2"}
-_FALLBACK_LIBRARY = "pytorch"
-# The Hub task of each family's models: what the card's pipeline_tag says.
-_FAMILY_TASKS = {"hiera": "image-classification", "vitdet": "image-feature-extraction", "sam": "mask-generation",
-                 "sam2": "mask-generation"}
-_TARGET_TASKS = {"sam2": "mask-generation"}
+_FALLBACK_LIBRARY = "pytorch"  # an output of a family this version does not know
 
 # Provenance rows of the card: entry -> label; rows whose entry the output lacks are left out.
 _PROVENANCE_ROWS = (
@@ -71,11 +66,12 @@ def model_card(provenance: Provenance, hooks: dict[str, dict] | None = None, rep
 def front_matter(provenance: Provenance) -> ModelCardData:
     """``base_model`` (Hub sources only), ``library_name``, ``license`` (when the source's card named one), tags."""
     done = provenance.conversion
+    family = _family(done) if done else None
     tags = ["abswin", *((done.family, done.target) if done else ())]
     return ModelCardData(
         base_model=provenance.source if provenance.from_hub else None,
         library_name=library_name(provenance),
-        pipeline_tag=(_TARGET_TASKS.get(done.target) or _FAMILY_TASKS.get(done.family)) if done else None,
+        pipeline_tag=family.runtime_task(done.target) if done and family else None,
         license=provenance.source_license,
         tags=sorted({tag for tag in tags if tag}),
     )
@@ -84,14 +80,12 @@ def front_matter(provenance: Provenance) -> ModelCardData:
 def library_name(provenance: Provenance) -> str:
     """The Hub library that loads the output: the target's runtime, else the source format's, else the family's."""
     done = provenance.conversion
-    if done is None:
-        return _FALLBACK_LIBRARY
-    return (
-        _TARGET_LIBRARIES.get(done.target)
-        or _FORMAT_LIBRARIES.get(done.source_format)
-        or _FAMILY_LIBRARIES.get(done.family)
-        or _FALLBACK_LIBRARY
-    )
+    family = _family(done) if done else None
+    return family.runtime_library(done.source_format, done.target) if done and family else _FALLBACK_LIBRARY
+
+
+def _family(done: Conversion) -> Family | None:
+    return ALL_FAMILIES.get(done.family)
 
 
 def usage(p: Provenance, repo_id: str, config: dict | None = None) -> str:
@@ -129,7 +123,7 @@ def reproduce_command(p: Provenance) -> str:
     done = p.conversion
     args = [f"abswin-convert convert {source} -o out/ --img-size {_size(p.img_size)}",
             f"--target {done.target if done else 'baked'}"]
-    if done and done.family == "generic":  # a family we do not know: the user described the tensor
+    if done and done.family == GENERIC:  # a family we do not know: the user described the tensor
         args.append(f"--family generic --key {done.position_key} --layout {p.layout or 'LAYOUT'} "
                     f"--window {format_size(done.window)}")
     if done and done.global_size is not None:  # the recorded size: the full grid gives itself back exactly
@@ -169,10 +163,10 @@ def _target_sentence(p: Provenance) -> str:
             f"(`{done.position_key if done else 'pos_embed'}`), so the model built for {_size(p.img_size)} input loads "
             "these weights with `strict=True`."
         )
-    if target == "timm-abswin":
+    if target == TIMM_ABSWIN:
         gh, gw = done.global_size if done and done.global_size else ("?", "?")
         return (
-            "the two parts are stored apart as `pos_embed` and `pos_embed_win` for timm's Hiera built with "
+            f"the two parts are stored apart as `pos_embed` and `{TIMM_WINDOW_KEY}` for timm's Hiera built with "
             f"`abs_win_pos_embed=True, global_pos_size=({gh}, {gw})`."
         )
     return f"the parts are stored in the `{target}` layout."

@@ -17,13 +17,13 @@ from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import SOURCE_SHA256, Provenance, SourceDigest, output_metadata
-from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
+from .io.shards import SAFETENSORS_INDEX, ShardIndex, output_shard_name, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
 from .io.torch_zip_writer import SourceStorages, TorchZip
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors
 from .maths import absolute_win as aw
-from .maths.grid import as_size, format_size
+from .maths.grid import format_size
 from .maths.resize import Size
 from .plan import Plan
 from .progress import byte_bar
@@ -155,13 +155,14 @@ def convert(
     if not str(output).strip():
         raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     fmt = output_format(Path(output), fmt)
-    request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
+    request = ConvertRequest.parse(img_size, target, global_size)
     ckpt, det, hub_file = load(source, family, overrides)
-    torch_name = ckpt.path.name if ckpt.format == "torch" and not ckpt.shards else None
+    torch_name = ckpt.path.name if ckpt.format == "torch" and ckpt.shards is None else None
     weights_path, config_path = output_paths(Path(output), fmt, torch_name)
     safetensors_output = fmt == "safetensors"
-    sharded = bool(ckpt.shards) and safetensors_output and weights_path.name == WEIGHTS_FILE  # -o FOLDER
-    files = _weight_files(ckpt, weights_path, safetensors_output, sharded)
+    # a sharded source written to a folder (-o FOLDER) as safetensors keeps its shards
+    shards = ckpt.shards if safetensors_output and weights_path.name == WEIGHTS_FILE else None
+    files = _weight_files(weights_path, safetensors_output, shards)
     inputs = [*_inputs(ckpt), ckpt.path.parent / CONFIG_FILE]  # the config beside the weights was read too
     for dest in [*files, *([config_path] if config_path else [])]:  # refused now, not after the plan's work
         check_destination(dest, inputs, force)
@@ -180,8 +181,9 @@ def convert(
     metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=False)  # the writers add the sha256
     wrote_config = config_path if plan.config is not None and config_path is not None else None
     with output_unit([*files, *([wrote_config] if wrote_config else [])], inputs, force) as staging:
-        if sharded:
-            write_shards(staging.path, weights_path.parent, ckpt, output_tensors(ckpt, plan), metadata, plan, digest)
+        if shards is not None:
+            write_shards(staging.path, weights_path.parent, ckpt, shards, output_tensors(ckpt, plan), metadata, plan,
+                         digest)
         elif safetensors_output:
             tensors = output_tensors(ckpt, plan)
             with byte_bar(sum(t.nbytes for t in tensors), "convert", progress) as advance:
@@ -192,33 +194,33 @@ def convert(
             write_json(staging.path(sidecar_of(weights_path)), metadata)
         if wrote_config is not None:
             write_json(staging.path(wrote_config), plan.config)
-    output_file = weights_path.parent / SAFETENSORS_INDEX if sharded else weights_path
+    output_file = weights_path.parent / SAFETENSORS_INDEX if shards is not None else weights_path
     return ConversionResult(output_file, wrote_config, det, metadata, notes)
 
 
-def _weight_files(ckpt: Checkpoint, weights_path: Path, safetensors_output: bool, sharded: bool) -> list[Path]:
+def _weight_files(weights_path: Path, safetensors_output: bool, shards: ShardIndex | None) -> list[Path]:
     """The weight files of the output (the index last): one file, its sidecar for a torch file, or the shards."""
-    if sharded and ckpt.shards:
+    if shards is not None:
         folder = weights_path.parent
-        return [*(folder / output_shard_name(name) for name in shard_files(ckpt.shards)), folder / SAFETENSORS_INDEX]
+        return [*(folder / output_shard_name(name) for name in shards.files), folder / SAFETENSORS_INDEX]
     return [weights_path] if safetensors_output else [weights_path, sidecar_of(weights_path)]
 
 
 def _inputs(ckpt: Checkpoint) -> list[Path]:
     """The files a conversion reads, which it must never write over: every shard, or the one file."""
-    return [ckpt.path, *(ckpt.path.parent / name for name in shard_files(ckpt.shards))] if ckpt.shards else [ckpt.path]
+    return [ckpt.path, *(ckpt.path.parent / name for name in ckpt.shards.files)] if ckpt.shards else [ckpt.path]
 
 
-def write_shards(place: Callable[[Path], Path], folder: Path, ckpt: Checkpoint, tensors: list[OutputTensor],
-                 metadata: dict[str, str], plan: Plan, digest: SourceDigest | None) -> None:
+def write_shards(place: Callable[[Path], Path], folder: Path, ckpt: Checkpoint, shards: ShardIndex,
+                 tensors: list[OutputTensor], metadata: dict[str, str], plan: Plan, digest: SourceDigest | None) -> None:
     """The output as safetensors shards with the input's boundaries (new tensors join the last shard), each
     streamed as a single file is, then the index (``digest``, of the input's index, recorded in the first shard);
     ``place`` says where a file of ``folder`` is written now."""
     source_of = {ckpt.stored_name(plan.output_key(key)): key for key in ckpt.keys()}
-    last = shard_files(ckpt.shards)[-1]  # type: ignore[arg-type]
+    last = shards.files[-1]
     groups: dict[str, list[OutputTensor]] = {}
     for tensor in tensors:
-        shard = ckpt.shards[source_of[tensor.name]] if tensor.name in source_of else last  # type: ignore[index]
+        shard = shards.shard_of(source_of[tensor.name]) if tensor.name in source_of else last
         groups.setdefault(output_shard_name(shard), []).append(tensor)
     weight_map = {}
     for i, (name, group) in enumerate(groups.items()):

@@ -66,7 +66,7 @@ def convert_state_dict(
     window_size = as_size(window) if isinstance(window, int) else window
     overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
     ckpt, det = families.recognise(ckpt, family, overrides)
-    request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
+    request = ConvertRequest.parse(img_size, target, global_size)
     plan = families.plan(ckpt, det, request)
     # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
     applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])

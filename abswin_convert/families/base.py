@@ -19,7 +19,7 @@ from ..io.checkpoint import Checkpoint
 from ..io.provenance import ONE_WINDOW
 from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
-from ..maths.grid import PositionGrid, format_size, layout_buffer, to_grid
+from ..maths.grid import PositionGrid, as_size, format_size, layout_buffer, to_grid
 from ..maths.resize import Resize, Size
 from ..plan import Plan
 from ..vocabulary import BAKED, SAM2_TRUNK, SAM2_WINDOW_KEY, TIMM_ABSWIN, TIMM_WINDOW_KEY
@@ -94,6 +94,15 @@ class ConvertRequest:
     img_size: Size
     target: str = BAKED
     global_size: Size | None = None  # None: the full grid (exact)
+
+    @classmethod
+    def parse(cls, img_size: int | str | Size, target: str = BAKED,
+              global_size: int | str | Size | None = None) -> ConvertRequest:
+        """As a caller writes it: sizes as ``448``, ``"448x640"`` or ``(448, 640)``; ``global_size`` also ``"full"``."""
+        size = as_size(img_size)
+        if size is None:
+            raise AbswinError("the input size to convert for must be a size such as 448 or 448x640, not 'full'")
+        return cls(size, target, as_size(global_size))
 
 
 Planner = Callable[[Checkpoint, Detection, ConvertRequest], Plan]

@@ -24,7 +24,7 @@ from .jsonfile import read_json_object
 from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
 from .safetensors_header import read_header
-from .shards import INDEX_SUFFIX, index_in, read_weight_map, shard_files
+from .shards import INDEX_SUFFIX, ShardIndex, index_in, read_weight_map, shard_files
 from .tensors import FileTensor, RawTensor, StoredTensor, StridedTensor
 
 # The dict keys a state dict is found under, outermost first; they nest ({'model': {'module': {...}}}).
@@ -48,7 +48,7 @@ class Checkpoint:
         wrapper_path: tuple[str, ...] = (),
         others: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
-        shards: dict[str, str] | None = None,
+        shards: ShardIndex | None = None,
         storage_starts: dict[str, int] | None = None,
         source_object: Any = None,
     ) -> None:
@@ -57,7 +57,7 @@ class Checkpoint:
         self.config = config  # config.json beside the weights, when there is one
         self.wrapper_path = wrapper_path  # the dict keys the state dict sat under, () for a flat file
         self.metadata = metadata or {}  # safetensors __metadata__
-        self.shards = shards  # tensor -> shard file beside ``path`` (the index) for a sharded checkpoint
+        self.shards = shards  # the shard of each tensor, for a sharded checkpoint (``path`` is its index)
         self.prefix = ""  # stripped from the stored names by ``without_prefix`` (DDP's ``module.``, ...)
         self._tensors = tensors
         self._others = others or {}  # the top-level entries beside the wrapper (EMA copies, optimizer, epoch, ...)
@@ -99,7 +99,7 @@ class Checkpoint:
             return self  # stripping would merge two tensors: not a wrapper prefix
         view = copy.copy(self)
         view._tensors = {names[k]: v for k, v in self._tensors.items()}
-        view.shards = {names[k]: v for k, v in self.shards.items()} if self.shards else None
+        view.shards = self.shards.renamed(names) if self.shards else None
         view.prefix = prefix
         view._unprefixed = frozenset(k for k, new in names.items() if k == new)
         return view
@@ -183,7 +183,7 @@ def _open_shards(index: Path, config_path: Path | None) -> Checkpoint:
         wrong = sorted(set(found.items()) ^ set(weight_map.items()))[0][0]
         raise AbswinError(f"{index}: the index and the shards disagree about {wrong!r}; re-download the checkpoint")
     tensors = {key: shard.stored(key) for shard in shards for key in shard.keys()}
-    return Checkpoint(index, shards[0].format, tensors, config, metadata=shards[0].metadata, shards=weight_map)
+    return Checkpoint(index, shards[0].format, tensors, config, metadata=shards[0].metadata, shards=ShardIndex(weight_map))
 
 
 def _refuse_lfs_pointer(path: Path) -> None:

@@ -51,7 +51,7 @@ class ConversionResult:
             "output": str(self.output),
             "config": str(self.config) if self.config else None,
             "family": self.detection.family,
-            "format": self.detection.format,
+            "format": self.detection.spelling,
             "metadata": self.metadata,
             "notes": self.notes,
         }
@@ -108,8 +108,8 @@ def inspect(source: str | Path, family: str | None = None, overrides: Overrides 
         file=str(ckpt.path),
         hub=hub_file.to_json() if hub_file else None,
         family=det.family,
-        format=det.format,
-        container=ckpt.format,
+        format=det.spelling,
+        container=ckpt.container,
         wrapper=".".join(ckpt.wrapper_path) or None,
         tensors=len(ckpt.keys()),
         position_key=det.pos_key,
@@ -157,7 +157,7 @@ def convert(
     fmt = output_format(Path(output), fmt)
     request = ConvertRequest.parse(img_size, target, global_size)
     ckpt, det, hub_file = load(source, family, overrides)
-    torch_name = ckpt.path.name if ckpt.format == "torch" and ckpt.shards is None else None
+    torch_name = ckpt.path.name if ckpt.container == "torch" and ckpt.shards is None else None
     weights_path, config_path = output_paths(Path(output), fmt, torch_name)
     safetensors_output = fmt == "safetensors"
     # a sharded source written to a folder (-o FOLDER) as safetensors keeps its shards
@@ -234,9 +234,9 @@ def _planned_copies(
 ) -> dict[str, tuple[Checkpoint, Plan]]:
     """Each other state dict of a training checkpoint (EMA copies), recognised and planned on its own."""
     planned = {}
-    for name in ckpt.copies:
+    for name in ckpt.other_states:
         try:
-            copy, copy_det = families.recognise(ckpt.copy(name), det.family, overrides)
+            copy, copy_det = families.recognise(ckpt.other_state(name), det.family, overrides)
         except families.NotRecognised as exc:
             raise AbswinError(
                 f"{ckpt.path.name}: {name!r} holds a second state dict that is not a {det.family} model, so it cannot be "
@@ -299,7 +299,7 @@ def _write_torch_output(dest: Path, ckpt: Checkpoint, plan: Plan, copies: dict[s
         obj = _output_state(ckpt, plan)
     else:  # the object the file held, read when it was opened: its tensors are references to their storages
         obj = ckpt.source_object
-        storages = SourceStorages(ckpt.path, ckpt.storage_starts) if ckpt.format == "torch" else None
+        storages = SourceStorages(ckpt.path, ckpt.storage_starts) if ckpt.container == "torch" else None
         for source, source_plan in [(ckpt, plan), *copies.values()]:
             obj = _placed(obj, source.wrapper_path, _output_state(source, source_plan))
     archive = TorchZip(obj, storages)

@@ -14,7 +14,8 @@ from tests.test_push import TIMM_REPO, run_ok
 from tests.test_push import timm_repo as timm_repo  # a fixture this file uses
 
 # What every conversion records beside the entries a test names.
-RECORDED = {"version": "0.1.0", "format": "official", "position_key": "pos_embed", "native_input": "224x224", "window": "8x8",
+RECORDED = {"version": "0.1.0", "format": "official", "target": "baked", "position_key": "pos_embed",
+            "native_input": "224x224", "window": "8x8",
             "global_size": "14x14", "resize": "bicubic", "residual": "0", "window_energy": "0.5"}
 
 

@@ -89,7 +89,7 @@ def convert_command(
     energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
-        f"  {done.family} ({done.source_format}) -> {done.target} at {format_size(record.img_size)}: "
+        f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
         f"window {format_size(done.window)}, global {global_size}, residual {done.residual:.2e}, window energy {energy}",
     ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, record)
     report = result.to_json()

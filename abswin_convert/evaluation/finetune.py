@@ -55,7 +55,7 @@ def start_model(checkpoint: str | Path, img_size: int, pos: str) -> Classifier:
         state["pos_embed"] = to_torch(RawTensor.encode(nchw(parts.global_), dtype))
         state[TIMM_WINDOW_KEY] = to_torch(RawTensor.encode(nchw(parts.window), dtype))
     else:
-        if det.format == TIMM_ABSWIN:
+        if det.spelling == TIMM_ABSWIN:
             raise AbswinError("--pos naive needs one flat position embedding; this checkpoint is already split (timm abswin)")
         resized = aw.naive(read_position(ckpt, det).grid, out_grid, det.resize)
         state["pos_embed"] = to_torch(RawTensor.encode(resized.reshape(1, -1, resized.shape[-1]), dtype))

@@ -38,13 +38,13 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
     conversion = provenance.conversion if provenance else None
     # the family it was converted as, when recorded
     _, det = families.recognise(ckpt, conversion.family if conversion else None)
-    report: dict = {"family": det.family, "format": det.format, "img_size": img_size, "problems": []}
+    report: dict = {"family": det.family, "format": det.spelling, "img_size": img_size, "problems": []}
     source = source or (provenance.source if provenance else None)
     report.update(_runtime_check(path, img_size, _config_for(path, source)))
-    if det.format == TIMM_ABSWIN and not (source and Path(source).exists()):
+    if det.spelling == TIMM_ABSWIN and not (source and Path(source).exists()):
         # provenance names a source without its folder: the native-size check needs the file itself
         report["native_check"] = "not verified: pass the source (source=PATH) to compare at the native size"
-    elif det.format == TIMM_ABSWIN:
+    elif det.spelling == TIMM_ABSWIN:
         src, src_det = families.recognise(open_checkpoint(source), det.family)  # type: ignore[arg-type]
         error = native_error(src, src_det, ckpt.path)
         report["native_max_abs_error"] = error

@@ -78,7 +78,7 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
             f"{ckpt.path.name}: no position embedding recognised {named}; {generic.position_candidates(ckpt)}; "
             "pass --family, or --key/--layout/--window for a family we do not know"
         )
-    names = ", ".join(f"{det.family} ({det.format})" for det in found)
+    names = ", ".join(f"{det.family} ({det.spelling})" for det in found)
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")
 
 

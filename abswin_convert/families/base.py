@@ -27,10 +27,10 @@ from ..vocabulary import BAKED, SAM2_TRUNK, SAM2_WINDOW_KEY, TIMM_ABSWIN, TIMM_W
 if TYPE_CHECKING:
     from .overrides import Overrides
 
-# The Hub library that runs each target other than ``baked``, and each source format whose runtime loads a baked
+# The Hub library that runs each target other than ``baked``, and each source spelling whose runtime loads a baked
 # output as it is; any other output is run by its family's own library.
 TARGET_LIBRARIES = {TIMM_ABSWIN: "timm", SAM2_TRUNK: "sam2"}
-FORMAT_LIBRARIES = {"timm": "timm", TIMM_ABSWIN: "timm", "transformers": "transformers"}
+SPELLING_LIBRARIES = {"timm": "timm", TIMM_ABSWIN: "timm", "transformers": "transformers"}
 TARGET_TASKS = {SAM2_TRUNK: "mask-generation"}  # a target whose models do another task than the family's own
 
 
@@ -44,7 +44,7 @@ class Detection:
     """What a family recognised in a checkpoint."""
 
     family: str  # "hiera", "sam", ...
-    format: str  # "official", "timm", "transformers", ...
+    spelling: str  # how the source names its tensors within its family: "official", "timm", "transformers", ...
     pos_key: str  # the position tensor that carries the window pattern (the global part of a split checkpoint)
     layout: str  # see grid.LAYOUTS
     grid: Size  # token grid the model runs at, at its native input size
@@ -135,9 +135,9 @@ class Family:
         """The extra target ``name`` when it applies to ``det``."""
         return next((t for t in self.extra_targets if t.name == name and t.applies(det)), None)
 
-    def runtime_library(self, source_format: str, target: str) -> str:
+    def runtime_library(self, spelling: str, target: str) -> str:
         """The Hub library that loads an output: the target's runtime, else the source format's, else the family's."""
-        return TARGET_LIBRARIES.get(target) or FORMAT_LIBRARIES.get(source_format) or self.library
+        return TARGET_LIBRARIES.get(target) or SPELLING_LIBRARIES.get(spelling) or self.library
 
     def runtime_task(self, target: str) -> str | None:
         return TARGET_TASKS.get(target) or self.task
@@ -164,7 +164,7 @@ class Decomposition:
 def require_target(det: Detection, target: str) -> None:
     if target not in det.targets:
         raise AbswinError(
-            f"target {target!r} is not available for {det.family} ({det.format}); use one of {', '.join(det.targets)}"
+            f"target {target!r} is not available for {det.family} ({det.spelling}); use one of {', '.join(det.targets)}"
         )
 
 
@@ -182,7 +182,7 @@ def require_window_within_grid(det: Detection) -> Detection:
     if det.window[0] > det.grid[0] or det.window[1] > det.grid[1]:
         raise AbswinError(
             f"window {format_size(det.window)} is larger than the {format_size(det.grid)} token grid of "
-            f"{det.family} ({det.format}); pass --window {format_size(det.grid)} or smaller"
+            f"{det.family} ({det.spelling}); pass --window {format_size(det.grid)} or smaller"
         )
     return det
 
@@ -291,7 +291,7 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
     """Provenance entries every conversion records."""
     return {
         "family": det.family,
-        "format": det.format,
+        "format": det.spelling,
         "target": request.target,
         "position_key": det.pos_key,
         "native_input": format_size(det.native_input),

@@ -121,10 +121,10 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result.add[TIMM_WINDOW_KEY] = RawTensor.encode(base.nchw(parts.window), dtype)
     if result.drop:
         result.notes.append(f"dropped {len(result.drop)} tensors timm's Hiera has no place for (e.g. {sorted(result.drop)[0]})")
-    if det.format in ("timm", TIMM_ABSWIN):  # other formats' configs do not describe a timm model
+    if det.spelling in ("timm", TIMM_ABSWIN):  # other formats' configs do not describe a timm model
         result.config = _updated_config(ckpt.config, request, global_size)
     gh, gw = global_size
-    config = (ckpt.config or {}) if det.format in ("timm", TIMM_ABSWIN) else {}
+    config = (ckpt.config or {}) if det.spelling in ("timm", TIMM_ABSWIN) else {}
     arch = config.get("architecture")
     name = f"'{arch}'" if isinstance(arch, str) else _timm_arch(ckpt, det)
     own = {k: v for k, v in (config.get("model_args") or {}).items() if k not in _SIZE_ARGS}  # e.g. a custom width
@@ -175,9 +175,9 @@ def _updated_config(config: dict | None, request: ConvertRequest, abswin_global:
 
 def timm_key_map(ckpt: Checkpoint, det: Detection) -> dict[str, str]:
     """Source key -> timm Hiera key, for every key timm's Hiera has a place for."""
-    if det.format in ("timm", TIMM_ABSWIN):
+    if det.spelling in ("timm", TIMM_ABSWIN):
         return {k: k for k in ckpt.keys()}
-    if det.format == "official":
+    if det.spelling == "official":
         return {k: _official_to_timm(k) for k in ckpt.keys() if not k.startswith(MAE_ONLY_PREFIXES)}
     offsets = _stage_offsets(ckpt.keys(), det.key_prefix)
     mapped = {k: _hf_to_timm(k, det.key_prefix, offsets) for k in ckpt.keys()}

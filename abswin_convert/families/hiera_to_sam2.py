@@ -25,7 +25,7 @@ TARGET = SAM2_TRUNK
 
 def applies(det: Detection) -> bool:
     """Every Hiera image checkpoint can become a SAM2 trunk (video ones cannot)."""
-    return det.family == hiera.NAME and det.format != hiera.VIDEO_FORMAT
+    return det.family == hiera.NAME and det.spelling != hiera.VIDEO_FORMAT
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:

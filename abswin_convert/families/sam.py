@@ -62,12 +62,12 @@ def _vision_config(config: dict | None) -> dict:
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The NHWC embedding baked for ``img_size``, the global blocks' tables resized to match."""
-    if det.format in _SQUARE_ONLY:
-        base.require_square(request.img_size, f"SAM ({det.format})")
+    if det.spelling in _SQUARE_ONLY:
+        base.require_square(request.img_size, f"SAM ({det.spelling})")
     result = base.baked_plan(ckpt, det, request)
     out_grid = base.output_grid(det, request.img_size)
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride)
     result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None, _timm_arch(ckpt, det)))
     return result
@@ -96,12 +96,12 @@ def _timm_arch(ckpt: Checkpoint, det: Detection) -> str:
 def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool, timm_arch: str) -> str:
     """How to build the model that loads the output."""
     n, g = img_size[0], grid[0]
-    if det.format == "segment-anything":
+    if det.spelling == "segment-anything":
         return (
             f"build ImageEncoderViT(img_size={n}, ...) and PromptEncoder(image_embedding_size=({g}, {g}), "
             f"input_image_size=({n}, {n}), ...); sam_model_registry's builders fix 1024"
         )
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         done = "written to config.json" if wrote_config else "set them in the model config"
         return f"vision_config.image_size={n}, prompt_encoder_config.image_size={n} ({done})"
     return f"timm.create_model('{timm_arch}', img_size={base.size_arg(img_size)}) loads it with strict=True"

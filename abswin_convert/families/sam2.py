@@ -121,12 +121,12 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     background: Size = tuple(parts.global_.shape[:2])
     if request.target == BAKED:
         result.config = _updated_config(ckpt.config, request.img_size, background)
-        result.notes.append(_runtime_note(det.format, request.img_size, background, result.config is not None))
+        result.notes.append(_runtime_note(det.spelling, request.img_size, background, result.config is not None))
         return result
-    rename, result.drop = trunk_rename(ckpt.keys(), det.key_prefix, det.format)
+    rename, result.drop = trunk_rename(ckpt.keys(), det.key_prefix, det.spelling)
     result.rename = {k: v for k, v in rename.items() if k != v}
     result.wrapper = SAM2_WRAPPER  # what sam2's loader reads, with --format pt
-    if det.format != "sam2":
+    if det.spelling != "sam2":
         result.notes.append(
             f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors"
         )

@@ -81,7 +81,7 @@ def library_name(provenance: Provenance) -> str:
     """The Hub library that loads the output: the target's runtime, else the source format's, else the family's."""
     done = provenance.conversion
     family = _family(done) if done else None
-    return family.runtime_library(done.source_format, done.target) if done and family else _FALLBACK_LIBRARY
+    return family.runtime_library(done.spelling, done.target) if done and family else _FALLBACK_LIBRARY
 
 
 def _family(done: Conversion) -> Family | None:

@@ -90,7 +90,7 @@ class Conversion:
     """What a conversion did: the family read, the target written, the sizes and how well the global part fits."""
 
     family: str
-    source_format: str  # the source's spelling within its family (``official``, ``timm``, ...): on disk ``format``
+    spelling: str  # how the source names its tensors within its family (``official``, ``timm``, ...): on disk ``format``
     target: str
     position_key: str
     native_input: Size
@@ -103,7 +103,7 @@ class Conversion:
     def entries(self) -> dict[str, str]:
         return {
             "family": self.family,
-            "format": self.source_format,
+            "format": self.spelling,
             "target": self.target,
             "position_key": self.position_key,
             "native_input": format_size(self.native_input),
@@ -119,7 +119,7 @@ class Conversion:
         try:
             return cls(
                 family=entries["family"],
-                source_format=entries["format"],
+                spelling=entries["format"],
                 target=entries["target"],
                 position_key=entries["position_key"],
                 native_input=parse_size(entries["native_input"]),

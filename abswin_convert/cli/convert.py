@@ -72,8 +72,6 @@ def convert_command(
 
     quiet_downloads(quiet)
     from ..families.overrides import Overrides
-    from ..io.provenance import NO_GLOBAL_PART, ONE_WINDOW
-    from ..maths.grid import format_size
 
     if push_to:  # a push that cannot happen is refused before the conversion, not after it
         from ..hub.push import check_push_target
@@ -82,16 +80,10 @@ def convert_command(
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
                      family=family, overrides=Overrides.parse(**overrides), ema=ema,  # type: ignore[arg-type]
                      progress=not quiet)
-    record = result.provenance
-    done = record.conversion
-    assert done is not None and record.img_size is not None  # a conversion records both
-    global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
-    energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
-        f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
-        f"window {format_size(done.window)}, global {global_size}, residual {done.residual:.2e}, window energy {energy}",
-    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, record)
+        _what_was_done(result.provenance),
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, result.provenance)
     report = result.to_json()
     if push_to:
         from ..hub.push import push
@@ -100,6 +92,19 @@ def convert_command(
         report["push"] = pushed.to_json()
         lines += push_lines(pushed)
     emit(report, as_json, lines)
+
+
+def _what_was_done(record: Provenance) -> str:
+    """The family read, the target written and how well the global part fits, in one line."""
+    from ..io.provenance import NO_GLOBAL_PART, ONE_WINDOW
+    from ..maths.grid import format_size
+
+    done = record.conversion
+    assert done is not None and record.img_size is not None  # a conversion records both
+    global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
+    energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
+    return (f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
+            f"window {format_size(done.window)}, global {global_size}, residual {done.residual:.2e}, window energy {energy}")
 
 
 def _load_lines(config_path: Path | None, provenance: Provenance) -> list[str]:

@@ -16,7 +16,7 @@ from transformers import VitDetModel
 from abswin_convert import convert, convert_state_dict
 from abswin_convert.errors import AbswinError
 from abswin_convert.hub.model_card import model_card, reproduce_command
-from abswin_convert.io.provenance import read_provenance
+from abswin_convert.io.provenance import Provenance
 from tests import test_sam, test_sam2
 from tests.hiera_models import save_official
 from tests.random_weights import randomize
@@ -235,7 +235,7 @@ def test_without_torch_the_conversion_works_and_says_it_did_not_measure(saved, t
     args = ("convert", str(path), "-o", str(tmp_path / "out.safetensors"), "--window-size", "16")
     assert loaded_after(WITHOUT_TORCH, *args)["code"] == 0
     with safe_open(tmp_path / "out.safetensors", "np") as f:
-        meta = read_provenance(f.metadata())
+        meta = Provenance.from_metadata(f.metadata()).entries()
     assert meta["window_change_effect"] == "not measured: needs torch"
     assert meta["window_size"] == "16x16"
 
@@ -243,10 +243,11 @@ def test_without_torch_the_conversion_works_and_says_it_did_not_measure(saved, t
 def test_model_card_says_the_output_changed_and_reproduces_the_window_options(saved, tmp_path):
     _, path = saved("timm")
     result = convert(path, tmp_path / "out.safetensors", window_size=16, relpos_resize="align-corners")
-    provenance = read_provenance(result.metadata)
+    provenance = result.provenance
     card = model_card(provenance)
     assert "changes what the model computes at its own size" in card
-    assert f"| relative change of the encoder output at the native size | `{provenance['window_change_effect']}` |" in card
+    effect = provenance.others["window_change_effect"]
+    assert f"| relative change of the encoder output at the native size | `{effect}` |" in card
     assert reproduce_command(provenance).endswith("--window-size 16x16 --relpos-resize align-corners --window-part keep")
 
 
@@ -264,7 +265,7 @@ def test_a_zoo_entry_takes_the_window_options(saved, cli, tmp_path):
     result = cli("zoo", manifest)
     assert result.exit_code == 0, result.output
     with safe_open(tmp_path / "out" / "sam-baked-1024x1024" / "model.safetensors", "np") as f:
-        meta = read_provenance(f.metadata())
+        meta = Provenance.from_metadata(f.metadata()).entries()
     assert (meta["window_size"], meta["window_part"], meta["relpos_resize"]) == ("16x16", "rewindow", "get-rel-pos")
     assert json.loads(meta["zoo_options"])["window_size"] == "16x16"
     manifest.write_text(manifest.read_text().replace('"rewindow"', '"moved"'))

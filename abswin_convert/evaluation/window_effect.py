@@ -71,9 +71,9 @@ def measure(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> float 
         return "not measured: no window change"
     if change.per_stage:
         return "not measured: this package has no SAM2 trunk forward yet (scripts/measure_window_change.py measures one)"
-    names = NAMES.get((det.family, det.format))
+    names = NAMES.get((det.family, det.spelling))
     if names is None:
-        return f"not measured: no encoder forward for {det.family} ({det.format}) checkpoints"
+        return f"not measured: no encoder forward for {det.family} ({det.spelling}) checkpoints"
     try:
         import torch
     except ImportError:

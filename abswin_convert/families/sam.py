@@ -16,10 +16,11 @@ from ..maths.grid import format_size
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
 from ..runtimes import timm as timm_runtime
+from ..vocabulary import BAKED, SAM
 from . import base, relpos, window_change
-from .base import ConvertRequest, Detection, Family
+from .base import ConvertRequest, Detection, Family, from_checkpoint_alone
 
-NAME = "sam"
+NAME = SAM
 WINDOW = (14, 14)
 # (format, position key, patch-embedding weight)
 FORMATS = (
@@ -47,7 +48,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         window = (vision["window_size"],) * 2 if vision.get("window_size") else relpos.window_of(ckpt) or WINDOW
         global_ = relpos.global_blocks(ckpt, vision.get("global_attn_indexes"))
         return Detection(
-            NAME, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, ("baked",),
+            NAME, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, (BAKED,),
             pads_windows=True, global_blocks=tuple(global_), rel_pos_tables=len(relpos.tables(ckpt)),
         )
     return None
@@ -64,8 +65,8 @@ def _vision_config(config: dict | None) -> dict:
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The NHWC embedding baked for ``img_size``, the global blocks' tables resized to match; with a window change
     (``--window-size``) the windowed blocks' tables too, and the embedding's window part kept or re-windowed."""
-    if det.format in _SQUARE_ONLY:
-        base.require_square(request.img_size, f"SAM ({det.format})")
+    if det.spelling in _SQUARE_ONLY:
+        base.require_square(request.img_size, f"SAM ({det.spelling})")
     change = request.window_change
     out_grid = base.output_grid(det, request.img_size)
     window = window_change.require_planar(change, det, out_grid) if change else det.window
@@ -74,7 +75,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         del result.replace[det.pos_key]  # PR 594: the embedding stays exactly as it was
     relpos.resize_tables(ckpt, det.global_blocks, window, out_grid, result, bool(change and change.align_corners))
     new_window = window[0] if change else None
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride, new_window)
     elif new_window and timm_runtime.is_timm_config(ckpt.config):
         result.config = timm_runtime.resized_config(ckpt.config, request.img_size, window_size=new_window)  # type: ignore[arg-type]
@@ -113,16 +114,16 @@ def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool, 
     """How to build the model that loads the output."""
     n, g = img_size[0], grid[0]
     win = f", window_size={window}" if window else ""
-    if det.format == "segment-anything":
+    if det.spelling == "segment-anything":
         return (
             f"build ImageEncoderViT(img_size={n}{win}, ...) and PromptEncoder(image_embedding_size=({g}, {g}), "
             f"input_image_size=({n}, {n}), ...); sam_model_registry's builders fix 1024" + (" and 14" if window else "")
         )
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         done = "written to config.json" if wrote_config else "set them in the model config"
         window_field = f", vision_config.window_size={window}" if window else ""
         return f"vision_config.image_size={n}{window_field}, prompt_encoder_config.image_size={n} ({done})"
     return f"timm.create_model('{timm_arch}', img_size={base.size_arg(img_size)}{win}) loads it with strict=True"
 
 
-FAMILY = Family(NAME, detect, plan)
+FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="segment-anything", task="mask-generation")

@@ -100,7 +100,7 @@ def _parse_window(value: int | str | tuple[int, ...] | list[int]) -> tuple[tuple
 def require_planar(change: WindowChange, det: Detection, grid: Size) -> Size:
     """The new window of a SAM or ViTDet: one side (their runtimes take ``window_size`` as one int), different from
     the checkpoint's own, and no larger than the token ``grid`` the model runs at."""
-    name = f"{det.family} ({det.format})"
+    name = f"{det.family} ({det.spelling})"
     if change.per_stage:
         raise AbswinError(f"--window-size {change.spelled} is a per-stage SAM2 window_spec; {name} takes one window: N")
     window = change.size

@@ -161,6 +161,7 @@ def test_sam2_window_spec_changes_no_weight_and_builds(tmp_path, cli, fmt):
     report = json.loads(result.stdout)
     notes = " ".join(report["notes"])
     assert report["metadata"]["abswin.window_size"] == "8,4,16,8"
+    assert report["metadata"]["abswin.window_change_effect"].startswith("not measured: this package has no SAM2 trunk")
     spec = (8, 4, 16, 8)
     if fmt == "transformers":
         config = json.loads((out / "config.json").read_text())

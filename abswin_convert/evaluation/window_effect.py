@@ -70,7 +70,7 @@ def measure(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> float 
     if change is None:
         return "not measured: no window change"
     if change.per_stage:
-        return "not measured: this package has no SAM2 trunk forward yet (scripts/measure_window_change.py measures one)"
+        return "not measured: this package has no SAM2 trunk forward (README, Changing the attention window: a measured figure)"
     names = NAMES.get((det.family, det.spelling))
     if names is None:
         return f"not measured: no encoder forward for {det.family} ({det.spelling}) checkpoints"

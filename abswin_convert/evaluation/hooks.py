@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import AbswinError
 from ..io.checkpoint import open_checkpoint
-from ..io.outputs import finetune_folder
+from ..io.outputs import WEIGHT_SUFFIXES, finetune_folder, read_metadata
 from ..io.provenance import read_provenance
 from ..maths.grid import parse_size
 
@@ -83,9 +83,20 @@ def call_with_options(func: Callable[..., dict], name: str, path: Path, options:
 def converted_size(path: str | Path) -> int:
     """The input size recorded in a converted checkpoint's provenance (square sizes only): what eval and finetune
     use when no size is given."""
-    provenance = read_provenance(open_checkpoint(path).metadata)
-    if "img_size" not in provenance:
+    size = recorded_size(path)
+    if size is None:
         raise AbswinError(f"{path}: no abswin.img_size in its metadata to default to; pass --img-size (img_size in a hook)")
+    return size
+
+
+def recorded_size(path: str | Path) -> int | None:
+    """The square input size a converted checkpoint's provenance records (a ``.pt`` output's in its sidecar), or
+    None for a checkpoint without one."""
+    path = Path(path)
+    weight_file = path.is_file() and path.name.lower().endswith(WEIGHT_SUFFIXES)
+    provenance = read_provenance(read_metadata(path) if weight_file else open_checkpoint(path).metadata)
+    if "img_size" not in provenance:
+        return None
     h, w = parse_size(provenance["img_size"])
     if h != w:
         raise AbswinError(

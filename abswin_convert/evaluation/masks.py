@@ -13,6 +13,7 @@ per-instance IoUs stay on the device: the host waits for the GPU once, at the en
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ def run_mask_eval(checkpoint: str | Path, data: str, img_size: int | None = None
     """``abswin-convert eval`` for a SAM or SAM2 checkpoint on ``coco:ANNOTATIONS.json[:IMAGES_DIR]``."""
     if prompt not in PROMPTS:
         raise AbswinError(f"unknown prompt {prompt!r}; use {' or '.join(PROMPTS)}")
+    if importlib.util.find_spec("pycocotools") is None:
+        raise AbswinError("the mask eval reads COCO annotations with pycocotools: pip install 'abswin-convert[masks]'")
     spec = parse_coco_spec(data)
     dev = resolve_device(device)
     segmenter = load_segmenter(checkpoint, img_size)

@@ -13,6 +13,7 @@ EfficientViT-SAM's ``eval_sam_coco`` does.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,7 @@ from ..io.checkpoint import open_checkpoint
 from ..io.torch_bridge import torch_state_dict
 
 RUNTIMES = {"segment-anything": "segment-anything .pth", "sam2": "sam2 .pt"}  # the formats the mask eval builds
+_MODULES = {"segment-anything": "segment_anything", "sam2": "sam2"}  # format -> the package that builds it
 
 
 class Segmenter(Protocol):
@@ -56,6 +58,8 @@ def load_segmenter(path: str | Path, img_size: int | None = None) -> Segmenter:
             f"{path}: a {det.family} checkpoint ({det.format}); the mask eval builds {' and '.join(RUNTIMES.values())} "
             "checkpoints (a classifier takes --data fashion-mnist or imagefolder:)"
         )
+    if importlib.util.find_spec(_MODULES[det.format]) is None:
+        raise AbswinError(f"{path}: a {RUNTIMES[det.format]} checkpoint; building it needs pip install {det.format}")
     state = torch_state_dict(ckpt)
     if det.format == "segment-anything":
         return SamSegmenter(state, img_size)

@@ -91,7 +91,7 @@ def measured(sources, coco):
     def get(kind: str) -> tuple[dict, dict]:
         if kind not in cache:
             segmenter = load_segmenter(sources(kind)[1], SIZE[kind])
-            loader = make_loader(CocoInstances(parse_coco_spec(coco), segmenter.host_transform), 1, torch.device("cpu"),
+            loader = make_loader(CocoInstances(parse_coco_spec(coco), "box", segmenter.host_transform), 1, torch.device("cpu"),
                                  limit=IMAGES[kind], collate_fn=only_sample)
             cache[kind] = tuple(evaluate_masks(segmenter, loader, torch.device("cpu"), "box", batch, progress=False)
                                 for batch in (None, 1))  # type: ignore[assignment]

@@ -59,23 +59,25 @@ class Sample:
     image: torch.Tensor
     original_size: tuple[int, int]  # (H, W)
     masks: torch.Tensor  # [N, H, W] bool
-    boxes: torch.Tensor  # [N, 4] float, x0 y0 x1 y1 in pixels
-    points: torch.Tensor  # [N, 2] float, x y in pixels
+    prompts: torch.Tensor  # float pixels: boxes [N, 4] (x0 y0 x1 y1) or points [N, 2] (x y)
     areas: torch.Tensor  # [N] the annotations' areas
 
     def pin_memory(self) -> Sample:
         """The DataLoader pins what this returns (on CUDA: copies to the device then run asynchronously)."""
-        return Sample(self.image.pin_memory(), self.original_size, self.masks.pin_memory(), self.boxes.pin_memory(),
-                      self.points.pin_memory(), self.areas)
+        return Sample(self.image.pin_memory(), self.original_size, self.masks.pin_memory(), self.prompts.pin_memory(),
+                      self.areas)
 
 
 class CocoInstances(Dataset):
-    """The images of a COCO-format file that hold instances, in image-id order; ``transform`` maps the uint8
-    ``[H, W, 3]`` image (run in the loader's workers)."""
+    """The images of a COCO-format file that hold instances, in image-id order, with a ``prompt`` ("box" or
+    "point") per instance; ``transform`` maps the uint8 ``[H, W, 3]`` image (run in the loader's workers)."""
 
-    def __init__(self, spec: CocoSpec, transform=None) -> None:
+    def __init__(self, spec: CocoSpec, prompt: str = "box", transform=None) -> None:
         from pycocotools.coco import COCO
 
+        if prompt not in PROMPTS:
+            raise AbswinError(f"unknown prompt {prompt!r}; use {' or '.join(PROMPTS)}")
+        self.prompt = prompt
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress on stdout
                 self.coco = COCO(str(spec.annotations))
@@ -107,13 +109,16 @@ class CocoInstances(Dataset):
         if masks.shape[1:] != image.shape[:2]:
             raise AbswinError(f"{path}: the image is {image.shape[1]}x{image.shape[0]}, its annotations say "
                               f"{info['width']}x{info['height']}")
-        x, y, w, h = np.array([a["bbox"] for a in annotations], dtype=np.float64).T
+        if self.prompt == "box":
+            x, y, w, h = np.array([a["bbox"] for a in annotations], dtype=np.float64).T
+            prompts = torch.from_numpy(np.stack([x, y, x + w, y + h], axis=1)).float()
+        else:
+            prompts = torch.tensor([interior_point(m) for m in masks], dtype=torch.float32)
         return Sample(
             image=self.transform(image) if self.transform else torch.from_numpy(image),
             original_size=(image.shape[0], image.shape[1]),
             masks=torch.from_numpy(masks),
-            boxes=torch.from_numpy(np.stack([x, y, x + w, y + h], axis=1)).float(),
-            points=torch.tensor([interior_point(m) for m in masks], dtype=torch.float32),
+            prompts=prompts,
             areas=torch.tensor([float(a["area"]) for a in annotations]),
         )
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AbswinError
-from .coco import PROMPTS, CocoInstances, Sample, parse_coco_spec
+from .coco import CocoInstances, Sample, parse_coco_spec
 from .eval import make_loader, resolve_device
 from .segmenters import Segmenter, load_segmenter
 
@@ -32,15 +32,13 @@ def run_mask_eval(checkpoint: str | Path, data: str, img_size: int | None = None
                   device: str = "auto", prompt_batch: int | None = None, limit: int | None = None,
                   workers: int | None = None, progress: bool = True) -> dict:
     """``abswin-convert eval`` for a SAM or SAM2 checkpoint on ``coco:ANNOTATIONS.json[:IMAGES_DIR]``."""
-    if prompt not in PROMPTS:
-        raise AbswinError(f"unknown prompt {prompt!r}; use {' or '.join(PROMPTS)}")
     if importlib.util.find_spec("pycocotools") is None:
         raise AbswinError("the mask eval reads COCO annotations with pycocotools: pip install 'abswin-convert[masks]'")
-    spec = parse_coco_spec(data)
+    dataset = CocoInstances(parse_coco_spec(data), prompt)  # the data and prompt checked before the model is built
     dev = resolve_device(device)
     segmenter = load_segmenter(checkpoint, img_size)
     segmenter.to(dev)
-    dataset = CocoInstances(spec, segmenter.host_transform)
+    dataset.transform = segmenter.host_transform
     loader = make_loader(dataset, 1, dev, limit=limit, workers=workers, collate_fn=only_sample)
     metrics = evaluate_masks(segmenter, loader, dev, prompt, prompt_batch, progress)
     return {"checkpoint": str(checkpoint), "data": data, "img_size": segmenter.img_size, "prompt": prompt,
@@ -66,7 +64,7 @@ def evaluate_masks(segmenter: Segmenter, loader, device: torch.device, prompt: s
     for sample in tqdm(loader, desc="eval", unit="image", disable=None if progress else True, leave=False):
         image = sample.image.to(device, non_blocking=cuda)
         truth = sample.masks.to(device, non_blocking=cuda)
-        prompts = (sample.boxes if prompt == "box" else sample.points).to(device, non_blocking=cuda)
+        prompts = sample.prompts.to(device, non_blocking=cuda)
         step = prompt_batch or len(prompts)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             segmenter.set_image(image, sample.original_size)

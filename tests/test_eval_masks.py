@@ -187,6 +187,22 @@ def test_source_and_its_conversion_at_the_native_size_score_the_same(sources, me
     assert from_output["miou"] == from_source["miou"] and from_output["instances"] == from_source["instances"]
 
 
+def test_a_training_checkpoint_with_a_ddp_prefix_scores_as_the_plain_one(sources, measured, coco, tmp_path):
+    model, _ = sources("sam")
+    path = tmp_path / "sam_finetune_epoch3.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}, path)
+    result = run_eval(path, coco, device="cpu", limit=IMAGES["sam"], progress=False)
+    assert result["miou"] == measured("sam")[0]["miou"]
+
+
+def test_an_output_for_a_larger_size_is_built_and_evaluated_there(sources, coco, cli, tmp_path):
+    _, source = sources("sam")
+    output = tmp_path / "sam_512.pth"
+    assert cli("convert", source, "-o", output, "--img-size", 512, "--format", "pt").exit_code == 0
+    result = run_eval(output, coco, device="cpu", limit=2, progress=False)  # the size from the provenance
+    assert result["img_size"] == 512 and 0 < result["miou"] < 100
+
+
 def test_the_eval_hook_measures_masks_for_a_zoo(sources, coco, tmp_path, cli):
     _, source = sources("sam")
     output = tmp_path / "sam_native.pth"

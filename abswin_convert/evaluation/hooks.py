@@ -16,8 +16,7 @@ from typing import Any
 from ..errors import AbswinError
 from ..io.checkpoint import open_checkpoint
 from ..io.outputs import WEIGHT_SUFFIXES, finetune_folder, read_metadata
-from ..io.provenance import read_provenance
-from ..maths.grid import parse_size
+from ..io.provenance import Provenance
 
 Hook = Callable[[Path, dict], dict]
 BUILTIN_HOOKS = ("verify", "eval", "finetune")  # known by name, without importing torch
@@ -94,10 +93,11 @@ def recorded_size(path: str | Path) -> int | None:
     None for a checkpoint without one."""
     path = Path(path)
     weight_file = path.is_file() and path.name.lower().endswith(WEIGHT_SUFFIXES)
-    provenance = read_provenance(read_metadata(path) if weight_file else open_checkpoint(path).metadata)
-    if "img_size" not in provenance:
+    metadata = read_metadata(path) if weight_file else open_checkpoint(path).metadata
+    provenance = Provenance.from_metadata(metadata, str(path))
+    if provenance is None or provenance.img_size is None:
         return None
-    h, w = parse_size(provenance["img_size"])
+    h, w = provenance.img_size
     if h != w:
         raise AbswinError(
             f"{path}: converted for {h}x{w}; eval and finetune take square sizes, pass --img-size (img_size in a hook)"

@@ -26,8 +26,9 @@ from ..errors import AbswinError
 from ..io.checkpoint import open_checkpoint
 from ..io.torch_bridge import torch_state_dict
 
-RUNTIMES = {"segment-anything": "segment-anything .pth", "sam2": "sam2 .pt"}  # the formats the mask eval builds
-_MODULES = {"segment-anything": "segment_anything", "sam2": "sam2"}  # format -> the package that builds it
+RUNTIMES = {"segment-anything": "segment-anything .pth", "sam2": "sam2 .pt"}  # the spellings the mask eval builds
+_MODULES = {"segment-anything": "segment_anything", "sam2": "sam2"}  # spelling -> the package that builds it
+MASK_TASK = "mask-generation"  # the families whose models the mask eval measures
 
 
 class Segmenter(Protocol):
@@ -53,15 +54,15 @@ def load_segmenter(path: str | Path, img_size: int | None = None) -> Segmenter:
     """The SAM or SAM2 checkpoint at ``path`` as a segmenter for ``img_size`` inputs (default: the size its weights
     are for; 1024 for sam2, whose weights do not say)."""
     ckpt, det = families.recognise(open_checkpoint(path))
-    if det.family not in ("sam", "sam2") or det.format not in RUNTIMES:
+    if families.ALL[det.family].task != MASK_TASK or det.spelling not in RUNTIMES:
         raise AbswinError(
-            f"{path}: a {det.family} checkpoint ({det.format}); the mask eval builds {' and '.join(RUNTIMES.values())} "
+            f"{path}: a {det.family} checkpoint ({det.spelling}); the mask eval builds {' and '.join(RUNTIMES.values())} "
             "checkpoints (a classifier takes --data fashion-mnist or imagefolder:)"
         )
-    if importlib.util.find_spec(_MODULES[det.format]) is None:
-        raise AbswinError(f"{path}: a {RUNTIMES[det.format]} checkpoint; building it needs pip install {det.format}")
+    if importlib.util.find_spec(_MODULES[det.spelling]) is None:
+        raise AbswinError(f"{path}: a {RUNTIMES[det.spelling]} checkpoint; building it needs pip install {det.spelling}")
     state = torch_state_dict(ckpt)
-    if det.format == "segment-anything":
+    if det.spelling == "segment-anything":
         return SamSegmenter(state, img_size)
     return Sam2Segmenter(state, img_size)
 

@@ -251,3 +251,27 @@ def test_the_point_prompt_is_the_pixel_farthest_from_the_outside():
     ring[1:8, 1:8] = True
     ring[4, 4] = False  # a hole in the middle: 16 pixels tie at distance 2, the first in row-major order wins
     assert interior_point(ring) == farthest_inside(ring) == (2, 2)
+
+
+def test_annotations_without_area_or_bbox_and_masks_that_decode_to_nothing_still_count(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a.png")
+    square = np.zeros((20, 30), np.uint8)
+    square[4:10, 6:16] = 1
+    rle = mask_utils.encode(np.asfortranarray(square))
+    annotations = [
+        {"id": 1, "image_id": 7, "category_id": 1, "segmentation": {"size": [20, 30], "counts": rle["counts"].decode()}},
+        {"id": 2, "image_id": 7, "category_id": 1, "area": 1.0, "bbox": [20, 2, 4, 4],
+         "segmentation": [[21.0, 3.0, 21.0, 3.0, 21.0, 3.0]]},  # a polygon with no inside
+        {"id": 3, "image_id": 7, "category_id": 1, "area": 0.0, "bbox": [0, 0, 1, 1], "segmentation": [[0, 0, 1, 0, 1, 1]]},
+    ]
+    (tmp_path / "ann.json").write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "a.png", "height": 20, "width": 30}], "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}]}))
+    spec = parse_coco_spec(f"coco:{tmp_path / 'ann.json'}")
+    boxes, points = (CocoInstances(spec, prompt)[0] for prompt in ("box", "point"))
+    assert boxes.areas.tolist() == [60.0, 1.0]  # the area-0 instance is left out, as eval_sam_coco leaves it
+    assert boxes.prompts.tolist() == [[6, 4, 16, 10], [20, 2, 24, 6]]  # the first from its mask
+    assert points.prompts.tolist() == [[8, 6], [22, 4]]  # 3 px from the edge, the first such; the empty mask: its box centre
+    assert points.masks.sum(dim=(1, 2)).tolist() == [60, 0]

@@ -4,7 +4,8 @@ The annotations are read with pycocotools (polygons, RLE and uncompressed RLE al
 folder of the JSON file) holds each image's ``file_name``. Every instance with an area of at least one pixel is a
 sample, as in EfficientViT-SAM's ``eval_sam_coco``: its box prompt is the annotation's ``bbox``, its point prompt
 the instance pixel farthest from the background (the first one in row-major order where several are), which is
-that script's first click. Images without such an instance are skipped.
+that script's first click. Images without such an instance are skipped. Files that leave out ``area`` or ``bbox``
+get them from the mask.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ class CocoInstances(Dataset):
             raise AbswinError(f"{spec.annotations}: no instance annotations with an area of one pixel or more")
 
     def _annotations(self, image_id: int) -> list[dict]:
-        return [a for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id])) if a.get("area", 0) >= 1]
+        """The image's instances: those with a segmentation and an area of at least a pixel (when one is given)."""
+        annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
+        return [a for a in annotations if a.get("segmentation") and a.get("area", 1) >= 1]
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -105,22 +108,38 @@ class CocoInstances(Dataset):
         except OSError as exc:
             raise AbswinError(f"{path}: cannot read the image ({exc})") from exc
         annotations = self._annotations(info["id"])
-        masks = np.stack([self.coco.annToMask(a) for a in annotations]).astype(bool)
+        try:
+            masks = np.stack([self.coco.annToMask(a) for a in annotations]).astype(bool)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise AbswinError(f"{path}: an annotation's segmentation cannot be decoded ({exc!r})") from exc
         if masks.shape[1:] != image.shape[:2]:
             raise AbswinError(f"{path}: the image is {image.shape[1]}x{image.shape[0]}, its annotations say "
                               f"{info['width']}x{info['height']}")
+        boxes = np.array([instance_box(a, m) for a, m in zip(annotations, masks)], dtype=np.float64)
         if self.prompt == "box":
-            x, y, w, h = np.array([a["bbox"] for a in annotations], dtype=np.float64).T
-            prompts = torch.from_numpy(np.stack([x, y, x + w, y + h], axis=1)).float()
-        else:
-            prompts = torch.tensor([interior_point(m) for m in masks], dtype=torch.float32)
+            prompts = torch.from_numpy(boxes).float()
+        else:  # a mask that decodes to nothing gets its box's centre
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+            prompts = torch.tensor([interior_point(m) if m.any() else tuple(c) for m, c in zip(masks, centres)],
+                                   dtype=torch.float32)
         return Sample(
             image=self.transform(image) if self.transform else torch.from_numpy(image),
             original_size=(image.shape[0], image.shape[1]),
             masks=torch.from_numpy(masks),
             prompts=prompts,
-            areas=torch.tensor([float(a["area"]) for a in annotations]),
+            areas=torch.tensor([float(a.get("area", m.sum())) for a, m in zip(annotations, masks)]),
         )
+
+
+def instance_box(annotation: dict, mask: np.ndarray) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)``: the annotation's ``bbox`` (x, y, w, h), else the mask's extent."""
+    if "bbox" in annotation:
+        x, y, w, h = (float(v) for v in annotation["bbox"])
+        return x, y, x + w, y + h
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if not len(rows):
+        return 0.0, 0.0, float(mask.shape[1]), float(mask.shape[0])
+    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:

@@ -66,7 +66,8 @@ def eval_command(checkpoint: str, data: str, img_size: str | None, prompt: str |
     from ..evaluation.eval import run_eval
 
     masks = is_coco_spec(data)
-    size = (None if masks else square_size(checkpoint, None)) if img_size is None else square_size(checkpoint, img_size)
+    # a SAM or SAM2 source records no size: the mask eval then takes the one its weights are for
+    size = None if masks and img_size is None else square_size(checkpoint, img_size)
     r = run_eval(checkpoint, data, size, device, batch_size, eval_limit, progress=not quiet, prompt=prompt)
     if masks:
         ranges = "  ".join(f"{name} {_percent(r[f'miou_{name}'])}" for name in ("small", "medium", "large"))

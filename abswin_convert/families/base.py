@@ -24,6 +24,7 @@ from ..plan import Plan
 # Runtimes with native absolute win keep the window part as a tensor of its own, under these names.
 TIMM_WINDOW_KEY = "pos_embed_win"  # timm's Hiera with abs_win_pos_embed=True
 SAM2_WINDOW_KEY = "pos_embed_window"  # SAM2's HieraDet trunk (sam2, transformers, timm)
+UNKNOWN_STRIDE = 0  # a patch embedding that does not show its patch size (a Linear): --patch-stride must say it
 
 
 def holds_window_part(ckpt: Checkpoint) -> bool:

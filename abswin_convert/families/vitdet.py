@@ -33,6 +33,7 @@ from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
 from . import base, relpos
 from .base import ConvertRequest, Decomposition, Detection, Family
+from .overrides import RECIPE_FLAG, refuse_plain
 
 NAME = "vitdet"
 WINDOW = (14, 14)  # ViTDet's windowed blocks
@@ -46,9 +47,13 @@ FORMATS = (
     ("timm", "pos_embedding", "patch_embed.proj.weight"),
     ("mmpretrain", "pos_embed", "patch_embed.projection.weight"),
 )
+# A plain ViT under the names people give it (torchvision, transformers ViT, vit-pytorch, their own code): one of
+# these position tensors beside a patch embedding under one of these module names.
+PLAIN_VIT = "vit"
+POSITION_NAMES = ("pos_embed", "pos_embedding", "position_embeddings", "encoder.pos_embedding",
+                  "embeddings.position_embeddings")
+PATCH_MODULES = ("patch_embed", "patch_embedding", "patch_embeddings", "to_patch_embedding", "conv_proj")
 WINDOWED_FORMATS = ("detectron2", "mmdet", "transformers")  # ViTDet backbones: windowed blocks by construction
-RECIPE_FLAG = "--recipe tile"
-RECIPE_HELP = "README: Which recipe for a plain ViT?"
 _SQUARE_ONLY = {
     "detectron2": "detectron2's ViT (pretrain_img_size)",
     "mmdet": "mmdet's ViTDet ViT (pretrain_img_size)",
@@ -59,11 +64,13 @@ _GET_ABS_POS = ("detectron2", "mmdet")  # runtimes that interpolate with get_abs
 
 def detect(ckpt: Checkpoint) -> Detection | None:
     """A flat ``[1, P + H*W, C]`` embedding beside a square, non-overlapping patch embedding."""
-    for fmt, pos_key, patch_key in FORMATS:
+    for fmt, pos_key, patch_key in [*FORMATS, *_usual_names(ckpt)]:
         if pos_key not in ckpt or patch_key not in ckpt:
             continue
         pos_shape, patch_shape = ckpt.shape(pos_key), ckpt.shape(patch_key)
-        if len(pos_shape) != 3 or len(patch_shape) != 4 or patch_shape[-1] == _HIERA_STEM:
+        if len(pos_shape) != 3 or len(patch_shape) not in (2, 4) or patch_shape[-1] == _HIERA_STEM:
+            continue
+        if len(patch_shape) == 2 and fmt != PLAIN_VIT:
             continue
         if fmt == "transformers" and ckpt.config and ckpt.config.get("model_type", "vitdet") != "vitdet":
             continue
@@ -81,7 +88,8 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         # SAM-style windowed blocks carry relative-position tables of the window's length: windowed too.
         plain = fmt not in WINDOWED_FORMATS and not relpos.tables(ckpt)
         return Detection(
-            NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window, patch_shape[-1], BICUBIC,
+            NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window,
+            patch_shape[-1] if len(patch_shape) == 4 else base.UNKNOWN_STRIDE, BICUBIC,
             ("baked",), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
             rel_pos_tables=len(relpos.tables(ckpt)),
             recipe=(f"none by default (plain global-attention ViT); {RECIPE_FLAG}: " if plain else "")
@@ -91,15 +99,20 @@ def detect(ckpt: Checkpoint) -> Detection | None:
     return None
 
 
-def refuse_plain(det: Detection) -> None:
-    """A plain ViT attends globally: its runtime's own interpolation of the embedding is right for it."""
-    if det.global_attention and not det.tile_requested:
-        g = format_size(det.grid)
-        raise AbswinError(
-            f"{det.pos_key} belongs to a plain global-attention ViT ({det.format}, {g} grid): it has no window pattern "
-            f"to protect, and its runtime's own interpolation is right for it; pass {RECIPE_FLAG} to tile the "
-            f"pretrained grid into the windows of a ViTDet backbone ({RECIPE_HELP})"
-        )
+def _usual_names(ckpt: Checkpoint) -> list[tuple[str, str, str]]:
+    """``(PLAIN_VIT, position key, patch weight)`` for each usual position name beside a patch embedding whose
+    weight has the embedding's channels: a convolution (its kernel is the patch size) or a Linear (it is not)."""
+    found = []
+    for pos_key in POSITION_NAMES:
+        if pos_key not in ckpt or len(ckpt.shape(pos_key)) != 3:
+            continue
+        channels = ckpt.shape(pos_key)[-1]
+        patches = [key for key in ckpt.keys() if key.endswith(".weight") and set(key.split(".")) & set(PATCH_MODULES)
+                   and len(ckpt.shape(key)) in (2, 4) and ckpt.shape(key)[0] == channels]
+        convs = [key for key in patches if len(ckpt.shape(key)) == 4 and ckpt.shape(key)[-1] == ckpt.shape(key)[-2]]
+        if len(convs) == 1 or (not convs and len(patches) == 1):
+            found.append((PLAIN_VIT, pos_key, (convs or patches)[0]))
+    return found
 
 
 def _configured(config: dict) -> tuple[Size, list[int] | None]:
@@ -136,8 +149,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
     base.require_target(det, request.target)
     refuse_plain(det)
-    if det.format in _SQUARE_ONLY:
-        base.require_square(request.img_size, _SQUARE_ONLY[det.format])
+    if det.format in _SQUARE_ONLY or _transformers_vit(ckpt, det):
+        base.require_square(request.img_size, _SQUARE_ONLY.get(det.format, "transformers ViT (image_size)"))
     out_grid = base.output_grid(det, request.img_size)
     pos = base.read_position(ckpt, det)
     runs_at = _interpolated_size(ckpt, det)
@@ -160,6 +173,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         _resize_decoder(ckpt, det, out_grid, result)
     if det.format == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0])
+    elif _transformers_vit(ckpt, det):
+        result.config = {**(ckpt.config or {}), "image_size": request.img_size[0]}
     result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
     if request.global_size is None and det.format in _SQUARE_ONLY:
         g = f"{det.grid[0]}x{det.grid[1]}"
@@ -194,6 +209,11 @@ def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
     return size
 
 
+def _transformers_vit(ckpt: Checkpoint, det: Detection) -> bool:
+    """A transformers ``ViTModel`` folder: its config.json says the image size."""
+    return det.format == PLAIN_VIT and (ckpt.config or {}).get("model_type") == "vit"
+
+
 def _updated_config(config: dict | None, img_size: int) -> dict | None:
     if not config:
         return None
@@ -213,6 +233,8 @@ def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | No
     if det.format == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
+    if result.config is not None and det.format == PLAIN_VIT:
+        return f"transformers: image_size={n} (written to config.json)"
     if det.format == "mmpretrain":
         return f"mmpretrain: set img_size={n} on the VisionTransformer backbone (model.backbone.img_size in the config)"
     size = base.size_arg(img_size)

@@ -1,0 +1,126 @@
+"""What a new user hits (issue 25): plain ViTs under the names people give them, load lines and model cards that
+are true, residuals in words, help and errors that say what to do."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torchvision.models.vision_transformer import VisionTransformer
+from transformers import ViTConfig, ViTModel
+
+from abswin_convert import convert, inspect
+from abswin_convert.errors import AbswinError
+from abswin_convert.families.overrides import Overrides
+
+DIM = 16
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# --- 1. plain ViTs under the usual names ----------------------------------------------------------------------
+
+
+def torchvision_vit(image_size: int) -> VisionTransformer:
+    """torchvision's ViT (``encoder.pos_embedding`` beside ``conv_proj``), tiny."""
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=image_size, patch_size=8, num_layers=1, num_heads=2, hidden_dim=DIM, mlp_dim=32)
+    with torch.no_grad():
+        model.encoder.pos_embedding.normal_(0, 0.5)
+    return model.eval()
+
+
+def transformers_vit(image_size: int) -> ViTModel:
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=DIM, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                       image_size=image_size, patch_size=8)
+    model = ViTModel(config).eval()
+    with torch.no_grad():
+        model.embeddings.position_embeddings.normal_(0, 0.5)
+    return model
+
+
+@pytest.fixture
+def shared_vits(tmp_path):
+    """A plain ViT as people share it: ``pos_embed [1, 65, 64]`` beside ``patch_embedding.embed.weight``, and
+    vit-pytorch's ``pos_embedding [1, 17, 64]`` beside a Linear ``to_patch_embedding`` (its patch size unreadable)."""
+    gen = torch.Generator().manual_seed(0)
+    save_file({"cls_token": torch.randn(1, 1, 64, generator=gen), "pos_embed": torch.randn(1, 65, 64, generator=gen),
+               "patch_embedding.embed.weight": torch.randn(64, 3, 4, 4, generator=gen)}, str(tmp_path / "conv.safetensors"))
+    save_file({"pos_embedding": torch.randn(1, 17, 64, generator=gen), "cls_token": torch.randn(1, 1, 64, generator=gen),
+               "to_patch_embedding.1.weight": torch.randn(48, generator=gen),
+               "to_patch_embedding.2.weight": torch.randn(64, 48, generator=gen)}, str(tmp_path / "linear.safetensors"))
+    return tmp_path / "conv.safetensors", tmp_path / "linear.safetensors"
+
+
+def test_a_torchvision_vit_is_recognised_refused_by_default_and_tiled_on_request(tmp_path, cli):
+    source = tmp_path / "vit.pth"
+    torch.save(torchvision_vit(32).state_dict(), source)
+    report = inspect(source)
+    assert (report.family, report.position_key, report.grid, report.window, report.patch_stride) == (
+        "vitdet", "encoder.pos_embedding", "4x4", "4x4", 8)
+    message = one_line_error(cli("convert", source, "-o", tmp_path / "out.pth", "--img-size", 64))
+    assert "plain global-attention ViT" in message and "--recipe tile" in message
+    assert not (tmp_path / "out.pth").exists()
+    result = cli("convert", source, "-o", tmp_path / "out.pth", "--img-size", 64, "--recipe", "tile")
+    assert result.exit_code == 0, result.output
+    big = torchvision_vit(64)
+    big.load_state_dict(torch.load(tmp_path / "out.pth"), strict=True)
+    pos = torch.load(source)["encoder.pos_embedding"]
+    tiled = big.encoder.pos_embedding.detach()[0, 1:].reshape(8, 8, DIM)
+    assert torch.equal(tiled[4:, 4:], pos[0, 1:].reshape(4, 4, DIM))  # the pretrained grid in every window
+
+
+def test_a_transformers_vit_is_recognised_and_its_config_follows(tmp_path, cli):
+    transformers_vit(32).save_pretrained(tmp_path / "vit")
+    assert inspect(tmp_path / "vit").family == "vitdet"
+    result = cli("convert", tmp_path / "vit", "-o", tmp_path / "out", "--img-size", 64, "--recipe", "tile")
+    assert result.exit_code == 0, result.output
+    model, info = ViTModel.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert all(not v for v in info.values()), info
+    assert model.config.image_size == 64
+
+
+def test_usual_names_are_recognised_or_refused_naming_every_missing_flag(shared_vits, cli, tmp_path):
+    conv, linear = shared_vits
+    assert (inspect(conv).grid, inspect(conv).patch_stride) == ("8x8", 4)
+    assert "--recipe tile" in one_line_error(cli("convert", conv, "-o", tmp_path / "a.safetensors", "--img-size", 64))
+    message = one_line_error(cli("convert", linear, "-o", tmp_path / "b.safetensors", "--img-size", 64))
+    assert "--patch-stride" in message and "--recipe tile" in message  # both at once, not one per attempt
+    result = cli("convert", linear, "-o", tmp_path / "b.safetensors", "--img-size", 64, "--patch-stride", 8,
+                 "--recipe", "tile")
+    assert result.exit_code == 0, result.output
+    assert load_file(tmp_path / "b.safetensors")["pos_embedding"].shape == (1, 65, 64)
+
+
+def test_a_grid_that_is_one_window_is_a_plain_vit_whoever_named_it(shared_vits, cli, tmp_path):
+    conv, _ = shared_vits
+    described = ("--key", "pos_embed", "--layout", "flat_cls", "--window", "8x8")
+    message = one_line_error(cli("convert", conv, "-o", tmp_path / "a.safetensors", "--img-size", 64, *described))
+    assert "one window" in message and "--recipe tile" in message
+    assert not (tmp_path / "a.safetensors").exists()
+    result = cli("convert", conv, "-o", tmp_path / "a.safetensors", "--img-size", 64, *described, "--recipe", "tile")
+    assert result.exit_code == 0, result.output
+    assert cli("inspect", conv, *described).exit_code == 0  # looking at it needs no recipe
+
+
+def test_a_named_family_is_not_told_to_pass_a_family(tmp_path, cli):
+    save_file({"pos": torch.randn(1, 65, 8)}, str(tmp_path / "x.safetensors"))
+    message = one_line_error(cli("inspect", tmp_path / "x.safetensors", "--family", "vitdet"))
+    assert "pass --family" not in message and "--key" in message
+
+
+def test_an_unknown_checkpoint_is_told_every_flag_it_needs_at_once(tmp_path):
+    save_file({"pos": torch.randn(1, 65, 8)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(AbswinError) as error:
+        inspect(tmp_path / "x.safetensors", overrides=Overrides.parse(key="pos"))
+    assert "--layout" in str(error.value) and "--window" in str(error.value) and "--patch-stride" in str(error.value)

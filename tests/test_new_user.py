@@ -124,3 +124,15 @@ def test_an_unknown_checkpoint_is_told_every_flag_it_needs_at_once(tmp_path):
     with pytest.raises(AbswinError) as error:
         inspect(tmp_path / "x.safetensors", overrides=Overrides.parse(key="pos"))
     assert "--layout" in str(error.value) and "--window" in str(error.value) and "--patch-stride" in str(error.value)
+
+
+# --- 11. the old hooks import ---------------------------------------------------------------------------------
+
+
+def test_the_documented_hooks_import_still_works_for_one_release():
+    from abswin_convert.evaluation import hooks
+
+    sys.modules.pop("abswin_convert.hooks", None)
+    with pytest.warns(DeprecationWarning, match="abswin_convert.evaluation.hooks"):
+        old = importlib.import_module("abswin_convert.hooks")
+    assert old.run_hook is hooks.run_hook

@@ -8,6 +8,7 @@ edits ``checkpoint_model`` in place for the grid of the built model.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from .io.torch_bridge import TorchTensor, dtype_name, from_torch, to_torch
 from .maths import absolute_win as aw
 from .maths.grid import PositionGrid, as_size, format_size, from_grid, to_grid
 from .maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
+
+# interpolate_pos_embed says what it did here, one INFO record per call (a training script's logging shows it).
+log = logging.getLogger("abswin_convert")
 
 IN_MEMORY = Path("state_dict")  # what error messages call a state dict that has no file name
 
@@ -113,7 +117,8 @@ def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, to
     """MAE's ``interpolate_pos_embed``, same arguments, same in-place edit of ``checkpoint_model``, for the grid of
     the built ``model``: absolute win where the model attends in windows (timm/official Hiera, timm SAM ViT; a timm
     absolute-win Hiera gets its ``pos_embed``/``pos_embed_win`` filled), MAE's own bicubic resize where it does not.
-    Prints one line saying which; prints nothing and changes nothing when the sizes already agree."""
+    Logs one line saying which (logger ``abswin_convert``, INFO; nothing on stdout); logs nothing and changes
+    nothing when the sizes already agree."""
     if "pos_embed" not in checkpoint_model or not hasattr(model, "pos_embed"):
         return
     built: Any = model  # models of several libraries, read by attribute name
@@ -133,9 +138,9 @@ def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, to
         del checkpoint_model[name]
     checkpoint_model.update(converted)
     det = converted.detection
-    print(f"abswin-convert: {det.pos_key} {format_size(det.grid)} -> {format_size(_grid_of(img_size, det))} tokens "
-          f"by absolute win ({det.family}, windows of {format_size(det.window)} tokens"
-          f"{', split into pos_embed + pos_embed_win' if split_global else ''})")
+    log.info(f"abswin-convert: {det.pos_key} {format_size(det.grid)} -> {format_size(_grid_of(img_size, det))} tokens "
+             f"by absolute win ({det.family}, windows of {format_size(det.window)} tokens"
+             f"{', split into pos_embed + pos_embed_win' if split_global else ''})")
 
 
 def _windowed_input(model: Any) -> tuple[Size, Size | None] | None:
@@ -169,8 +174,8 @@ def _plain_resize(model: Any, checkpoint_model: dict[str, torch.Tensor]) -> None
         return
     resized = PositionGrid(aw.naive(pos.grid, new_grid, BICUBIC), pos.prefix)
     checkpoint_model["pos_embed"] = _like(posemb, from_grid(resized, layout))
-    print(f"abswin-convert: pos_embed {format_size(pos.size)} -> {format_size(new_grid)} tokens "
-          "by plain bicubic resize (the model has no windows, so no window pattern to keep)")
+    log.info(f"abswin-convert: pos_embed {format_size(pos.size)} -> {format_size(new_grid)} tokens "
+             "by plain bicubic resize (the model has no windows, so no window pattern to keep)")
 
 
 def _like(reference: torch.Tensor, values: np.ndarray) -> torch.Tensor:

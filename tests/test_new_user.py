@@ -4,8 +4,8 @@ are true, residuals in words, help and errors that say what to do."""
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -136,3 +136,34 @@ def test_the_documented_hooks_import_still_works_for_one_release():
     with pytest.warns(DeprecationWarning, match="abswin_convert.evaluation.hooks"):
         old = importlib.import_module("abswin_convert.hooks")
     assert old.run_hook is hooks.run_hook
+
+
+# --- 10. no FutureWarning from the hiera runtime, no prints from interpolate_pos_embed -------------------------
+
+
+def test_the_official_hiera_runtime_builds_without_timms_future_warning():
+    """hiera-transformer imports ``timm.models.layers``, which timm deprecates with a FutureWarning; the product
+    keeps it from users (pytest's own filter is bypassed: a fresh interpreter with every warning shown)."""
+    code = ("from abswin_convert.runtimes.hiera import create; "
+            "create({'embed_dim': 16, 'num_heads': 1, 'stages': [1, 1, 1, 1], 'num_classes': 10}, 224)")
+    result = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+
+
+def test_interpolate_pos_embed_prints_nothing_and_logs_one_line_per_call(capsys, caplog):
+    import timm
+
+    from abswin_convert import interpolate_pos_embed
+
+    caplog.set_level("INFO", logger="abswin_convert")
+    small = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, embed_dim=DIM, depth=1, num_heads=2)
+    big = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, embed_dim=DIM, depth=1, num_heads=2)
+    for _ in range(2):
+        state = small.state_dict()
+        interpolate_pos_embed(big, state)
+        big.load_state_dict(state, strict=True)
+    assert capsys.readouterr().out == ""
+    assert [r.getMessage() for r in caplog.records if r.name == "abswin_convert"] == [
+        "abswin-convert: pos_embed 2x2 -> 4x4 tokens by plain bicubic resize (the model has no windows, so no "
+        "window pattern to keep)"] * 2

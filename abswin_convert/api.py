@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import families
+from . import families, residual
 from .errors import AbswinError
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
@@ -16,7 +16,7 @@ from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.dtypes import TORCH_NAMES
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
-from .io.provenance import SOURCE_SHA256, SourceDigest, output_metadata
+from .io.provenance import SOURCE_SHA256, SourceDigest, output_metadata, read_provenance
 from .io.shards import SAFETENSORS_INDEX, output_shard_name, shard_files, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
@@ -38,6 +38,13 @@ class ConversionResult:
     detection: Detection
     metadata: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a --global-size that loses much of the global part
+    model_config: dict | None = None  # config.json for the new size; written only into a folder (``config``)
+
+    @property
+    def residual(self) -> float:
+        """The relative residual of the global part's refit (0: exact; see ``abswin_convert.residual``)."""
+        return float(read_provenance(self.metadata).get("residual", 0))
 
     def to_json(self) -> dict:
         return {
@@ -47,6 +54,7 @@ class ConversionResult:
             "format": self.detection.format,
             "metadata": self.metadata,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -170,7 +178,11 @@ def convert(
         notes += chosen_note
     elif copies:
         notes.append(f"converted the same way: {', '.join(copies)} (kept beside {ckpt.wrapper})")
-    metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=False)  # the writers add the sha256
+    also = sorted(ckpt.stored_name(plan.output_key(key)) for key in [*plan.replace, *plan.add] if key != det.pos_key)
+    if also:  # the model card lists them: "every other tensor is copied unchanged" must stay true
+        plan.stats["also_rewritten"] = ", ".join(also)
+    metadata = output_metadata(source, ckpt.path, {**_config_license(ckpt.config), **plan.stats}, extra,
+                               hash_now=False)  # the writers add the sha256
     wrote_config = config_path if plan.config is not None and config_path is not None else None
     with output_unit([*files, *([wrote_config] if wrote_config else [])], inputs, force) as staging:
         if sharded:
@@ -186,7 +198,15 @@ def convert(
         if wrote_config is not None:
             write_json(staging.path(wrote_config), plan.config)
     output_file = weights_path.parent / SAFETENSORS_INDEX if sharded else weights_path
-    return ConversionResult(output_file, wrote_config, det, metadata, notes)
+    warned = residual.warning(float(plan.stats["residual"]), plan.stats["global_size"])
+    return ConversionResult(output_file, wrote_config, det, metadata, notes, [warned] if warned else [], plan.config)
+
+
+def _config_license(config: dict | None) -> dict[str, str]:
+    """The license a source's config.json names (top level, or timm's ``pretrained_cfg``), as provenance."""
+    config = config or {}
+    named = config.get("license") or (config.get("pretrained_cfg") or {}).get("license")
+    return {"source_license": named} if isinstance(named, str) and named else {}
 
 
 def _weight_files(ckpt: Checkpoint, weights_path: Path, safetensors_output: bool, sharded: bool) -> list[Path]:

@@ -4,8 +4,10 @@ are true, residuals in words, help and errors that say what to do."""
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +169,45 @@ def test_interpolate_pos_embed_prints_nothing_and_logs_one_line_per_call(capsys,
     assert [r.getMessage() for r in caplog.records if r.name == "abswin_convert"] == [
         "abswin-convert: pos_embed 2x2 -> 4x4 tokens by plain bicubic resize (the model has no windows, so no "
         "window pattern to keep)"] * 2
+
+
+# --- 2. every load line printed works -------------------------------------------------------------------------
+
+
+def run_load_line(stdout: str, cwd: Path) -> object:
+    """Execute the printed ``load:`` line as the user would paste it, in the folder they ran the command in."""
+    lines = [line.split("load: ", 1)[1] for line in stdout.splitlines() if line.strip().startswith("load: ")]
+    assert len(lines) == 1, stdout
+    namespace: dict = {}
+    cwd_before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        exec(lines[0], namespace)  # the line the user would paste
+    finally:
+        os.chdir(cwd_before)
+    return namespace["model"]
+
+
+@pytest.mark.parametrize("args", [
+    ("-o", "out"), ("-o", "out", "--format", "pt"), ("-o", "out", "--target", "timm-abswin"),
+    ("-o", "single.safetensors"), ("-o", "single.pth"),
+])
+def test_every_load_line_printed_for_the_example_loads_it(tmp_path, monkeypatch, cli, args):
+    from abswin_convert.demo import example_path
+
+    monkeypatch.chdir(tmp_path)
+    result = cli("convert", example_path(), *args, "--img-size", "128")
+    assert result.exit_code == 0, result.output
+    model = run_load_line(result.stdout, tmp_path)
+    assert model.pos_embed.shape[1] in (1024, 16)  # baked 32x32 tokens, or the split global part's 16 channels
+    if "single" in args[1]:
+        assert "config.json" in result.stdout  # what a single file leaves out is said
+
+
+def test_the_load_line_of_a_transformers_folder_loads_it(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    transformers_vit(32).save_pretrained(tmp_path / "vit")
+    for fmt in ("safetensors", "pt"):
+        result = cli("convert", "vit", "-o", f"out-{fmt}", "--img-size", "64", "--recipe", "tile", "--format", fmt)
+        assert result.exit_code == 0, result.output
+        assert run_load_line(result.stdout, tmp_path).config.image_size == 64

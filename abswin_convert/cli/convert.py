@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from .. import residual
 from ..vocabulary import TARGETS
 from .push import push_lines
 from .support import (
@@ -14,11 +16,15 @@ from .support import (
     family_option,
     json_option,
     override_options,
+    printable,
     quiet_downloads,
     quiet_option,
     renamed_option,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from ..api import ConversionResult
 
 TARGET_HELP = (
     "baked: the same keys and layout, the embedding for the new size (build the model at that size, load strict); "
@@ -89,9 +95,11 @@ def convert_command(
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
-        f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, "
+        f"global {stats['global_size']}, residual {residual.in_words(result.residual)}, "
         f"window energy {_energy(stats['window_energy'])}",
-    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, stats)
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result, stats)
+    for warning in result.warnings:
+        click.echo(printable(f"abswin-convert: warning: {warning}"), err=True)
     report = result.to_json()
     if push_to:
         from ..hub.push import push
@@ -102,12 +110,22 @@ def convert_command(
     emit(report, as_json, lines)
 
 
-def _load_lines(config_path: Path | None, provenance: dict[str, str]) -> list[str]:
-    """For a folder with config.json: the line that loads it as it is (timm local-dir:, transformers from_pretrained)."""
-    if config_path is None:
-        return []
-    from ..hub.model_card import loading_code
-    from ..io.jsonfile import read_json_object
+def _load_lines(result: ConversionResult, provenance: dict[str, str]) -> list[str]:
+    """The line that loads the output as it is (timm ``local-dir:`` or the file named, transformers
+    ``from_pretrained``), where one works; a single file says what it leaves out of a folder's config.json."""
+    from ..hub.model_card import loading_code, timm_file_code
 
-    code = loading_code(provenance, str(config_path.parent), on_hub=False, config=read_json_object(config_path))
-    return [f"  load: {code.splitlines()[-1]}"] if code else []
+    if result.config is not None:
+        code = loading_code(provenance, str(result.config.parent), on_hub=False, config=result.model_config,
+                            weights_name=result.output.name)
+        return [f"  load: {_one_line(code)}"] if code else []
+    if result.model_config is None:
+        return []
+    code = timm_file_code(provenance, result.model_config, str(result.output))
+    lines = [f"  note: config.json (for {provenance['img_size']}) is written only when -o names a folder"]
+    return lines + ([f"  load: {_one_line(code)}"] if code else [])
+
+
+def _one_line(code: str) -> str:
+    """Python code as one line a user can paste (its imports included)."""
+    return "; ".join(line for line in code.splitlines() if line.strip())

@@ -11,6 +11,7 @@ from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
 
+from ..io.outputs import WEIGHTS_FILE
 from ..markdown import format_value, markdown_table
 
 PAPER = "Bolya et al., *Window Attention is Bugged: How not to Interpolate Position Embeddings* (ICLR 2024, arXiv 2311.05613)"
@@ -23,6 +24,10 @@ _FALLBACK_LIBRARY = "pytorch"
 _FAMILY_TASKS = {"hiera": "image-classification", "vitdet": "image-feature-extraction", "sam": "mask-generation",
                  "sam2": "mask-generation"}
 _TARGET_TASKS = {"sam2": "mask-generation"}
+# The weight files each runtime finds in a folder by itself (timm's local-dir: and transformers' from_pretrained).
+_TIMM_FINDS = (".safetensors", ".pth", ".pth.tar", ".bin")
+_TRANSFORMERS_FINDS = (WEIGHTS_FILE, "pytorch_model.bin")
+ENERGY_SCALE = "0 = no window pattern (as noise), 1 = the embedding repeats exactly in every window"
 
 # Provenance rows of the card: entry -> label; rows whose entry the output lacks are left out.
 _PROVENANCE_ROWS = (
@@ -42,19 +47,20 @@ _PROVENANCE_ROWS = (
     ("global_size", "global size (tokens)"),
     ("resize", "global resize"),
     ("residual", "residual of the global fit"),
-    ("window_energy", "window energy (normalised)"),
+    ("window_energy", f"window energy (normalised: {ENERGY_SCALE})"),
     ("version", "abswin-convert version"),
 )
 
 
 def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME",
-               config: dict | None = None) -> str:
-    """The card's full text for an output with this provenance, hook results and config.json, pushed to ``repo_id``."""
+               config: dict | None = None, weights_name: str = WEIGHTS_FILE) -> str:
+    """The card's full text for an output with this provenance, hook results and config.json, pushed to ``repo_id``
+    with its weights as ``weights_name``."""
     parts = [
-        f"---\n{front_matter(provenance).to_yaml()}\n---",
+        f"---\n{front_matter(provenance, config).to_yaml()}\n---",
         f"# {_source_name(provenance)}, absolute-win position embedding for {provenance.get('img_size', '?')}",
         _summary(provenance),
-        "## Usage\n\n" + usage(provenance, repo_id, config),
+        "## Usage\n\n" + usage(provenance, repo_id, config, weights_name),
         "## Reproduce\n\n```bash\n" + reproduce_command(provenance) + "\n```",
         "## Provenance\n\n" + markdown_table(("", "value"), _provenance_rows(provenance)),
     ]
@@ -64,52 +70,67 @@ def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None,
     return "\n\n".join(parts) + "\n"
 
 
-def front_matter(provenance: dict[str, str]) -> ModelCardData:
-    """``base_model`` (Hub sources only), ``library_name``, ``license`` (when the source's card named one), tags."""
+def front_matter(provenance: dict[str, str], config: dict | None = None) -> ModelCardData:
+    """``base_model`` (Hub sources only), ``library_name``, ``license`` (when the source's card or config.json named
+    one), tags."""
     from_hub = "source_commit" in provenance
     tags = ["abswin", provenance.get("family"), provenance.get("target")]
     return ModelCardData(
         base_model=provenance["source"] if from_hub else None,
-        library_name=library_name(provenance),
+        library_name=library_name(provenance, config),
         pipeline_tag=_TARGET_TASKS.get(provenance.get("target", "")) or _FAMILY_TASKS.get(provenance.get("family", "")),
         license=provenance.get("source_license"),
         tags=sorted({tag for tag in tags if tag}),
     )
 
 
-def library_name(provenance: dict[str, str]) -> str:
-    """The Hub library that loads the output: the target's runtime, else the source format's, else the family's."""
+def library_name(provenance: dict[str, str], config: dict | None = None) -> str:
+    """The Hub library that loads the output: the target's runtime, else the source format's (a config.json with a
+    ``model_type`` is transformers'), else the family's."""
     return (
         _TARGET_LIBRARIES.get(provenance.get("target", ""))
         or _FORMAT_LIBRARIES.get(provenance.get("format", ""))
+        or ("transformers" if (config or {}).get("model_type") else None)
         or _FAMILY_LIBRARIES.get(provenance.get("family", ""))
         or _FALLBACK_LIBRARY
     )
 
 
-def usage(p: dict[str, str], repo_id: str, config: dict | None = None) -> str:
-    """The lines that load the pushed weights, for the library that runs them."""
-    code = loading_code(p, repo_id, on_hub=True, config=config)
+def usage(p: dict[str, str], repo_id: str, config: dict | None = None, weights_name: str = WEIGHTS_FILE) -> str:
+    """The lines that load the pushed weights (uploaded as ``weights_name``), for the library that runs them."""
+    code = loading_code(p, repo_id, on_hub=True, config=config, weights_name=weights_name)
     if code is None:
         h, _, w = p.get("img_size", "?").partition("x")
-        weights = "model.pt" if p.get("output_format") == "pt" else "model.safetensors"
-        code = (f"from huggingface_hub import hf_hub_download\n\npath = hf_hub_download(\"{repo_id}\", \"{weights}\")\n"
+        code = (f"from huggingface_hub import hf_hub_download\n\npath = hf_hub_download(\"{repo_id}\", \"{weights_name}\")\n"
                 f"# build the {p.get('family', 'model')} model for img_size={h if h == w else (h, w)}, "
                 "then load path with strict=True")
     return f"```python\n{code}\n```"
 
 
-def loading_code(p: dict[str, str], where: str, on_hub: bool, config: dict | None = None) -> str | None:
-    """Python that builds the model from an output folder (``where``: a local folder or a Hub repo) as it is, for
-    timm (``hf-hub:``/``local-dir:``) and transformers (the config's own class); None for other runtimes."""
-    library = library_name(p)
+def loading_code(p: dict[str, str], where: str, on_hub: bool, config: dict | None = None,
+                 weights_name: str = WEIGHTS_FILE) -> str | None:
+    """Python that builds the model from an output folder (``where``: a local folder or a Hub repo, its weights
+    named ``weights_name``) as it is, for timm (``hf-hub:``/``local-dir:``, or the weight file named when timm would
+    not find it) and transformers (the config's own class); None where no such line would work."""
+    library = library_name(p, config)
     if library == "timm":
+        if not on_hub and not weights_name.endswith(_TIMM_FINDS):
+            return timm_file_code(p, config, f"{where}/{weights_name}")
         prefix = "hf-hub:" if on_hub else "local-dir:"
         return f"import timm\n\nmodel = timm.create_model(\"{prefix}{where}\", pretrained=True)  # built for {p.get('img_size')}"
-    if library == "transformers":
+    if library == "transformers" and weights_name in _TRANSFORMERS_FINDS:
         names = (config or {}).get("architectures") or ["AutoModel"]
         return f"from transformers import {names[0]}\n\nmodel = {names[0]}.from_pretrained(\"{where}\")"
     return None
+
+
+def timm_file_code(p: dict[str, str], config: dict | None, path: str) -> str | None:
+    """timm code that builds the model of a timm ``config.json`` (for the new size) and loads one weight file."""
+    if library_name(p, config) != "timm" or not config or not isinstance(config.get("architecture"), str):
+        return None
+    args = "".join(f", {name}={value!r}" for name, value in sorted((config.get("model_args") or {}).items()))
+    return (f"import timm\n\nmodel = timm.create_model(\"{config['architecture']}\", pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file=\"{path}\"){args})")
 
 
 def reproduce_command(p: dict[str, str]) -> str:
@@ -142,8 +163,17 @@ def _summary(p: dict[str, str]) -> str:
         f"{p.get('version', '')} for {p.get('img_size', '?')} input. The learned embedding was split into a window "
         f"part ({p.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
         f"({p.get('global_size', '?')} tokens, resized with {p.get('resize', '?')}), the \"absolute win\" form of "
-        f"{PAPER}; {_target_sentence(p)} Every other tensor is copied unchanged."
+        f"{PAPER}; {_target_sentence(p)} {_other_tensors_sentence(p)}"
     )
+
+
+def _other_tensors_sentence(p: dict[str, str]) -> str:
+    """What else was rewritten for the new size (relative-position tables, a decoder's embedding), if anything."""
+    resized = [name for name in p.get("also_rewritten", "").split(", ") if name]
+    if not resized:
+        return "Every other tensor is copied unchanged."
+    listed = ", ".join(f"`{name}`" for name in resized)
+    return f"Also rewritten for the new size ({len(resized)}): {listed}; every other tensor is copied unchanged."
 
 
 def _target_sentence(p: dict[str, str]) -> str:

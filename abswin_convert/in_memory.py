@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import families
-from .errors import AbswinError
+from . import families, residual
+from .errors import AbswinError, in_python_words
 from .families.base import ConvertRequest, Detection
 from .families.overrides import Overrides
 from .io.checkpoint import Checkpoint
@@ -35,13 +35,17 @@ IN_MEMORY = Path("state_dict")  # what error messages call a state dict that has
 
 class ConvertedStateDict(dict):
     """The converted state dict (a plain ``dict`` of tensors), plus what ``convert`` would write beside it:
-    ``config`` (the updated config.json, or None), ``notes`` (what the user must change) and ``detection``."""
+    ``config`` (the updated config.json, or None), ``notes`` (what the user must change), ``detection``, the
+    ``residual`` of the global part's refit (0: exact; ``abswin_convert.residual``) and its ``warnings``."""
 
-    def __init__(self, state: dict[str, torch.Tensor], config: dict | None, notes: list[str], detection: Detection):
+    def __init__(self, state: dict[str, torch.Tensor], config: dict | None, notes: list[str], detection: Detection,
+                 residual: float = 0.0, warnings: list[str] | None = None):
         super().__init__(state)
         self.config = config
         self.notes = notes
         self.detection = detection
+        self.residual = residual
+        self.warnings = warnings or []
 
 
 def convert_state_dict(
@@ -67,14 +71,20 @@ def convert_state_dict(
     originals = _tensors(state_dict)
     ckpt = Checkpoint(IN_MEMORY, "torch", {name: TorchTensor(value) for name, value in originals.items()}, config)
     window_size = as_size(window) if isinstance(window, int) else window
-    overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
-    ckpt, det = families.recognise(ckpt, family, overrides)
-    request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
-    plan = families.plan(ckpt, det, request)
+    try:
+        overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
+        ckpt, det = families.recognise(ckpt, family, overrides)
+        request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
+        plan = families.plan(ckpt, det, request)
+    except AbswinError as error:  # the families speak the command line's flags; a caller here passed arguments
+        error.args = (in_python_words(str(error)),)
+        raise
     # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
     applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])
     state = {name: value if isinstance(value, torch.Tensor) else to_torch(value) for name, value in applied.items()}
-    return ConvertedStateDict(state, plan.config, plan.notes, det)
+    fit = float(plan.stats["residual"])
+    warned = residual.warning(fit, plan.stats["global_size"])
+    return ConvertedStateDict(state, plan.config, plan.notes, det, fit, [warned] if warned else [])
 
 
 def _tensors(state_dict: Mapping[str, object]) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ def in_words(residual: float) -> str:
     """E.g. ``9.37e-01 (88% of the global part lost)``, or ``0 (exact)``."""
     if residual == 0:
         return "0 (exact)"
-    return f"{residual:.2e} ({lost_share(residual):.2%} of the global part lost)".replace(".00%", "%")
+    return f"{residual:.2e} ({100 * lost_share(residual):.2g}% of the global part lost)"
 
 
 def warning(residual: float, global_size: str) -> str | None:

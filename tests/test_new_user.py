@@ -211,3 +211,76 @@ def test_the_load_line_of_a_transformers_folder_loads_it(tmp_path, monkeypatch, 
         result = cli("convert", "vit", "-o", f"out-{fmt}", "--img-size", "64", "--recipe", "tile", "--format", fmt)
         assert result.exit_code == 0, result.output
         assert run_load_line(result.stdout, tmp_path).config.image_size == 64
+
+
+# --- 3. model cards say what is true --------------------------------------------------------------------------
+
+
+def test_a_sam_card_downloads_its_own_file_and_lists_the_resized_tables(tmp_path):
+    from abswin_convert.hub.push import push
+    from tests import test_sam
+
+    torch.save(test_sam.sa_model(1024).state_dict(), tmp_path / "sam_vit_b.pth")
+    convert(tmp_path / "sam_vit_b.pth", tmp_path / "sam_vit_b_1536.pth", 1536)
+    card = push(tmp_path / "sam_vit_b_1536.pth", "me/sam-1536", dry_run=True).card
+    assert 'hf_hub_download("me/sam-1536", "sam_vit_b_1536.pth")' in card and "model.safetensors" not in card
+    assert "`image_encoder.blocks.1.attn.rel_pos_h`, `image_encoder.blocks.1.attn.rel_pos_w`" in card
+    assert "Every other tensor is copied unchanged" not in card
+
+
+def test_a_card_takes_the_license_of_the_sources_config_and_explains_the_window_energy(tmp_path):
+    from abswin_convert.demo import example_path
+    from abswin_convert.hub.push import push
+
+    convert(example_path(), tmp_path / "out", 128)
+    card = push(tmp_path / "out", "me/hiera-128", dry_run=True).card
+    assert "license: apache-2.0" in card.split("---")[1]  # the example's config.json names it
+    energy = next(line for line in card.splitlines() if line.startswith("| window energy"))
+    assert "0 = no window pattern" in energy and "`0.020`" in energy  # a scale, and three decimals
+
+
+# --- 5. a residual in words, and a warning past a stated threshold ---------------------------------------------
+
+
+def test_a_lossy_global_size_is_said_in_words_and_warned_about(tmp_path, cli):
+    from abswin_convert.demo import example_path
+    from abswin_convert.residual import WARN_OVER
+
+    result = cli("convert", example_path(), "-o", tmp_path / "small.safetensors", "--img-size", 128, "--global-size", "4x4")
+    assert result.exit_code == 0, result.output
+    assert "of the global part lost)" in result.stdout
+    warning = result.stderr.strip().splitlines()[-1]
+    assert warning.startswith("abswin-convert: warning: the 4x4 global grid loses") and f"{WARN_OVER:.0%}" in warning
+    exact = cli("convert", example_path(), "-o", tmp_path / "full.safetensors", "--img-size", 128)
+    assert "residual 0 (exact)" in exact.stdout and "warning" not in exact.stderr
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"more than {WARN_OVER:.0%} of the global part" in readme  # the threshold is stated where users read
+
+
+# --- 7. the Python API speaks Python ------------------------------------------------------------------------
+
+
+def test_api_errors_name_keyword_arguments_not_flags():
+    from abswin_convert import convert_state_dict
+    from abswin_convert.demo import example_path
+
+    vit = torchvision_vit(32).state_dict()
+    with pytest.raises(AbswinError, match='recipe="tile"') as plain:
+        convert_state_dict(vit, 64)
+    hiera = load_file(example_path() / "model.safetensors")
+    with pytest.raises(AbswinError, match="img_size 72x72 is not a multiple") as size:
+        convert_state_dict(hiera, 72)
+    assert "--" not in str(plain.value) + str(size.value)
+
+
+def test_convert_state_dict_returns_the_residual_and_its_warning_and_documents_recipe():
+    from abswin_convert import convert_state_dict
+    from abswin_convert.demo import example_path
+
+    hiera = load_file(example_path() / "model.safetensors")
+    refit = convert_state_dict(hiera, 128, global_size=4)
+    assert refit.residual == pytest.approx(0.937, abs=1e-3) and "loses 88%" in refit.warnings[0]
+    exact = convert_state_dict(hiera, 128)
+    assert (exact.residual, exact.warnings) == (0.0, [])
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "patch_stride=None, recipe=None)`" in readme

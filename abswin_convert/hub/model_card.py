@@ -11,6 +11,7 @@ from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
 
+from .. import residual
 from ..io.outputs import WEIGHTS_FILE
 from ..markdown import format_value, markdown_table
 
@@ -195,6 +196,11 @@ def _target_sentence(p: dict[str, str]) -> str:
 
 def _provenance_rows(provenance: dict[str, str]) -> list[tuple[str, ...]]:
     values = dict(provenance, source=_source_name(provenance))
+    for key, shown in (("window_energy", lambda x: f"{x:.3f}"), ("residual", residual.in_words)):
+        try:
+            values[key] = shown(float(values[key]))
+        except (KeyError, ValueError):  # absent, or "undefined (one window)"
+            pass
     return [(label, f"`{values[key]}`") for key, label in _PROVENANCE_ROWS if values.get(key)]
 
 

@@ -284,3 +284,26 @@ def test_convert_state_dict_returns_the_residual_and_its_warning_and_documents_r
     assert (exact.residual, exact.warnings) == (0.0, [])
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "patch_stride=None, recipe=None)`" in readme
+
+
+# --- 9. the zoo report's hook columns are read by people ------------------------------------------------------
+
+
+def test_the_zoo_report_shows_verdict_native_error_top1_and_miou_in_columns(tmp_path):
+    from abswin_convert.zoo.report import OutputRow, ZooReport
+
+    hooks = {
+        "verify": {"ok": True, "verified": True, "verdict": "verified", "problems": [], "native_max_abs_error": 7.5e-09,
+                   "runtime": "timm 1.0", "runtime_ok": True},
+        "eval": {"top1": 0.79, "loss": 0.61, "images": 500},
+        "sam_eval": {"miou": 0.712, "ok": True},
+        "mypkg.checks:shapes": {"ok": False, "tensors": 12},
+    }
+    row = OutputRow("out", "src", "128x128", "baked", "converted", 1.0, residual=0.937, window_energy=0.02, hooks=hooks)
+    markdown = ZooReport(tmp_path / "zoo.toml", tmp_path, [row]).markdown()
+    header, _, line = markdown.strip().splitlines()[-3:]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")], strict=True))
+    assert (cells["verdict"], cells["native error"], cells["top-1"], cells["mIoU"]) == ("verified", "7.5e-09", "0.79", "0.712")
+    assert cells["other hooks"] == "mypkg.checks:shapes failed, sam_eval ok"
+    assert cells["residual"] == "9.37e-01 (88% of the global part lost)"
+    assert "problems=" not in markdown and "=" not in line

@@ -307,3 +307,27 @@ def test_the_zoo_report_shows_verdict_native_error_top1_and_miou_in_columns(tmp_
     assert cells["other hooks"] == "mypkg.checks:shapes failed, sam_eval ok"
     assert cells["residual"] == "9.37e-01 (88% of the global part lost)"
     assert "problems=" not in markdown and "=" not in line
+
+
+# --- 4. --target sam2: the printed call is the source's Hiera, and what it cannot hold is said ----------------
+
+
+def test_the_sam2_call_printed_for_the_example_keeps_its_q_pool_and_names_the_one_channel_stem(tmp_path, cli):
+    import sam2.modeling.backbones.hieradet  # noqa: F401  (the printed call names it)
+
+    from abswin_convert.demo import example_path
+
+    result = cli("convert", example_path(), "-o", tmp_path / "trunk.pt", "--img-size", 64, "--target", "sam2")
+    assert result.exit_code == 0, result.output
+    notes = [line.split("note: ", 1)[1] for line in result.stdout.splitlines() if "note: " in line]
+    call = next(note for note in notes if note.startswith("sam2.")).split(" reproduces")[0]
+    assert "q_pool=2," in call and "window_spec=(8, 4, 4, 4)" in call  # the example's config.json: q_pool 2
+    trunk = eval(call, {"sam2": sam2})
+    with torch.no_grad():
+        features = trunk(torch.randn(1, 3, 64, 64))
+    assert [tuple(f.shape[-2:]) for f in features] == [(16, 16), (8, 8), (4, 4), (4, 4)]  # as the source's stages
+    stem = next(note for note in notes if "patch_embed.proj.weight" in note)
+    assert "1 input channel" in stem and "3" in stem
+    state = {k.removeprefix("image_encoder.trunk."): v for k, v in torch.load(tmp_path / "trunk.pt")["model"].items()}
+    mismatched = {k for k, v in trunk.state_dict().items() if state[k].shape != v.shape}
+    assert mismatched == {"patch_embed.proj.weight"}  # the one thing the note says

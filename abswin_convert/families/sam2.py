@@ -32,6 +32,7 @@ from .base import SAM2_WINDOW_KEY, ConvertRequest, Detection, Family
 
 NAME = "sam2"
 PATCH_STRIDE = 4
+IMAGE_CHANNELS = 3  # SAM2's Hiera stem reads RGB (its constructor has no in_chans)
 NATIVE_INPUT = 1024  # SAM2 trains at 1024 px; a transformers config.json may say otherwise
 SAM2_PREFIX = "image_encoder.trunk."
 SAM2_WRAPPER = "model"

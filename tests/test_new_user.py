@@ -331,3 +331,35 @@ def test_the_sam2_call_printed_for_the_example_keeps_its_q_pool_and_names_the_on
     state = {k.removeprefix("image_encoder.trunk."): v for k, v in torch.load(tmp_path / "trunk.pt")["model"].items()}
     mismatched = {k for k, v in trunk.state_dict().items() if state[k].shape != v.shape}
     assert mismatched == {"patch_embed.proj.weight"}  # the one thing the note says
+
+
+# --- 8. help that explains its words and keeps its promises ---------------------------------------------------
+
+
+def test_zoo_help_shows_examples_and_the_manifest_schema(cli):
+    text = cli("zoo", "--help").output
+    examples = text.split("Examples:")[1].split("Options:")[0]
+    assert examples.count("abswin-convert zoo") >= 2
+    from abswin_convert.zoo.manifest import _MODEL_KEYS
+
+    for field in ("[[model]]", "[defaults]", *(_MODEL_KEYS - {"to"})):  # every key an entry takes ("to": old spelling)
+        assert field in text, field
+
+
+def test_help_explains_its_words_where_they_first_appear(cli):
+    top = " ".join(cli("--help").output.split())
+    for word in ("baked:", "global part:", "window energy:"):
+        assert word in top, word
+    for name in ("convert", "inspect"):
+        assert "not the identity" not in cli(name, "--help").output
+
+
+@pytest.mark.parametrize("name", ["eval", "finetune"])
+def test_eval_and_finetune_ask_for_one_square_size(cli, name):
+    text = " ".join(cli(name, "--help").output.split())
+    assert "--img-size N " in text and "N|HxW" not in text
+
+
+def test_demo_help_says_what_it_needs(cli):
+    text = " ".join(cli("demo", "--help").output.split())
+    assert "torch" in text and "timm" in text

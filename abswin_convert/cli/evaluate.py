@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .support import SIZE_METAVAR, emit, json_option, quiet_option, renamed_option, user_errors
+from .support import emit, json_option, quiet_option, renamed_option, user_errors
 
 DATA_HELP = (
     "fashion-mnist[:PATH] (the idx files; default /usr/share/datasets/fashion-mnist) or imagefolder:PATH "
@@ -34,8 +34,8 @@ def square_size(checkpoint: str, img_size: str | None) -> int:
 @click.command("eval", short_help="Top-1 accuracy and loss of a classification checkpoint folder.")
 @click.argument("checkpoint")
 @click.option("--data", required=True, metavar="SPEC", help=DATA_HELP)
-@click.option("--img-size", default=None, metavar=SIZE_METAVAR,
-              help="Input size in pixels (square); default: the size the checkpoint was converted for.")
+@click.option("--img-size", default=None, metavar="N",
+              help="Side of the square input in pixels; default: the size the checkpoint was converted for.")
 @device_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @eval_limit_option
@@ -65,8 +65,8 @@ def eval_command(checkpoint: str, data: str, img_size: str | None, device: str, 
 @click.command("finetune", short_help="Finetune a timm Hiera at a new size (naive or absolute win), evaluate, save.")
 @click.argument("checkpoint")
 @click.option("--data", required=True, metavar="SPEC", help=DATA_HELP)
-@click.option("--img-size", default=None, metavar=SIZE_METAVAR,
-              help="Input size in pixels (square); default: the size the checkpoint was converted for.")
+@click.option("--img-size", default=None, metavar="N",
+              help="Side of the square input in pixels; default: the size the checkpoint was converted for.")
 @click.option("--steps", required=True, type=click.IntRange(min=0), help="Optimizer steps.")
 @click.option("--pos", type=click.Choice(["naive", "abswin"]), required=True,
               help="Start from the naive-resized embedding, or from absolute win (window and global trained apart).")

@@ -363,3 +363,23 @@ def test_eval_and_finetune_ask_for_one_square_size(cli, name):
 def test_demo_help_says_what_it_needs(cli):
     text = " ".join(cli("demo", "--help").output.split())
     assert "torch" in text and "timm" in text
+
+
+# --- 6. the plot of a plain ViT ------------------------------------------------------------------------------
+
+
+def test_the_plot_of_a_plain_vit_draws_no_windows_and_says_what_to_do(tmp_path, monkeypatch):
+    from abswin_convert import plot
+
+    torch.save(torchvision_vit(32).state_dict(), tmp_path / "vit.pth")
+    seen = {}
+    real = plot.save_figure
+    monkeypatch.setattr(plot, "save_figure", lambda panels, captions, window, *rest: seen.update(
+        panels=panels, captions=captions, window=window, rest=rest) or real(panels, captions, window, *rest))
+    assert plot.plot_checkpoint(tmp_path / "vit.pth", tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    headline = seen["rest"][-1]
+    assert seen["window"] is None  # no window lines on a model that has none
+    assert all("undefined" in caption for caption in seen["captions"])  # as the CLI says, never "0.00"
+    assert "keep the runtime's interpolation" in headline and "--recipe tile" in headline and "chance" not in headline
+    text = " ".join([headline, *seen["captions"], *(title for title, _ in seen["panels"]), plot.COLOUR_KEY])
+    assert "strength" not in text  # one name for one quantity: window energy, as the CLI says

@@ -9,6 +9,7 @@ Needs matplotlib (``pip install 'abswin-convert[plot]'``).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -167,10 +168,12 @@ def save_figure(panels: list[tuple[str, np.ndarray]], captions: list[str], windo
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 5.6), squeeze=False)
     draw_panels(axes[0], panels, window, captions)
-    fig.suptitle(headline, fontsize=12, fontweight="bold", y=0.975)
-    fig.text(0.5, 0.905, name, ha="center", fontsize=9, color="dimgray")
+    lines = textwrap.wrap(headline, 21 * len(panels) + 40)  # what fits the figure's width in bold 12 pt
+    below = 0.035 * (len(lines) - 1)  # the name line and the panels move down one step per extra headline line
+    fig.suptitle("\n".join(lines), fontsize=12, fontweight="bold", y=0.975)
+    fig.text(0.5, 0.905 - below, name, ha="center", fontsize=9, color="dimgray")
     fig.text(0.5, 0.01, COLOUR_KEY, ha="center", va="bottom", fontsize=8.5, wrap=True, color="dimgray")
-    fig.tight_layout(rect=(0, 0.11, 1, 0.89))
+    fig.tight_layout(rect=(0, 0.11, 1, 0.89 - below))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)

@@ -69,7 +69,8 @@ def refuse_plain(det: Detection) -> None:
     if det.global_attention and not det.tile_requested:
         g = format_size(det.grid)
         described = det.format == "override"  # --key/--layout/--window: the user's window is the whole grid
-        what = f"a plain ViT (its {g} grid is one window)" if described else f"a plain global-attention ViT ({det.format}, {g} grid)"
+        what = (f"a plain ViT (its {g} grid is one window)" if described
+                else f"a plain global-attention ViT ({det.format}, {g} grid)")
         raise AbswinError(
             f"{det.pos_key} belongs to {what}: it has no window pattern to protect, and its runtime's own "
             f"interpolation is right for it; pass {RECIPE_FLAG} to tile the pretrained grid into the windows of a "

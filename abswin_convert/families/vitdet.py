@@ -24,7 +24,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
 from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw

@@ -7,6 +7,7 @@ nothing on the Hub.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
@@ -197,10 +198,8 @@ def _target_sentence(p: dict[str, str]) -> str:
 def _provenance_rows(provenance: dict[str, str]) -> list[tuple[str, ...]]:
     values = dict(provenance, source=_source_name(provenance))
     for key, shown in (("window_energy", lambda x: f"{x:.3f}"), ("residual", residual.in_words)):
-        try:
+        with contextlib.suppress(KeyError, ValueError):  # absent, or "undefined (one window)"
             values[key] = shown(float(values[key]))
-        except (KeyError, ValueError):  # absent, or "undefined (one window)"
-            pass
     return [(label, f"`{values[key]}`") for key, label in _PROVENANCE_ROWS if values.get(key)]
 
 

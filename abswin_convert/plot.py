@@ -128,12 +128,12 @@ def plot_checkpoint(source: str | Path, output: str | Path, family: str | None =
     naive = aw.naive(native, out_grid, det.resize)
     abswin = aw.compose(parts.window, parts.global_, out_grid, det.resize)
     size = f"{format_size(target)} px ({format_size(out_grid)} tokens)"
-    name = f"{public_name(source)}: {det.family} ({det.format}), {det.pos_key}, windows of {format_size(det.window)} tokens"
+    name = f"{public_name(source)}: {det.family} ({det.spelling}), {det.pos_key}, windows of {format_size(det.window)} tokens"
     naive_title = f"naive interpolation ({det.resize.name.replace('-antialias', ', antialiased')}) to {size}"
     native_title = f"as trained: {format_size(det.native_input)} px ({format_size(det.grid)} tokens)"
     if det.tiles < 2:  # a plain ViT: one window is the whole grid, the model has no windows to draw or protect
         panels = [(native_title, native), (naive_title, naive), (f"--recipe tile (ViTDet tiling) to {size}", abswin)]
-        name = f"{public_name(source)}: {det.family} ({det.format}), {det.pos_key}, no windows (global attention)"
+        name = f"{public_name(source)}: {det.family} ({det.spelling}), {det.pos_key}, no windows (global attention)"
         return save_figure(panels, [NO_WINDOWS] * 3, None, output, name, PLAIN_VERDICT)
     energy = [max(0.0, aw.normalized_window_energy(g, det.window)) for g in (native, naive, abswin)]  # < 0: chance
     panels = [(native_title, native), (naive_title, naive), (f"absolute win to {size}", abswin)]

@@ -25,20 +25,13 @@ from .support import (
 
 if TYPE_CHECKING:
     from ..api import ConversionResult
+    from ..io.provenance import Provenance
 
 TARGET_HELP = (
     "baked: the same keys and layout, the embedding for the new size (build the model at that size, load strict); "
     "timm-abswin: window and global parts apart, for timm's Hiera with abs_win_pos_embed=True; "
     "sam2: a Hiera image checkpoint as a SAM2 image-encoder trunk."
 )
-
-
-def _energy(recorded: str) -> str:
-    """Window energy as recorded: a number, or why it is undefined."""
-    try:
-        return f"{float(recorded):.3f}"
-    except ValueError:
-        return recorded
 
 
 @click.command("convert", short_help="Rewrite a checkpoint's position embedding for a new input size.")
@@ -82,7 +75,6 @@ def convert_command(
 
     quiet_downloads(quiet)
     from ..families.overrides import Overrides
-    from ..io.provenance import read_provenance
 
     if push_to:  # a push that cannot happen is refused before the conversion, not after it
         from ..hub.push import check_push_target
@@ -91,13 +83,10 @@ def convert_command(
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
                      family=family, overrides=Overrides.parse(**overrides), ema=ema,  # type: ignore[arg-type]
                      progress=not quiet)
-    stats = read_provenance(result.metadata)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
-        f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
-        f"global {stats['global_size']}, residual {residual.in_words(result.residual)}, "
-        f"window energy {_energy(stats['window_energy'])}",
-    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result, stats)
+        _what_was_done(result.provenance),
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result)
     for warning in result.warnings:
         click.echo(printable(f"abswin-convert: warning: {warning}"), err=True)
     report = result.to_json()
@@ -110,11 +99,27 @@ def convert_command(
     emit(report, as_json, lines)
 
 
-def _load_lines(result: ConversionResult, provenance: dict[str, str]) -> list[str]:
+def _what_was_done(record: Provenance) -> str:
+    """The family read, the target written and how well the global part fits, in one line."""
+    from ..io.provenance import NO_GLOBAL_PART, ONE_WINDOW
+    from ..maths.grid import format_size
+
+    done = record.conversion
+    assert done is not None and record.img_size is not None  # a conversion records both
+    global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
+    energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
+    return (f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
+            f"window {format_size(done.window)}, global {global_size}, residual {residual.in_words(done.residual)}, "
+            f"window energy {energy}")
+
+
+def _load_lines(result: ConversionResult) -> list[str]:
     """The line that loads the output as it is (timm ``local-dir:`` or the file named, transformers
     ``from_pretrained``), where one works; a single file says what it leaves out of a folder's config.json."""
     from ..hub.model_card import loading_code, timm_file_code
+    from ..maths.grid import format_size
 
+    provenance = result.provenance
     if result.config is not None:
         code = loading_code(provenance, str(result.config.parent), on_hub=False, config=result.model_config,
                             weights_name=result.output.name)
@@ -122,7 +127,8 @@ def _load_lines(result: ConversionResult, provenance: dict[str, str]) -> list[st
     if result.model_config is None:
         return []
     code = timm_file_code(provenance, result.model_config, str(result.output))
-    lines = [f"  note: config.json (for {provenance['img_size']}) is written only when -o names a folder"]
+    size = format_size(provenance.img_size) if provenance.img_size else "the new size"
+    lines = [f"  note: config.json (for {size}) is written only when -o names a folder"]
     return lines + ([f"  load: {_one_line(code)}"] if code else [])
 
 

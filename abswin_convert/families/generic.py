@@ -12,10 +12,11 @@ from ..io.checkpoint import Checkpoint
 from ..maths.grid import LAYOUTS, format_size, grid_size_of
 from ..maths.resize import BICUBIC
 from ..plan import Plan
-from .base import ConvertRequest, Detection, baked_plan, require_window_within_grid
+from ..vocabulary import BAKED, GENERIC
+from .base import ConvertRequest, Detection, Family, baked_plan, require_window_within_grid
 from .overrides import RECIPE_FLAG, TILE, Overrides, refuse_plain
 
-NAME = "generic"
+NAME = GENERIC
 
 
 def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
@@ -42,7 +43,7 @@ def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
         raise AbswinError(f"cannot read the patch stride from the checkpoint; pass --patch-stride (e.g. 16){recipe}")
     # We cannot know whether the runtime pads to whole windows, so the output grid must be whole windows.
     det = Detection(NAME, "override", overrides.key, overrides.layout, grid, overrides.window, stride, BICUBIC,
-                    ("baked",), prefix_tokens=prefix, global_attention=one_window,
+                    (BAKED,), prefix_tokens=prefix, global_attention=one_window,
                     tile_requested=overrides.recipe == TILE)
     return require_window_within_grid(det)
 
@@ -73,3 +74,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         "build the model for the new input size and load with strict=True"
     )
     return result
+
+
+# Chosen only by --family generic or --key/--layout; its outputs are plain state dicts (torch loads them).
+FAMILY = Family(NAME, detect, plan, library="pytorch", task=None, auto_detected=False)

@@ -49,7 +49,7 @@ class Overrides:
         larger than the grid: a model's own size must stay a conversion that changes nothing."""
         if self.recipe is not None and det.recipe is None:
             raise AbswinError(
-                f"--recipe {self.recipe} is for ViTs; {det.family} ({det.format}) has windows of its own, drop --recipe"
+                f"--recipe {self.recipe} is for ViTs; {det.family} ({det.spelling}) has windows of its own, drop --recipe"
             )
         tiled = self.recipe == TILE or (det.global_attention and self.window is not None)
         det = replace(det, window=self.window or det.window, patch_stride=self.patch_stride or det.patch_stride,
@@ -68,9 +68,9 @@ def refuse_plain(det: Detection) -> None:
     that is one window, whoever named it: tiling it is the ViTDet recipe, which must be asked for."""
     if det.global_attention and not det.tile_requested:
         g = format_size(det.grid)
-        described = det.format == "override"  # --key/--layout/--window: the user's window is the whole grid
+        described = det.spelling == "override"  # --key/--layout/--window: the user's window is the whole grid
         what = (f"a plain ViT (its {g} grid is one window)" if described
-                else f"a plain global-attention ViT ({det.format}, {g} grid)")
+                else f"a plain global-attention ViT ({det.spelling}, {g} grid)")
         raise AbswinError(
             f"{det.pos_key} belongs to {what}: it has no window pattern to protect, and its runtime's own "
             f"interpolation is right for it; pass {RECIPE_FLAG} to tile the pretrained grid into the windows of a "

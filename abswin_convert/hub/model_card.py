@@ -13,22 +13,20 @@ from pathlib import PurePath
 from huggingface_hub import ModelCardData
 
 from .. import residual
+from ..families import ALL as ALL_FAMILIES
+from ..families.base import Family
 from ..io.outputs import WEIGHTS_FILE
+from ..io.provenance import Conversion, Provenance
 from ..markdown import format_value, markdown_table
+from ..maths.grid import format_size
+from ..maths.resize import Size
+from ..vocabulary import BAKED, GENERIC, TIMM_ABSWIN, TIMM_WINDOW_KEY
 
 PAPER = "Bolya et al., *Window Attention is Bugged: How not to Interpolate Position Embeddings* (ICLR 2024, arXiv 2311.05613)"
-# Hub library names: the runtime that loads each output target, or each source format for baked outputs.
-_TARGET_LIBRARIES = {"timm-abswin": "timm", "sam2": "sam2"}
-_FORMAT_LIBRARIES = {"timm": "timm", "timm-abswin": "timm", "transformers": "transformers"}
-_FAMILY_LIBRARIES = {"hiera": "hiera", "sam2": "sam2", "sam": "segment-anything", "vitdet": "detectron2"}
-_FALLBACK_LIBRARY = "pytorch"
-# The Hub task of each family's models: what the card's pipeline_tag says.
-_FAMILY_TASKS = {"hiera": "image-classification", "vitdet": "image-feature-extraction", "sam": "mask-generation",
-                 "sam2": "mask-generation"}
-_TARGET_TASKS = {"sam2": "mask-generation"}
+_FALLBACK_LIBRARY = "pytorch"  # an output of a family this version does not know
 # The weight files each runtime finds in a folder by itself (timm's local-dir: and transformers' from_pretrained).
 _TIMM_FINDS = (".safetensors", ".pth", ".pth.tar", ".bin")
-_TRANSFORMERS_FINDS = (WEIGHTS_FILE, "pytorch_model.bin")
+_TRANSFORMERS_FINDS = (WEIGHTS_FILE, "pytorch_model.bin", "model.safetensors.index.json")
 ENERGY_SCALE = "0 = no window pattern (as noise), 1 = the embedding repeats exactly in every window"
 
 # Provenance rows of the card: entry -> label; rows whose entry the output lacks are left out.
@@ -54,13 +52,13 @@ _PROVENANCE_ROWS = (
 )
 
 
-def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME",
+def model_card(provenance: Provenance, hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME",
                config: dict | None = None, weights_name: str = WEIGHTS_FILE) -> str:
     """The card's full text for an output with this provenance, hook results and config.json, pushed to ``repo_id``
     with its weights as ``weights_name``."""
     parts = [
         f"---\n{front_matter(provenance, config).to_yaml()}\n---",
-        f"# {_source_name(provenance)}, absolute-win position embedding for {provenance.get('img_size', '?')}",
+        f"# {_source_name(provenance)}, absolute-win position embedding for {_size(provenance.img_size)}",
         _summary(provenance),
         "## Usage\n\n" + usage(provenance, repo_id, config, weights_name),
         "## Reproduce\n\n```bash\n" + reproduce_command(provenance) + "\n```",
@@ -72,61 +70,67 @@ def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None,
     return "\n\n".join(parts) + "\n"
 
 
-def front_matter(provenance: dict[str, str], config: dict | None = None) -> ModelCardData:
+def front_matter(provenance: Provenance, config: dict | None = None) -> ModelCardData:
     """``base_model`` (Hub sources only), ``library_name``, ``license`` (when the source's card or config.json named
     one), tags."""
-    from_hub = "source_commit" in provenance
-    tags = ["abswin", provenance.get("family"), provenance.get("target")]
+    done = provenance.conversion
+    family = _family(done) if done else None
+    tags = ["abswin", *((done.family, done.target) if done else ())]
     return ModelCardData(
-        base_model=provenance["source"] if from_hub else None,
+        base_model=provenance.source if provenance.from_hub else None,
         library_name=library_name(provenance, config),
-        pipeline_tag=_TARGET_TASKS.get(provenance.get("target", "")) or _FAMILY_TASKS.get(provenance.get("family", "")),
-        license=provenance.get("source_license"),
+        pipeline_tag=family.runtime_task(done.target) if done and family else None,
+        license=provenance.source_license,
         tags=sorted({tag for tag in tags if tag}),
     )
 
 
-def library_name(provenance: dict[str, str], config: dict | None = None) -> str:
-    """The Hub library that loads the output: the target's runtime, else the source format's (a config.json with a
-    ``model_type`` is transformers'), else the family's."""
-    return (
-        _TARGET_LIBRARIES.get(provenance.get("target", ""))
-        or _FORMAT_LIBRARIES.get(provenance.get("format", ""))
-        or ("transformers" if (config or {}).get("model_type") else None)
-        or _FAMILY_LIBRARIES.get(provenance.get("family", ""))
-        or _FALLBACK_LIBRARY
-    )
+def library_name(provenance: Provenance, config: dict | None = None) -> str:
+    """The Hub library that loads the output: the target's runtime, else the source format's, else the family's; a
+    baked output with a transformers config.json (it names a ``model_type``) is transformers'."""
+    done = provenance.conversion
+    family = _family(done) if done else None
+    if done and done.target == BAKED and (config or {}).get("model_type"):
+        return "transformers"
+    return family.runtime_library(done.spelling, done.target) if done and family else _FALLBACK_LIBRARY
 
 
-def usage(p: dict[str, str], repo_id: str, config: dict | None = None, weights_name: str = WEIGHTS_FILE) -> str:
+def _family(done: Conversion) -> Family | None:
+    return ALL_FAMILIES.get(done.family)
+
+
+def usage(p: Provenance, repo_id: str, config: dict | None = None, weights_name: str = WEIGHTS_FILE) -> str:
     """The lines that load the pushed weights (uploaded as ``weights_name``), for the library that runs them."""
     code = loading_code(p, repo_id, on_hub=True, config=config, weights_name=weights_name)
     if code is None:
-        h, _, w = p.get("img_size", "?").partition("x")
+        size = "?" if p.img_size is None else p.img_size[0] if p.img_size[0] == p.img_size[1] else p.img_size
+        family = p.conversion.family if p.conversion else "model"
         code = (f"from huggingface_hub import hf_hub_download\n\npath = hf_hub_download(\"{repo_id}\", \"{weights_name}\")\n"
-                f"# build the {p.get('family', 'model')} model for img_size={h if h == w else (h, w)}, "
-                "then load path with strict=True")
+                f"# build the {family} model for img_size={size}, then load path with strict=True")
     return f"```python\n{code}\n```"
 
 
-def loading_code(p: dict[str, str], where: str, on_hub: bool, config: dict | None = None,
+def loading_code(p: Provenance, where: str, on_hub: bool, config: dict | None = None,
                  weights_name: str = WEIGHTS_FILE) -> str | None:
     """Python that builds the model from an output folder (``where``: a local folder or a Hub repo, its weights
     named ``weights_name``) as it is, for timm (``hf-hub:``/``local-dir:``, or the weight file named when timm would
     not find it) and transformers (the config's own class); None where no such line would work."""
     library = library_name(p, config)
     if library == "timm":
+        if weights_name.endswith(".index.json"):  # timm's local-dir reads one file, not shards
+            return None
         if not on_hub and not weights_name.endswith(_TIMM_FINDS):
             return timm_file_code(p, config, f"{where}/{weights_name}")
         prefix = "hf-hub:" if on_hub else "local-dir:"
-        return f"import timm\n\nmodel = timm.create_model(\"{prefix}{where}\", pretrained=True)  # built for {p.get('img_size')}"
+        size = format_size(p.img_size) if p.img_size else None
+        return f"import timm\n\nmodel = timm.create_model(\"{prefix}{where}\", pretrained=True)  # built for {size}"
     if library == "transformers" and weights_name in _TRANSFORMERS_FINDS:
         names = (config or {}).get("architectures") or ["AutoModel"]
         return f"from transformers import {names[0]}\n\nmodel = {names[0]}.from_pretrained(\"{where}\")"
     return None
 
 
-def timm_file_code(p: dict[str, str], config: dict | None, path: str) -> str | None:
+def timm_file_code(p: Provenance, config: dict | None, path: str) -> str | None:
     """timm code that builds the model of a timm ``config.json`` (for the new size) and loads one weight file."""
     if library_name(p, config) != "timm" or not config or not isinstance(config.get("architecture"), str):
         return None
@@ -135,68 +139,76 @@ def timm_file_code(p: dict[str, str], config: dict | None, path: str) -> str | N
             f"pretrained_cfg_overlay=dict(file=\"{path}\"){args})")
 
 
-def reproduce_command(p: dict[str, str]) -> str:
+def reproduce_command(p: Provenance) -> str:
     """The ``abswin-convert convert`` command that made these weights from the recorded source."""
-    source = p.get("source", "SOURCE")
-    if "source_commit" in p:
-        source = f"{source}@{p['source_commit']}"
-        if p.get("source_file"):
-            source = f"hf://{p['source']}@{p['source_commit']}/{p['source_file']}"
-    args = [f"abswin-convert convert {source} -o out/ --img-size {p.get('img_size', '?')}",
-            f"--target {p.get('target', 'baked')}"]
-    if p.get("family") == "generic":  # a family we do not know: the user described the tensor
-        args.append(f"--family generic --key {p.get('position_key')} --layout {p.get('layout', 'LAYOUT')} "
-                    f"--window {p.get('window')}")
-    if p.get("global_size", "none") != "none":  # the recorded size: the full grid gives itself back exactly
-        args.append(f"--global-size {p['global_size']}")
+    source = p.source or "SOURCE"
+    if p.from_hub:
+        source = f"{source}@{p.source_commit}"
+        if p.source_file:
+            source = f"hf://{p.source}@{p.source_commit}/{p.source_file}"
+    done = p.conversion
+    args = [f"abswin-convert convert {source} -o out/ --img-size {_size(p.img_size)}",
+            f"--target {done.target if done else 'baked'}"]
+    if done and done.family == GENERIC:  # a family we do not know: the user described the tensor
+        args.append(f"--family generic --key {done.position_key} --layout {p.layout or 'LAYOUT'} "
+                    f"--window {format_size(done.window)}")
+    if done and done.global_size is not None:  # the recorded size: the full grid gives itself back exactly
+        args.append(f"--global-size {format_size(done.global_size)}")
     return " ".join(args)
 
 
-def _source_name(provenance: dict[str, str]) -> str:
+def _size(size: Size | None) -> str:
+    return "?" if size is None else format_size(size)
+
+
+def _source_name(provenance: Provenance) -> str:
     """A Hub id as it is; of a local path only the file name (a card is public, the user's folders are not)."""
-    source = provenance.get("source", "unknown source")
-    return source if "source_commit" in provenance else PurePath(source).name
+    source = provenance.source or "unknown source"
+    return source if provenance.from_hub else PurePath(source).name
 
 
-def _summary(p: dict[str, str]) -> str:
-    pinned = f" (commit `{p['source_commit'][:12]}`)" if "source_commit" in p else ""
+def _summary(p: Provenance) -> str:
+    pinned = f" (commit `{p.source_commit[:12]}`)" if p.source_commit else ""
+    done = p.conversion
+    entries = done.entries() if done else {}
     return (
         f"The weights of `{_source_name(p)}`{pinned} with the position embedding rewritten by abswin-convert "
-        f"{p.get('version', '')} for {p.get('img_size', '?')} input. The learned embedding was split into a window "
-        f"part ({p.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
-        f"({p.get('global_size', '?')} tokens, resized with {p.get('resize', '?')}), the \"absolute win\" form of "
+        f"{p.version} for {_size(p.img_size)} input. The learned embedding was split into a window "
+        f"part ({entries.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
+        f"({entries.get('global_size', '?')} tokens, resized with {entries.get('resize', '?')}), the \"absolute win\" form of "
         f"{PAPER}; {_target_sentence(p)} {_other_tensors_sentence(p)}"
     )
 
 
-def _other_tensors_sentence(p: dict[str, str]) -> str:
+def _other_tensors_sentence(p: Provenance) -> str:
     """What else was rewritten for the new size (relative-position tables, a decoder's embedding), if anything."""
-    resized = [name for name in p.get("also_rewritten", "").split(", ") if name]
+    resized = [name for name in p.others.get("also_rewritten", "").split(", ") if name]
     if not resized:
         return "Every other tensor is copied unchanged."
     listed = ", ".join(f"`{name}`" for name in resized)
     return f"Also rewritten for the new size ({len(resized)}): {listed}; every other tensor is copied unchanged."
 
 
-def _target_sentence(p: dict[str, str]) -> str:
-    target = p.get("target", "baked")
+def _target_sentence(p: Provenance) -> str:
+    done = p.conversion
+    target = done.target if done else "baked"
     if target == "baked":
         return (
             f"the two parts are composed at the new size and stored under the source's own key "
-            f"(`{p.get('position_key', 'pos_embed')}`), so the model built for {p.get('img_size', '?')} input loads "
+            f"(`{done.position_key if done else 'pos_embed'}`), so the model built for {_size(p.img_size)} input loads "
             "these weights with `strict=True`."
         )
-    if target == "timm-abswin":
-        gh, _, gw = p.get("global_size", "?x?").partition("x")
+    if target == TIMM_ABSWIN:
+        gh, gw = done.global_size if done and done.global_size else ("?", "?")
         return (
-            "the two parts are stored apart as `pos_embed` and `pos_embed_win` for timm's Hiera built with "
+            f"the two parts are stored apart as `pos_embed` and `{TIMM_WINDOW_KEY}` for timm's Hiera built with "
             f"`abs_win_pos_embed=True, global_pos_size=({gh}, {gw})`."
         )
     return f"the parts are stored in the `{target}` layout."
 
 
-def _provenance_rows(provenance: dict[str, str]) -> list[tuple[str, ...]]:
-    values = dict(provenance, source=_source_name(provenance))
+def _provenance_rows(provenance: Provenance) -> list[tuple[str, ...]]:
+    values = dict(provenance.entries(), source=_source_name(provenance))
     for key, shown in (("window_energy", lambda x: f"{x:.3f}"), ("residual", residual.in_words)):
         with contextlib.suppress(KeyError, ValueError):  # absent, or "undefined (one window)"
             values[key] = shown(float(values[key]))

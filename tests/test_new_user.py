@@ -118,7 +118,7 @@ def test_a_grid_that_is_one_window_is_a_plain_vit_whoever_named_it(shared_vits, 
 def test_a_named_family_is_not_told_to_pass_a_family(tmp_path, cli):
     save_file({"pos": torch.randn(1, 65, 8)}, str(tmp_path / "x.safetensors"))
     message = one_line_error(cli("inspect", tmp_path / "x.safetensors", "--family", "vitdet"))
-    assert "pass --family" not in message and "--key" in message
+    assert "pass --family" not in message and "--family generic --key" in message
 
 
 def test_an_unknown_checkpoint_is_told_every_flag_it_needs_at_once(tmp_path):

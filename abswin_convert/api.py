@@ -173,8 +173,8 @@ def convert(
         notes += chosen_note
     elif other_states:
         notes.append(f"converted the same way: {', '.join(other_states)} (kept beside {ckpt.wrapper})")
-    also = sorted(ckpt.stored_name(plan.output_key(key)) for key in [*plan.replace, *plan.add] if key != det.pos_key)
-    if also:  # the model card lists them: "every other tensor is copied unchanged" must stay true
+    also = sorted(ckpt.stored_name(plan.output_key(key)) for key in plan.replace if key != det.pos_key)
+    if also:  # resized beside the embedding (relative-position tables, ...): the model card lists them
         plan.stats["also_rewritten"] = ", ".join(also)
     metadata = output_metadata(source, ckpt.path, {**_config_license(ckpt.config), **plan.stats}, extra,
                                hash_now=False)  # the writers add the sha256

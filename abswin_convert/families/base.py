@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 TARGET_LIBRARIES = {TIMM_ABSWIN: "timm", SAM2_TRUNK: "sam2"}
 SPELLING_LIBRARIES = {"timm": "timm", TIMM_ABSWIN: "timm", "transformers": "transformers"}
 TARGET_TASKS = {SAM2_TRUNK: "mask-generation"}  # a target whose models do another task than the family's own
+UNKNOWN_STRIDE = 0  # a patch embedding that does not show its patch size (a Linear): --patch-stride must say it
 
 
 def holds_window_part(ckpt: Checkpoint) -> bool:

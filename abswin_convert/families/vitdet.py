@@ -154,7 +154,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
             f"the model runs at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
             f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
         )
-    result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
+    if request.global_size is None or not base.is_identity(det, out_grid, request.global_size):  # None: tiles only
+        result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if MAE_DECODER_KEY in ckpt:
         _resize_decoder(ckpt, det, out_grid, result)

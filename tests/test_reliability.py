@@ -1,0 +1,182 @@
+"""Reliability round 3 (issue 26): what a hostile or unlucky user met, each through the product itself.
+
+Pickles whose shared references or nesting would expand without bound, values that must fail in one line at
+validation, the identity at the native size, what a ``.pt`` output keeps of its source, paths that are not files,
+staging and locking beside the output. Runs that could hang on a regression run with a timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from abswin_convert.io.writer import TEMP_MARK
+from tests import hiera_models as hm
+from tests.cli_forkserver import cli_env
+
+CLI = str(Path(sys.executable).with_name("abswin-convert"))
+ERROR = "abswin-convert: error: "
+
+
+def run_within(args: list[object], cwd: Path, seconds: float = 60, env: dict[str, str] | None = None
+               ) -> tuple[int, str, float, int]:
+    """``abswin-convert ARGS`` killed after ``seconds``: exit status, stderr, seconds taken, peak RSS in bytes."""
+    err_path = cwd / f".stderr-{time.monotonic_ns()}"
+    start = time.monotonic()
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([CLI, *map(str, args)], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**cli_env(), **(env or {})})
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - start > seconds:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                err_path.unlink()
+                pytest.fail(f"abswin-convert {' '.join(map(str, args))} still ran after {seconds} s")
+            time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = err_path.read_text(errors="replace")
+    err_path.unlink()
+    return proc.returncode, stderr, time.monotonic() - start, usage.ru_maxrss * 1024
+
+
+def assert_one_line(status: int, stderr: str, expected: str, code: int = 2) -> None:
+    lines = stderr.splitlines()
+    assert status == code and len(lines) == 1 and lines[0].startswith(ERROR), (status, stderr)
+    assert expected in lines[0], lines[0]
+
+
+def timm_state() -> OrderedDict:
+    """A tiny timm Hiera's state dict as ``state_dict()`` gives it: an OrderedDict with ``_metadata``."""
+    torch.manual_seed(0)
+    return hm.timm_model().state_dict()
+
+
+def with_pickle(path: Path, obj: object, placeholder: str, replacement: bytes) -> Path:
+    """``torch.save(obj)`` with the pickled string ``placeholder`` spliced out of data.pkl for ``replacement``
+    (opcodes no ``torch.save`` would write), the archive otherwise as torch wrote it."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    text = placeholder.encode()
+    with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                spelled = b"X" + len(text).to_bytes(4, "little") + text
+                assert data.count(spelled) == 1
+                data = data.replace(spelled, replacement)
+            dst.writestr(info.filename, data, compress_type=zipfile.ZIP_STORED)
+    return path
+
+
+def shared_graph(levels: int) -> list:
+    """``x = [x, x]`` ``levels`` times: small as a pickle (memo), ``2**levels`` leaves as a tree."""
+    x: list = [torch.zeros(1)]
+    for _ in range(levels):
+        x = [x, x]
+    return x
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.startswith((TEMP_MARK, ".abswin-lock-"))]
+
+
+# --- 1. memory and time from small files ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["inspect"], ["convert", "-o", "out.pt", "--img-size", 448]])
+def test_a_memo_shared_graph_is_refused_at_once(tmp_path, command):
+    """2**40 references to one tensor in a file of a few kB: refused in one line, in seconds, in little memory."""
+    torch.save({"model": timm_state(), "meta": shared_graph(40)}, tmp_path / "bomb.pth")
+    assert (tmp_path / "bomb.pth").stat().st_size < 2_000_000  # the tiny model's weights
+    status, stderr, seconds, rss = run_within([command[0], "bomb.pth", *command[1:]], tmp_path)
+    assert_one_line(status, stderr, "data.pkl holds shared references that expand to more than 1,000,000 objects")
+    assert rss < 1024**3 and sorted(p.name for p in tmp_path.iterdir()) == ["bomb.pth"]
+
+
+def test_a_deeply_nested_list_is_refused_in_linear_time(tmp_path):
+    depth = 200_000
+    nested = b"]" * (depth + 1) + b"a" * depth  # [[[...]]] built by appends, without recursion in the pickle
+    with_pickle(tmp_path / "deep.pth", {"model": timm_state(), "deep": "PLACEHOLDER"}, "PLACEHOLDER", nested)
+    status, stderr, seconds, _ = run_within(["convert", "deep.pth", "-o", "out.pt", "--img-size", 448], tmp_path)
+    assert_one_line(status, stderr, "data.pkl holds objects nested more than 100 levels deep")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_list_that_holds_itself_is_refused(tmp_path):
+    loop: list = [1]
+    loop.append(loop)
+    torch.save({"model": timm_state(), "loop": loop}, tmp_path / "loop.pth")
+    status, stderr, _, _ = run_within(["convert", "loop.pth", "-o", "out.pt", "--img-size", 448], tmp_path)
+    assert_one_line(status, stderr, "data.pkl holds a container that holds itself")
+
+
+def test_shared_objects_stay_shared_in_a_pt_output(tmp_path, cli):
+    """Below the bound, a memo-shared graph is written as shared (the pickle memo), never expanded."""
+    source = tmp_path / "shared.pth"
+    torch.save({"model": timm_state(), "meta": shared_graph(14)}, source)  # 16,384 leaves as a tree
+    assert cli("convert", source, "-o", tmp_path / "out.pt", "--img-size", 448).exit_code == 0
+    with zipfile.ZipFile(source) as a, zipfile.ZipFile(tmp_path / "out.pt") as b:
+        sizes = [z.getinfo(next(n for n in z.namelist() if n.endswith("/data.pkl"))).file_size for z in (a, b)]
+    assert sizes[1] < 2 * sizes[0], sizes
+    meta = torch.load(tmp_path / "out.pt", weights_only=True)["meta"]
+    assert meta[0] is meta[1] and meta[0][0] is meta[1][1]
+
+
+# --- 2. exit 2, one line, at validation ---------------------------------------------------------------------------
+
+def test_a_huge_int_beside_the_weights_is_written_back(tmp_path, cli):
+    torch.save({"model": timm_state(), "seed": 2**3000, "small": -(2**70)}, tmp_path / "big.pth")
+    result = cli("convert", tmp_path / "big.pth", "-o", tmp_path / "out.pt", "--img-size", 448)
+    assert result.exit_code == 0, result.output
+    # as in the source, which torch.save wrote with LONG4: torch's weights-only reader knows no LONG4 at all
+    loaded = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert loaded["seed"] == 2**3000 and loaded["small"] == -(2**70)
+
+
+# --- 8. .pt fidelity ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_pt_output_keeps_ordered_dicts_metadata_views_and_sharing(tmp_path, cli, wrapped):
+    state = timm_state()
+    base = torch.arange(12, dtype=torch.float32)
+    state["extra.view"] = base[2::3]  # a strided view into a larger storage
+    state["extra.alias"] = state["head.fc.weight"]  # one tensor under two names
+    state["extra.half"] = base[:6]  # another view of the same storage
+    source = tmp_path / "model.pth"
+    torch.save({"model": state, "epoch": 3} if wrapped else state, source)
+    assert cli("convert", source, "-o", tmp_path / "out.pt", "--img-size", 448).exit_code == 0
+    loaded = torch.load(tmp_path / "out.pt", weights_only=True)
+    out = loaded["model"] if wrapped else loaded
+    assert type(out) is OrderedDict and out._metadata == state._metadata  # type: ignore[attr-defined]
+    view = out["extra.view"]
+    assert (view.stride(), view.storage_offset(), view.untyped_storage().nbytes()) == ((3,), 2, 48)
+    assert out["extra.half"].untyped_storage().data_ptr() == view.untyped_storage().data_ptr()
+    assert out["extra.alias"] is out["head.fc.weight"]
+    assert torch.equal(view, base[2::3]) and out["pos_embed"].shape[1] == 112 * 112
+    missing, unexpected = hm.timm_model(img_size=448).load_state_dict(out, strict=False)
+    assert not missing and sorted(unexpected) == ["extra.alias", "extra.half", "extra.view"]
+
+
+# --- 9. identity at the native size means the same bits -----------------------------------------------------------
+
+def test_the_native_size_gives_back_the_same_bits(tmp_path, cli):
+    model, source = hm.save_timm(tmp_path)
+    state = load_file(source)
+    state["pos_embed"][0, 0] = torch.finfo(torch.float32).max  # one row of float32-max values
+    save_file(state, source)
+    assert cli("convert", source, "-o", tmp_path / "out.safetensors", "--img-size", 224).exit_code == 0
+    out = load_file(tmp_path / "out.safetensors")["pos_embed"]
+    assert out.numpy().tobytes() == state["pos_embed"].numpy().tobytes()

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from abswin_convert.io.writer import TEMP_MARK
 from tests import hiera_models as hm
-from tests.cli_forkserver import cli_env
+from tests.cli_forkserver import ForkServer, cli_env
 
 CLI = str(Path(sys.executable).with_name("abswin-convert"))
 ERROR = "abswin-convert: error: "
@@ -65,17 +65,19 @@ def timm_state() -> OrderedDict:
     return hm.timm_model().state_dict()
 
 
-def with_pickle(path: Path, obj: object, placeholder: str, replacement: bytes) -> Path:
-    """``torch.save(obj)`` with the pickled string ``placeholder`` spliced out of data.pkl for ``replacement``
-    (opcodes no ``torch.save`` would write), the archive otherwise as torch wrote it."""
+def pickled_text(text: str) -> bytes:
+    return b"X" + len(text.encode()).to_bytes(4, "little") + text.encode()
+
+
+def with_pickle(path: Path, obj: object, spelled: bytes, replacement: bytes) -> Path:
+    """``torch.save(obj)`` with the opcodes ``spelled`` in data.pkl replaced by ``replacement`` (opcodes no
+    ``torch.save`` would write), the archive otherwise as torch wrote it."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    text = placeholder.encode()
     with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(path, "w") as dst:
         for info in src.infolist():
             data = src.read(info.filename)
             if info.filename.endswith("/data.pkl"):
-                spelled = b"X" + len(text).to_bytes(4, "little") + text
                 assert data.count(spelled) == 1
                 data = data.replace(spelled, replacement)
             dst.writestr(info.filename, data, compress_type=zipfile.ZIP_STORED)
@@ -88,6 +90,13 @@ def shared_graph(levels: int) -> list:
     for _ in range(levels):
         x = [x, x]
     return x
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    server = ForkServer(cli_env())
+    yield server
+    server.close()
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -109,7 +118,7 @@ def test_a_memo_shared_graph_is_refused_at_once(tmp_path, command):
 def test_a_deeply_nested_list_is_refused_in_linear_time(tmp_path):
     depth = 200_000
     nested = b"]" * (depth + 1) + b"a" * depth  # [[[...]]] built by appends, without recursion in the pickle
-    with_pickle(tmp_path / "deep.pth", {"model": timm_state(), "deep": "PLACEHOLDER"}, "PLACEHOLDER", nested)
+    with_pickle(tmp_path / "deep.pth", {"model": timm_state(), "deep": "PLACEHOLDER"}, pickled_text("PLACEHOLDER"), nested)
     status, stderr, seconds, _ = run_within(["convert", "deep.pth", "-o", "out.pt", "--img-size", 448], tmp_path)
     assert_one_line(status, stderr, "data.pkl holds objects nested more than 100 levels deep")
     assert not (tmp_path / "out.pt").exists()
@@ -144,6 +153,57 @@ def test_a_huge_int_beside_the_weights_is_written_back(tmp_path, cli):
     # as in the source, which torch.save wrote with LONG4: torch's weights-only reader knows no LONG4 at all
     loaded = torch.load(tmp_path / "out.pt", weights_only=False)
     assert loaded["seed"] == 2**3000 and loaded["small"] == -(2**70)
+
+
+def _huge_dimension(work: Path) -> list[object]:
+    """A pass-through tensor of shape (0, 2**64): empty, so its storage is none, but no torch size is that large."""
+    spelled = b"K\x00K\x07\x86"  # the size (0, 7) as torch pickles it
+    huge = b"K\x00\x8a\x09" + (2**64).to_bytes(9, "little", signed=True) + b"\x86"
+    with_pickle(work / "dim.pth", {"model": timm_state(), "aux": torch.zeros(0, 7)}, spelled, huge)
+    return ["convert", "dim.pth", "-o", "out.pt", "--img-size", 448]
+
+
+def _manifest(work: Path, text: str) -> list[object]:
+    (work / "zoo.toml").write_text(f'[[model]]\nsource = "model.pth"\n{text}\n')
+    return ["zoo", "zoo.toml", "--dry-run"]
+
+
+HUGE = str(10**400)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        (lambda w: ["convert", "model.pth", "-o", "out", "--img-size", HUGE], "has a side over 1,048,576 pixels"),
+        (lambda w: ["convert", "model.pth", "-o", "out", "--img-size", 448, "--global-size", HUGE], "has a side over"),
+        (lambda w: ["inspect", "model.pth", "--plot", "p.png", "--img-size", HUGE], "has a side over"),
+        (lambda w: ["convert", "model.pth", "-o", "out", "--img-size", "448x" + "9" * 5000], "cannot read size"),
+        (_huge_dimension, "a tensor's shape must be an integer from 0 to 2**63 - 1"),
+        (lambda w: _manifest(w, "img_size = " + "[" * 5000 + "448" + "]" * 5000), "nested too deeply"),
+        (lambda w: _manifest(w, "img_size = 448\nresources = {num_cpus = nan}"), "must be a finite number >= 0"),
+        (lambda w: _manifest(w, "img_size = 448\nname = '" + "n" * 300 + "'"), "name is 300 characters"),
+        (lambda w: _manifest(w, "img_size = [448, 448]"), "img_size lists 448x448 twice"),
+        (lambda w: _manifest(w, "img_size = 448\nhooks = ['no_such_module_here.x:run']"), "no module no_such_module_here"),
+    ],
+    ids=["img-size", "global-size", "plot", "digits", "dimension", "manifest-depth", "nan", "long-name", "twice",
+         "hook-module"],
+)
+def test_values_a_user_can_give_are_one_line_exit_2(tmp_path, forkserver, case, expected):
+    torch.save(timm_state(), tmp_path / "model.pth")
+    args = case(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = forkserver.run(args, tmp_path)
+    assert_one_line(run.returncode, run.stderr, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("value", ["1e308G", "nan", "inf", "9e19"])
+def test_an_impossible_memory_budget_is_one_line(tmp_path, value):
+    torch.save(timm_state(), tmp_path / "model.pth")
+    status, stderr, _, _ = run_within(["convert", "model.pth", "-o", "out", "--img-size", 448], tmp_path,
+                                      env={"ABSWIN_MAX_MEMORY": value})
+    assert_one_line(status, stderr, "ABSWIN_MAX_MEMORY=")
+    assert not (tmp_path / "out").exists()
 
 
 # --- 8. .pt fidelity ----------------------------------------------------------------------------------------------

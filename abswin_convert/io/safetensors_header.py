@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 
 from ..errors import AbswinError
-from .dtypes import RAW_DTYPES
+from .dtypes import MAX_SIZE, RAW_DTYPES
 from .tensors import FileTensor
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -75,6 +75,8 @@ def _entry(path: Path, name: str, spec: object, data_start: int) -> FileTensor:
         raise AbswinError(f"{file_name}: header entry {name!r} is malformed or has an unknown dtype") from exc
     if min(shape, default=0) < 0 or begin < 0 or end < begin:
         raise AbswinError(f"{file_name}: header entry {name!r} has negative sizes or offsets")
+    if max(shape, default=0) > MAX_SIZE:
+        raise AbswinError(f"{file_name}: header entry {name!r} has a dimension over 2**63 - 1; the file is corrupt")
     for d in shape:
         expected *= d
     if end - begin != expected:

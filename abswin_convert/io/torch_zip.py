@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from .dtypes import TORCH_NAMES, itemsize
+from .dtypes import MAX_SIZE, TORCH_NAMES, itemsize
 from .unpickling import BoundedUnpickler, UnboundedGraph
 
 # real data.pkl members are kilobytes (a few MB for thousands of tensors); the pure-Python unpickler's objects
@@ -180,8 +180,9 @@ class TensorInfo:
 # ---- the unpickler -----------------------------------------------------------------------------------------
 
 def _whole(value: Any, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise CheckpointError(f"a tensor's {what} must be a non-negative integer, found {value!r}")
+    if type(value) is not int or not 0 <= value <= MAX_SIZE:
+        shown = repr(value) if type(value) is not int or value.bit_length() < 100 else f"an int of {value.bit_length()} bits"
+        raise CheckpointError(f"a tensor's {what} must be an integer from 0 to 2**63 - 1, found {shown}")
     return value
 
 

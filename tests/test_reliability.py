@@ -8,6 +8,7 @@ staging and locking beside the output. Runs that could hang on a regression run 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -16,11 +17,11 @@ import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from abswin_convert.io.outputs import read_metadata
 from abswin_convert.io.writer import TEMP_MARK
 from tests import hiera_models as hm
 from tests.cli_forkserver import ForkServer, cli_env
@@ -30,8 +31,8 @@ ERROR = "abswin-convert: error: "
 
 
 def run_within(args: list[object], cwd: Path, seconds: float = 60, env: dict[str, str] | None = None
-               ) -> tuple[int, str, float, int]:
-    """``abswin-convert ARGS`` killed after ``seconds``: exit status, stderr, seconds taken, peak RSS in bytes."""
+               ) -> tuple[int, str, int]:
+    """``abswin-convert ARGS``, failing the test if it runs past ``seconds``: exit status, stderr, peak RSS in bytes."""
     err_path = cwd / f".stderr-{time.monotonic_ns()}"
     start = time.monotonic()
     with open(err_path, "wb") as err:
@@ -50,7 +51,7 @@ def run_within(args: list[object], cwd: Path, seconds: float = 60, env: dict[str
     proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = err_path.read_text(errors="replace")
     err_path.unlink()
-    return proc.returncode, stderr, time.monotonic() - start, usage.ru_maxrss * 1024
+    return proc.returncode, stderr, usage.ru_maxrss * 1024
 
 
 def assert_one_line(status: int, stderr: str, expected: str, code: int = 2) -> None:
@@ -110,7 +111,7 @@ def test_a_memo_shared_graph_is_refused_at_once(tmp_path, command):
     """2**40 references to one tensor in a file of a few kB: refused in one line, in seconds, in little memory."""
     torch.save({"model": timm_state(), "meta": shared_graph(40)}, tmp_path / "bomb.pth")
     assert (tmp_path / "bomb.pth").stat().st_size < 2_000_000  # the tiny model's weights
-    status, stderr, seconds, rss = run_within([command[0], "bomb.pth", *command[1:]], tmp_path)
+    status, stderr, rss = run_within([command[0], "bomb.pth", *command[1:]], tmp_path)
     assert_one_line(status, stderr, "data.pkl holds shared references that expand to more than 1,000,000 objects")
     assert rss < 1024**3 and sorted(p.name for p in tmp_path.iterdir()) == ["bomb.pth"]
 
@@ -119,7 +120,7 @@ def test_a_deeply_nested_list_is_refused_in_linear_time(tmp_path):
     depth = 200_000
     nested = b"]" * (depth + 1) + b"a" * depth  # [[[...]]] built by appends, without recursion in the pickle
     with_pickle(tmp_path / "deep.pth", {"model": timm_state(), "deep": "PLACEHOLDER"}, pickled_text("PLACEHOLDER"), nested)
-    status, stderr, seconds, _ = run_within(["convert", "deep.pth", "-o", "out.pt", "--img-size", 448], tmp_path)
+    status, stderr, _ = run_within(["convert", "deep.pth", "-o", "out.pt", "--img-size", 448], tmp_path)
     assert_one_line(status, stderr, "data.pkl holds objects nested more than 100 levels deep")
     assert not (tmp_path / "out.pt").exists()
 
@@ -128,7 +129,7 @@ def test_a_list_that_holds_itself_is_refused(tmp_path):
     loop: list = [1]
     loop.append(loop)
     torch.save({"model": timm_state(), "loop": loop}, tmp_path / "loop.pth")
-    status, stderr, _, _ = run_within(["convert", "loop.pth", "-o", "out.pt", "--img-size", 448], tmp_path)
+    status, stderr, _ = run_within(["convert", "loop.pth", "-o", "out.pt", "--img-size", 448], tmp_path)
     assert_one_line(status, stderr, "data.pkl holds a container that holds itself")
 
 
@@ -200,7 +201,7 @@ def test_values_a_user_can_give_are_one_line_exit_2(tmp_path, forkserver, case, 
 @pytest.mark.parametrize("value", ["1e308G", "nan", "inf", "9e19"])
 def test_an_impossible_memory_budget_is_one_line(tmp_path, value):
     torch.save(timm_state(), tmp_path / "model.pth")
-    status, stderr, _, _ = run_within(["convert", "model.pth", "-o", "out", "--img-size", 448], tmp_path,
+    status, stderr, _ = run_within(["convert", "model.pth", "-o", "out", "--img-size", 448], tmp_path,
                                       env={"ABSWIN_MAX_MEMORY": value})
     assert_one_line(status, stderr, "ABSWIN_MAX_MEMORY=")
     assert not (tmp_path / "out").exists()
@@ -233,10 +234,59 @@ def test_a_pt_output_keeps_ordered_dicts_metadata_views_and_sharing(tmp_path, cl
 # --- 9. identity at the native size means the same bits -----------------------------------------------------------
 
 def test_the_native_size_gives_back_the_same_bits(tmp_path, cli):
-    model, source = hm.save_timm(tmp_path)
+    _, source = hm.save_timm(tmp_path)
     state = load_file(source)
     state["pos_embed"][0, 0] = torch.finfo(torch.float32).max  # one row of float32-max values
     save_file(state, source)
     assert cli("convert", source, "-o", tmp_path / "out.safetensors", "--img-size", 224).exit_code == 0
     out = load_file(tmp_path / "out.safetensors")["pos_embed"]
     assert out.numpy().tobytes() == state["pos_embed"].numpy().tobytes()
+
+
+# --- 3. paths that are not files ----------------------------------------------------------------------------------
+
+def _fifo(tmp_path: Path) -> str:
+    os.mkfifo(tmp_path / "fifo")
+    return str(tmp_path / "fifo")
+
+
+@pytest.mark.parametrize(
+    ("cache", "why"),
+    [(_fifo, "not a regular file"), (lambda t: "/dev/zero", "not a regular file"),
+     (lambda t: str(t), "not a regular file")],
+    ids=["fifo", "dev-zero", "folder"],
+)
+def test_a_hash_cache_that_is_not_a_regular_file_is_ignored_with_one_warning(tmp_path, cache, why):
+    torch.save(timm_state(), tmp_path / "model.pth")
+    path = cache(tmp_path)
+    status, stderr, rss = run_within(["convert", "model.pth", "-o", "out.safetensors", "--img-size", 448],
+                                        tmp_path, seconds=60, env={"ABSWIN_HASH_CACHE": path})
+    assert status == 0 and stderr.splitlines() == [f"abswin-convert: warning: ABSWIN_HASH_CACHE {path}: {why}; the "
+                                                   "hash cache is not used"], stderr
+    assert rss < 1024**3 and load_file(tmp_path / "out.safetensors")["pos_embed"].shape[1] == 112 * 112
+    assert Path(path).exists() and not Path(path).is_file()  # left as it was, not replaced by a file
+
+
+def test_a_damaged_hash_cache_costs_a_hash_and_nothing_else(tmp_path):
+    torch.save(timm_state(), tmp_path / "model.pth")
+    cache = tmp_path / "cache.json"
+    cache.write_text("[" * 100_000 + "]" * 100_000)
+    env = {"ABSWIN_HASH_CACHE": str(cache)}
+    status, stderr, _ = run_within(["convert", "model.pth", "-o", "a.safetensors", "--img-size", 448], tmp_path,
+                                      env=env)
+    assert status == 0 and stderr == "", stderr
+    entries = json.loads(cache.read_text())
+    assert len(entries) == 1
+    key = next(iter(entries))
+    cache.write_text(json.dumps({key: "not a sha256"}))  # an entry that is no hex digest: not used
+    status, stderr, _ = run_within(["convert", "model.pth", "-o", "b.safetensors", "--img-size", 448], tmp_path,
+                                      env=env)
+    assert status == 0 and read_metadata(tmp_path / "b.safetensors")["abswin.source_sha256"] == entries[key]
+
+
+@pytest.mark.parametrize("manifest", ["/dev/zero", "fifo", "."])
+def test_a_manifest_that_is_not_a_regular_file_is_refused(tmp_path, manifest):
+    if manifest == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    status, stderr, _ = run_within(["zoo", manifest, "--dry-run"], tmp_path, seconds=60)
+    assert_one_line(status, stderr, "not a regular file; give the path of a manifest")

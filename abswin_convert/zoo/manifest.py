@@ -42,6 +42,7 @@ _MODEL_KEYS = {
 }
 _DEFAULT_KEYS = (_MODEL_KEYS - {"source", "name"}) | {"out"}
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_MANIFEST_BYTES = 16 << 20  # thousands of entries take kilobytes
 _MAX_FOLDER_NAME = 255  # bytes in one name, on the common file systems
 _HOOK_FUNCTION = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 
@@ -120,6 +121,10 @@ class Manifest:
 def load_manifest(path: str | Path, out: str | Path | None = None) -> Manifest:
     """The manifest at ``path``, checked completely (``out`` replaces its ``out``); AbswinError for a bad one."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a pipe would block, a device never end
+        raise AbswinError(f"{path}: not a regular file; give the path of a manifest (.toml)")
+    if path.is_file() and path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise AbswinError(f"{path}: {path.stat().st_size:,} bytes, too large for a manifest (at most 16 MiB)")
     try:
         data = tomllib.loads(path.read_text())
     except OSError as error:

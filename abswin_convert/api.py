@@ -156,7 +156,8 @@ def convert(
     safetensors_output = fmt == "safetensors"
     sharded = bool(ckpt.shards) and safetensors_output and weights_path.name == WEIGHTS_FILE  # -o FOLDER
     files = _weight_files(ckpt, weights_path, safetensors_output, sharded)
-    inputs = [*_inputs(ckpt), ckpt.path.parent / CONFIG_FILE]  # the config beside the weights was read too
+    beside = ckpt.path.parent / CONFIG_FILE
+    inputs = [*_inputs(ckpt), *([beside] if beside.is_file() else [])]  # the config beside the weights was read too
     for dest in [*files, *([config_path] if config_path else [])]:  # refused now, not after the plan's work
         check_destination(dest, inputs, force)
     # The source's sha256 (a Hub file's is checked against the Hub's LFS metadata) is hashed in a thread started now,

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -21,8 +22,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from abswin_convert.errors import AbswinError
 from abswin_convert.io.outputs import read_metadata
-from abswin_convert.io.writer import TEMP_MARK
+from abswin_convert.io.owner import Owner, host_id, me
+from abswin_convert.io.staging import lock_path, locked, output_unit, sweep
+from abswin_convert.io.writer import COMMITTED, TEMP_MARK
 from tests import hiera_models as hm
 from tests.cli_forkserver import ForkServer, cli_env
 
@@ -290,3 +294,174 @@ def test_a_manifest_that_is_not_a_regular_file_is_refused(tmp_path, manifest):
         os.mkfifo(tmp_path / "fifo")
     status, stderr, _ = run_within(["zoo", manifest, "--dry-run"], tmp_path, seconds=60)
     assert_one_line(status, stderr, "not a regular file; give the path of a manifest")
+
+
+# --- 4-7. staging beside the output, folders kept, locks that mean what they say, what kill -9 leaves ---------------
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def _killed_inside_output_unit(files: list[Path]) -> None:
+    """A writer SIGKILLed while its files are staged: what it leaves is a stage and locks of a dead owner."""
+    code = (
+        "import os, sys\nfrom pathlib import Path\nfrom abswin_convert.io.staging import output_unit\n"
+        "files = [Path(p) for p in sys.argv[1:]]\n"
+        "with output_unit(files, [], True) as staging:\n"
+        "    for f in files:\n        staging.path(f).write_bytes(b'partial' * 1000)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *map(str, files)], env=cli_env())
+    assert done.returncode == -9
+
+
+def test_staging_and_locks_go_inside_the_destinations_own_folder(tmp_path):
+    """``-o VOLUME/out.safetensors``: nothing is made above VOLUME (a mount point's parent, a home's parent)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    dest = volume / "out.safetensors"
+    with output_unit([dest], [], False) as staging:
+        assert staging.stage.parent == volume and sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
+        staging.path(dest).write_bytes(b"weights")
+    assert dest.read_bytes() == b"weights" and sorted(p.name for p in volume.iterdir()) == ["out.safetensors"]
+
+
+def test_a_forced_replace_keeps_a_file_another_output_added_to_the_folder_meanwhile(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    files = [out / "model.safetensors", out / "config.json"]
+    for f in files:
+        f.write_text("old")
+    with output_unit(files, [], True) as staging:
+        for f in files:
+            staging.path(f).write_text("new")
+        (out / "other.safetensors").write_text("another conversion's output, written meanwhile")
+    assert [f.read_text() for f in files] == ["new", "new"]
+    assert (out / "other.safetensors").exists() and leftovers(tmp_path) == []
+
+
+def test_two_outputs_sharing_a_config_cannot_both_write_it(tmp_path, forkserver):
+    """A safetensors and a --format pt conversion into one folder both write config.json: one of them waits."""
+    torch.save(timm_state(), tmp_path / "model.pth")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "hiera_tiny_224"}))
+    with locked(tmp_path / "out", ["config.json"]):  # as the other conversion holds it while it writes
+        run = forkserver.run(["convert", tmp_path, "-o", "out", "--img-size", 448, "--format", "pt"], tmp_path)
+    assert_one_line(run.returncode, run.stderr, "another conversion is writing out/config.json right now")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_lock_is_stale_only_when_its_owner_is_known_dead_on_its_own_host(tmp_path):
+    lock = lock_path(tmp_path, "model.safetensors")
+    for holder, stale in [
+        (Owner(host_id(), _dead_pid()), True),  # gone: kill -9
+        (Owner(host_id(), os.getpid(), "1"), True),  # the pid now belongs to a process started at another time
+        (me(), False),  # alive
+        (Owner("0badc0de", _dead_pid()), False),  # another host, or container: its pids are not ours to judge
+    ]:
+        lock.write_text(str(holder))
+        if stale:
+            with locked(tmp_path, ["model.safetensors"]):
+                assert Owner.parse(lock.read_text()) == me()
+            assert not lock.exists()
+        else:
+            with pytest.raises(AbswinError, match="another conversion is writing"), locked(tmp_path, ["model.safetensors"]):
+                pass
+            sweep(tmp_path)
+            assert lock.read_text() == str(holder)
+
+
+def test_a_sweep_never_touches_another_hosts_staging(tmp_path):
+    pid = _dead_pid()
+    theirs = tmp_path / f"{TEMP_MARK}0badc0de-{pid}-0a1b2c3d"
+    ours = tmp_path / f"{TEMP_MARK}{host_id()}-{pid}-0a1b2c3d"
+    for stage in (theirs, ours):
+        stage.mkdir()
+        (stage / "model.safetensors").write_bytes(b"partial")
+    sweep(tmp_path)
+    assert theirs.exists() and not ours.exists()
+
+
+def test_concurrent_outputs_in_one_folder_are_never_refused_for_nothing(tmp_path):
+    """The zoo's threads: each writes its own output in a shared folder while the others take, sweep and release
+    their locks; none may be told another conversion is writing its file."""
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        for round_ in range(25):
+            dest = tmp_path / f"out-{i}-{round_}.safetensors"
+            try:
+                with output_unit([dest], [], False) as staging:
+                    staging.path(dest).write_bytes(b"w")
+            except BaseException as exc:  # gathered for the assertion below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(list(tmp_path.glob("out-*"))) == 200 and leftovers(tmp_path) == []
+
+
+def test_what_kill_9_leaves_goes_with_any_later_run_in_that_folder(tmp_path, forkserver):
+    torch.save(timm_state(), tmp_path / "model.pth")
+    out = tmp_path / "out"
+    out.mkdir()
+    _killed_inside_output_unit([out / "a.safetensors"])
+    assert len(leftovers(out)) == 2  # its stage and its lock, until:
+    run = forkserver.run(["convert", "model.pth", "-o", out / "b.safetensors", "--img-size", 448], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b.safetensors"]
+
+
+def test_a_move_cut_short_by_kill_9_is_finished_by_the_next_run(tmp_path, forkserver):
+    """Killed after committing, with the config moved and the weights not yet: the next run in that folder moves
+    the weights, so weights and config agree again."""
+    torch.save(timm_state(), tmp_path / "model.pth")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_text("old weights")
+    (out / "config.json").write_text("new config")
+    stage = out / f"{TEMP_MARK}{host_id()}-{_dead_pid()}-0a1b2c3d"
+    stage.mkdir()
+    (stage / COMMITTED).touch()
+    (stage / "model.safetensors").write_text("new weights")
+    run = forkserver.run(["convert", "model.pth", "-o", out / "other.safetensors", "--img-size", 448], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (out / "model.safetensors").read_text() == "new weights" and not stage.exists()
+    assert leftovers(out) == []
+
+
+def test_a_zoo_run_sweeps_its_out_folder(tmp_path):
+    torch.save(timm_state(), tmp_path / "model.pth")
+    out = tmp_path / "converted"
+    out.mkdir()
+    _killed_inside_output_unit([out / "stray.safetensors"])
+    assert len(leftovers(out)) == 2
+    (tmp_path / "zoo.toml").write_text('[[model]]\nsource = "model.pth"\nimg_size = 448\nfamily = "hiera"\n')
+    status, stderr, _ = run_within(["zoo", "zoo.toml", "-o", out], tmp_path, seconds=120)
+    assert status == 0, stderr
+    assert leftovers(out) == []
+
+
+# --- 10. smaller ----------------------------------------------------------------------------------------------------
+
+def test_a_pt_output_into_the_sources_own_folder_is_not_an_input(tmp_path, cli):
+    """The folder holds model.safetensors alone: no config.json was read, so none is an input to protect."""
+    _, source = hm.save_timm(tmp_path)
+    source.rename(tmp_path / "model.safetensors")
+    result = cli("convert", tmp_path, "-o", tmp_path, "--format", "pt", "--img-size", 448)
+    assert result.exit_code == 0, result.output
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["pos_embed"].shape[1] == 112 * 112
+
+
+def test_a_safetensors_header_over_safetensors_own_limit_is_refused_unread(tmp_path, forkserver):
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as f:
+        f.write((100_000_001).to_bytes(8, "little") + b"{")
+        f.truncate(8 + 100_000_001)  # sparse: 100 MB that take no disk
+    run = forkserver.run(["inspect", path], tmp_path)
+    assert_one_line(run.returncode, run.stderr, "the safetensors header claims 100,000,001 bytes, over safetensors' own limit")
+    assert run.peak_rss < 600 * 1024**2

@@ -158,7 +158,7 @@ def locked(where: Path, names: list[str]) -> Iterator[None]:
     owner = str(me())
     try:
         for name in sorted(set(names)):
-            lock = where / f"{LOCK_MARK}{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+            lock = lock_path(where, name)
             if not _take(lock, owner):
                 raise AbswinError(f"another conversion is writing {where / name.rstrip('/')} right now; wait for it, or "
                                   "choose another output")
@@ -168,6 +168,11 @@ def locked(where: Path, names: list[str]) -> Iterator[None]:
         for lock in taken:
             if _content(lock) == owner:
                 lock.unlink(missing_ok=True)
+
+
+def lock_path(where: Path, name: str) -> Path:
+    """The lock file of ``name`` (a file in ``where``, or ``NAME/`` for a folder): short, whatever the name's length."""
+    return where / f"{LOCK_MARK}{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 def _take(lock: Path, owner: str) -> bool:

@@ -131,15 +131,19 @@ def _move_in(stage: Path, folder: Path, names: list[str]) -> None:
     fsync_folder(folder)
 
 
-def sweep(where: Path, held: Iterable[str] = ()) -> None:
+def sweep(where: Path, held: Iterable[str] = (), *, owned: bool = False) -> None:
     """Remove what writers known dead (on this host) left in ``where``: their locks, temp files and staging folders.
     A staging folder they were moving into place has its move finished first, under its files' locks (``held``:
-    those the caller holds already)."""
+    those the caller holds already). ``owned``: the caller holds ``where`` for itself (the zoo's output folder,
+    after its tasks), so whatever is there, from any host, is a leftover."""
     if not where.is_dir():
         return
     for lock in where.glob(f"{LOCK_MARK}*"):
-        _remove_if_stale(lock)
-    for stage in stale_temps(where):
+        if owned:
+            lock.unlink(missing_ok=True)
+        else:
+            _remove_if_stale(lock)
+    for stage in stale_temps(where, any_host=owned):
         if stage.is_dir() and (stage / COMMITTED).exists():
             names = _staged(stage)
             unheld = [name for name in names if name not in set(held)]
@@ -147,7 +151,7 @@ def sweep(where: Path, held: Iterable[str] = ()) -> None:
             with contextlib.suppress(AbswinError), locked(where, unheld):
                 _move_in(stage, where, names)
                 shutil.rmtree(stage, ignore_errors=True)
-    remove_stale_temps(where)
+    remove_stale_temps(where, any_host=owned)
 
 
 @contextlib.contextmanager
@@ -168,6 +172,12 @@ def locked(where: Path, names: list[str]) -> Iterator[None]:
         for lock in taken:
             if _content(lock) == owner:
                 lock.unlink(missing_ok=True)
+
+
+def forget_claim(folder: Path) -> None:
+    """Drop the lock of a new output folder at ``folder``, whoever holds it: for a caller to whom that path belongs
+    alone (the zoo's staging folder of one output, retried after its worker was lost)."""
+    lock_path(folder.parent, f"{folder.name}/").unlink(missing_ok=True)
 
 
 def lock_path(where: Path, name: str) -> Path:

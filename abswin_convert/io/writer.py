@@ -91,23 +91,24 @@ def temp_owner(path: Path) -> Owner | None:
     return Owner.parse(" ".join(fields[:2])) if len(fields) == 3 else None
 
 
-def stale_temps(folder: Path) -> list[Path]:
-    """Temp files and staging folders in ``folder`` whose writers are known dead (on this host)."""
+def stale_temps(folder: Path, any_host: bool = False) -> list[Path]:
+    """Temp files and staging folders in ``folder`` whose writers are known dead (on this host; ``any_host``: all
+    of them, for a caller that holds the folder for itself)."""
     if not folder.is_dir():
         return []
     found = []
     for candidate in folder.glob(f"{TEMP_MARK}*"):
         owner = temp_owner(candidate)
-        if owner is not None and known_dead(owner):
+        if owner is not None and (any_host or known_dead(owner)):
             found.append(candidate)
     return found
 
 
-def remove_stale_temps(folder: Path) -> list[Path]:
+def remove_stale_temps(folder: Path, any_host: bool = False) -> list[Path]:
     """Delete temp files and staging folders left in ``folder`` by killed writers; a staging folder whose files were
     being moved into place when its writer died (``COMMITTED`` in it) is left for ``staging.sweep`` to finish."""
     removed: list[Path] = []
-    for candidate in stale_temps(folder):
+    for candidate in stale_temps(folder, any_host):
         if candidate.is_dir() and not candidate.is_symlink():
             if (candidate / COMMITTED).exists():
                 continue

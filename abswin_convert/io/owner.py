@@ -22,14 +22,15 @@ class Owner:
     start: str = ""  # the process's start time in clock ticks after boot ("" when not known)
 
     def __str__(self) -> str:
-        return f"{self.host} {self.pid} {self.start}"
+        return f"{self.host} {self.pid} {self.start or '-'}"
 
     @classmethod
     def parse(cls, text: str) -> Owner | None:
+        """What ``str`` wrote (and anything after it, such as a lock's token); None for anything else."""
         fields = text.split()
-        if len(fields) not in (2, 3) or not fields[1].isdigit():
+        if len(fields) < 3 or not fields[1].isdigit():
             return None
-        return cls(fields[0], int(fields[1]), fields[2] if len(fields) == 3 else "")
+        return cls(fields[0], int(fields[1]), "" if fields[2] == "-" else fields[2])
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -159,18 +160,19 @@ def locked(where: Path, names: list[str]) -> Iterator[None]:
     """Hold the locks of ``names`` (files in ``where``; ``NAME/`` for a folder) or refuse at once: another conversion
     is writing one of them."""
     taken: list[Path] = []
-    owner = str(me())
+    mine = f"{me()} {secrets.token_hex(4)}"  # this holder's own (a zoo's threads share the process)
     try:
         for name in sorted(set(names)):
             lock = lock_path(where, name)
-            if not _take(lock, owner):
+            taken.append(lock)  # first: a signal right after the lock is made still releases it (it says whose)
+            if not _take(lock, mine):
+                taken.pop()
                 raise AbswinError(f"another conversion is writing {where / name.rstrip('/')} right now; wait for it, or "
                                   "choose another output")
-            taken.append(lock)
         yield
     finally:
         for lock in taken:
-            if _content(lock) == owner:
+            if _content(lock) == mine:
                 lock.unlink(missing_ok=True)
 
 

@@ -91,12 +91,14 @@ class _Pickler:
         self.records: dict[str, RawBytes | np.ndarray] = {}
         self._source_keys: dict[str, str] = {}  # a source storage's key -> its key in the output
         self._memo: dict[int, tuple[int, Any]] = {}  # id -> (memo index, the object, kept alive so its id stays its)
+        self._shared: set[int] = set()  # ids of the objects the dumped object holds more than once
 
     def dump(self, obj: Any) -> bytes:
+        self._shared = _shared_ids(obj)
         return b"\x80\x02" + self._value(obj) + b"."
 
     def _value(self, value: Any) -> bytes:
-        if value is None or isinstance(value, (bool, int, float, np.generic)):
+        if id(value) not in self._shared:  # met once: written as it is (a file without sharing has no memo)
             return self._spelled(value)
         seen = self._memo.get(id(value))
         if seen is not None:
@@ -199,6 +201,27 @@ class _Pickler:
         else:
             storage_class, numel = _global("torch.storage", "UntypedStorage"), nbytes
         return b"(" + _text("storage") + storage_class + _text(key) + _text(storage.location) + _int(numel) + b"tQ"
+
+
+def _shared_ids(obj: Any) -> set[int]:
+    """The ids of the objects ``obj`` refers to more than once (numbers aside), each container looked into once."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if node is None or isinstance(node, (bool, int, float, np.generic)):
+            continue
+        if id(node) in seen:
+            shared.add(id(node))
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            stack.extend([*node.keys(), *node.values(), *vars(node).values()] if hasattr(node, "__dict__")
+                         else [*node.keys(), *node.values()])
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            stack.extend(node)
+    return shared
 
 
 def _dtype_name(array: np.ndarray) -> str:

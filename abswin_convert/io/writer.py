@@ -88,7 +88,7 @@ def temp_owner(path: Path) -> Owner | None:
     fields = path.name[len(TEMP_MARK):].split("-") if path.name.startswith(TEMP_MARK) else []
     if len(fields) == 2 and fields[0].isdigit():
         return Owner(host_id(), int(fields[0]))
-    return Owner.parse(" ".join(fields[:2])) if len(fields) == 3 else None
+    return Owner.parse(f"{fields[0]} {fields[1]} -") if len(fields) == 3 else None
 
 
 def stale_temps(folder: Path, any_host: bool = False) -> list[Path]:

@@ -209,7 +209,8 @@ def _position_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest, po
             f"the model runs at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
             f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
         )
-    result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
+    if request.global_size is None or not base.is_identity(det, out_grid, request):  # None: tiles only
+        result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
     return result
 
 

@@ -452,12 +452,13 @@ def test_a_zoo_run_sweeps_its_out_folder(tmp_path):
 # --- 10. smaller ----------------------------------------------------------------------------------------------------
 
 def test_a_pt_output_into_the_sources_own_folder_is_not_an_input(tmp_path, cli):
-    """The folder holds model.safetensors alone: no config.json was read, so none is an input to protect."""
+    """The folder holds model.safetensors alone: no config.json was read, so none is an input to protect (a .pt output
+    in a folder is named pytorch_model.bin)."""
     _, source = hm.save_timm(tmp_path)
     source.rename(tmp_path / "model.safetensors")
     result = cli("convert", tmp_path, "-o", tmp_path, "--format", "pt", "--img-size", 448)
     assert result.exit_code == 0, result.output
-    assert torch.load(tmp_path / "model.pt", weights_only=True)["pos_embed"].shape[1] == 112 * 112
+    assert torch.load(tmp_path / "pytorch_model.bin", weights_only=True)["pos_embed"].shape[1] == 112 * 112
 
 
 def test_a_safetensors_header_over_safetensors_own_limit_is_refused_unread(tmp_path, forkserver):

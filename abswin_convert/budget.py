@@ -6,7 +6,7 @@ README: peak RSS <= the interpreter and libraries' baseline + k x the largest te
 k about 3 measured by ``scripts/bench_memory.py``; the check reserves ``WORK_BUFFERS`` float64 copies (k = 8),
 which must fit in the budget (default 4 GiB, ``ABSWIN_MAX_MEMORY`` overrides it: bytes, or a number with K/M/G).
 Files are bounded where they are read: ``io/torch_zip.py`` (pickles, members, tensors against their storages) and
-``io/safetensors_header.py`` (byte ranges inside the file).
+``io/safetensors_reader.py`` (byte ranges inside the file).
 """
 
 from __future__ import annotations

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from .io.checkpoint import Checkpoint
+from .io.files import check_destination
 from .io.jsonfile import write_json
 from .io.outputs import CONFIG_FILE, WEIGHTS_FILE, output_format, output_paths, sidecar_of
 from .io.provenance import SOURCE_SHA256, SourceDigest
+from .io.safetensors_writer import OutputTensor, RawBytes, write_safetensors
 from .io.shards import SAFETENSORS_INDEX, ShardIndex, output_shard_name, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
 from .io.torch_zip import TensorRef
 from .io.torch_zip_writer import SourceStorages, TorchZip
-from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors
 from .plan import Plan
 from .progress import byte_bar
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AbswinError
-from .io.writer import atomic_file
+from .io.files import atomic_file
 from .maths import absolute_win as aw
 from .maths.resize import Size
 

@@ -43,9 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from abswin_convert.io.files import atomic_file
 from abswin_convert.io.hash_cache import ENV_VAR as HASH_CACHE_VAR
-from abswin_convert.io.safetensors_header import read_header
-from abswin_convert.io.writer import OutputTensor, RawBytes, atomic_file, safetensors_header, write_safetensors
+from abswin_convert.io.safetensors_reader import read_header
+from abswin_convert.io.safetensors_writer import OutputTensor, RawBytes, safetensors_header, write_safetensors
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [str(Path(sys.executable).with_name("abswin-convert"))]  # the console script of this environment

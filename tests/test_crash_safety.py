@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from abswin_convert import convert
-from abswin_convert.io.writer import TEMP_MARK, remove_stale_temps
+from abswin_convert.io.files import TEMP_MARK, remove_stale_temps
 from tests import hiera_models as hm
 
 CLI = str(Path(sys.executable).with_name("abswin-convert"))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from abswin_convert import convert
-from abswin_convert.io.safetensors_header import read_header
+from abswin_convert.io.safetensors_reader import read_header
 from tests import hiera_models as hm
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}

@@ -9,7 +9,7 @@ from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
 from abswin_convert.evaluation.hooks import run_hook
 from abswin_convert.io.checkpoint import open_checkpoint
-from abswin_convert.io.writer import OutputTensor, write_safetensors
+from abswin_convert.io.safetensors_writer import OutputTensor, write_safetensors
 from tests.hooks_support import make_idx_folder
 
 

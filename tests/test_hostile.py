@@ -29,8 +29,8 @@ from safetensors.torch import load_file, save_file
 
 from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
+from abswin_convert.io.files import TEMP_MARK
 from abswin_convert.io.staging import LOCK_MARK, locked
-from abswin_convert.io.writer import TEMP_MARK
 from tests import hiera_models as hm
 from tests.cli_forkserver import ForkServer, cli_env
 

@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from abswin_convert.errors import AbswinError
+from abswin_convert.io.files import COMMITTED, TEMP_MARK
 from abswin_convert.io.outputs import read_metadata
 from abswin_convert.io.owner import Owner, host_id, me
 from abswin_convert.io.staging import lock_path, locked, output_unit, sweep
-from abswin_convert.io.writer import COMMITTED, TEMP_MARK
 from tests import hiera_models as hm
 from tests.cli_forkserver import ForkServer, cli_env
 
@@ -441,7 +441,7 @@ def test_a_zoo_run_sweeps_its_out_folder(tmp_path):
     out.mkdir()
     _killed_inside_output_unit([out / "stray.safetensors"])
     (out / f"{TEMP_MARK}0badc0de-1-0a1b2c3d").mkdir()  # and a lost Ray worker's, from another node
-    lock_path(out, ".m.abswin-zoo-partial/").write_text(str(Owner("0badc0de", 1)))
+    lock_path(out, f"{TEMP_MARK}0badc0de-1-0a1b2c3d/").write_text(str(Owner("0badc0de", 1)))
     assert len(leftovers(out)) == 4
     (tmp_path / "zoo.toml").write_text('[[model]]\nsource = "model.pth"\nimg_size = 448\nfamily = "hiera"\n')
     status, stderr, _ = run_within(["zoo", "zoo.toml", "-o", out], tmp_path, seconds=120)

@@ -14,11 +14,11 @@ import torch
 from abswin_convert.errors import AbswinError
 from abswin_convert.io.checkpoint import open_checkpoint
 from abswin_convert.io.dtypes import RAW_DTYPES, TORCH_NAMES
+from abswin_convert.io.safetensors_writer import OutputTensor, RawBytes
 from abswin_convert.io.tensors import RawTensor
 from abswin_convert.io.torch_bridge import to_torch
 from abswin_convert.io.torch_zip import open_torch
 from abswin_convert.io.torch_zip_writer import ALIGNMENT, SourceStorages, TorchZip
-from abswin_convert.io.writer import OutputTensor, RawBytes
 
 SHAPES = [(2, 3, 4), (), (0, 3), (7,), (1, 300, 5)]
 

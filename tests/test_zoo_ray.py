@@ -16,6 +16,7 @@ import ray
 from click.testing import CliRunner
 
 from abswin_convert.cli import main
+from abswin_convert.io.files import TEMP_MARK
 from abswin_convert.zoo import load_manifest, run_zoo
 from abswin_convert.zoo.ray_executor import task_options
 from tests import hiera_models as hm
@@ -102,7 +103,7 @@ def test_ray_writes_what_the_local_executor_writes_and_a_rerun_resumes(ray_clust
 
     # resumable: a lost output and a killed run's staging folder; the rerun builds only what is missing
     out = tmp_path / "ray"
-    os.rename(out / "official-baked-448x448", out / ".official-baked-448x448.abswin-zoo-partial")
+    os.rename(out / "official-baked-448x448", out / f"{TEMP_MARK}0badc0de-1-0a1b2c3d")  # a lost worker's, anywhere
     again = run_zoo(load_manifest(zoo, out), jobs=2, executor="ray")
     expected = {**dict.fromkeys(GOOD, "skipped"), "official-baked-448x448": "converted", BROKEN: "failed"}
     assert {row.output: row.status for row in again.rows} == expected

@@ -43,7 +43,7 @@ def inspect_command(source: str, family: str | None, as_json: bool, plot_path: s
     from ..families.overrides import Overrides
 
     if plot_path is not None:  # the picture's name and place are checked before any work
-        from ..io.writer import check_destination
+        from ..io.files import check_destination
         from ..plot import plot_format
 
         plot_format(Path(plot_path))

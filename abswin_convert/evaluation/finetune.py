@@ -21,12 +21,13 @@ from .. import families
 from ..errors import AbswinError
 from ..families import hiera
 from ..families.base import TIMM_WINDOW_KEY, nchw, output_grid, read_parts, read_position
+from ..io.files import check_destination
 from ..io.jsonfile import write_json
 from ..io.outputs import folder_paths
 from ..io.provenance import output_metadata, public_name
+from ..io.safetensors_writer import OutputTensor, write_safetensors
 from ..io.tensors import RawTensor
 from ..io.torch_bridge import from_torch, to_torch, torch_state_dict
-from ..io.writer import OutputTensor, check_destination, write_safetensors
 from ..maths import absolute_win as aw
 from ..maths.grid import format_size
 from ..runtimes import timm as timm_runtime

@@ -23,7 +23,7 @@ from .dtypes import DtypeError, name_of
 from .jsonfile import read_json_object
 from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
-from .safetensors_header import read_header
+from .safetensors_reader import read_header
 from .shards import INDEX_SUFFIX, ShardIndex, index_in, read_weight_map, shard_files
 from .tensors import FileTensor, RawTensor, StoredTensor, StridedTensor
 from .unpickling import UnboundedGraph

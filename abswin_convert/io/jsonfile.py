@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import AbswinError
-from .writer import atomic_file
+from .files import atomic_file
 
 
 def read_json_object(path: Path) -> dict:
@@ -21,6 +21,6 @@ def read_json_object(path: Path) -> dict:
 
 
 def write_json(dest: Path, data: object) -> None:
-    """A JSON file (indented, keys sorted), through the writer's temp-file-and-rename path."""
+    """A JSON file (indented, keys sorted), through ``files.atomic_file`` (temp file, fsync, rename)."""
     with atomic_file(dest) as out:
         out.write((json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())

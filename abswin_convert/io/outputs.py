@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import AbswinError
 from .jsonfile import read_json_object, write_json
 from .provenance import Provenance
-from .safetensors_header import read_header
+from .safetensors_reader import read_header
 
 WEIGHTS_FILE = "model.safetensors"
 TORCH_WEIGHTS_FILE = "pytorch_model.bin"  # the name timm (local-dir:) and transformers look for

@@ -14,6 +14,8 @@ built in a hidden staging folder, and moved into place together, under locks tha
   file). It is stale only when its owner is known dead on its own host; then any later run in that folder removes
   it, with the killed writer's temp files and staging folders. Another host's locks and stages are never touched.
 - A failure (or a signal, see ``cli/signals.py``) removes the staging folder, the locks and any folders made.
+- An output folder its caller owns (the zoo's) is replaced whole instead (``replaced_folder``): no old file stays
+  beside the new ones.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import AbswinError
-from .owner import Owner, known_dead, me
-from .writer import (
+from .files import (
     COMMITTED,
     check_destination,
     fsync_folder,
@@ -38,8 +39,13 @@ from .writer import (
     stale_temps,
     temp_path,
 )
+from .owner import Owner, known_dead, me
 
 LOCK_MARK = ".abswin-lock-"
+
+
+class Busy(AbswinError):
+    """Another writer holds a lock that was asked for."""
 
 
 class Staging:
@@ -81,6 +87,31 @@ def output_unit(files: list[Path], inputs: list[Path], force: bool) -> Iterator[
     except BaseException:
         remove_folders(created)
         raise
+
+
+@contextlib.contextmanager
+def replaced_folder(folder: Path) -> Iterator[Path]:
+    """An output folder replaced whole, for a caller that owns it (the zoo): yields a fresh temp path beside it to
+    build the new folder at; when the block succeeds, the new folder takes the old one's place (no old file stays
+    beside the new ones), else the old one stays as it was. Under the folder's lock; what a killed writer leaves is a
+    temp folder that ``sweep`` removes."""
+    with locked(folder.parent, [f"{folder.name}/"]):
+        stage = temp_path(folder.parent)
+        try:
+            yield stage
+            old = temp_path(folder.parent)
+            if folder.exists():
+                os.rename(folder, old)
+            try:
+                os.rename(stage, folder)
+            except OSError:
+                if old.exists():
+                    os.rename(old, folder)
+                raise
+            fsync_folder(folder.parent)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _one_folder(files: list[Path]) -> Path:
@@ -136,10 +167,13 @@ def sweep(where: Path, held: Iterable[str] = (), *, owned: bool = False) -> None
     """Remove what writers known dead (on this host) left in ``where``: their locks, temp files and staging folders.
     A staging folder they were moving into place has its move finished first, under its files' locks (``held``:
     those the caller holds already). ``owned``: the caller holds ``where`` for itself (the zoo's output folder,
-    after its tasks), so whatever is there, from any host, is a leftover."""
+    after its tasks), so whatever is there, from any host, is a leftover, but for the locks of ``held``."""
     if not where.is_dir():
         return
+    mine = {lock_path(where, name) for name in held}
     for lock in where.glob(f"{LOCK_MARK}*"):
+        if lock in mine:
+            continue
         if owned:
             lock.unlink(missing_ok=True)
         else:
@@ -167,8 +201,8 @@ def locked(where: Path, names: list[str]) -> Iterator[None]:
             taken.append(lock)  # first: a signal right after the lock is made still releases it (it says whose)
             if not _take(lock, mine):
                 taken.pop()
-                raise AbswinError(f"another conversion is writing {where / name.rstrip('/')} right now; wait for it, or "
-                                  "choose another output")
+                raise Busy(f"another conversion is writing {where / name.rstrip('/')} right now; wait for it, or "
+                           "choose another output")
         yield
     finally:
         for lock in taken:
@@ -178,7 +212,7 @@ def locked(where: Path, names: list[str]) -> Iterator[None]:
 
 def forget_claim(folder: Path) -> None:
     """Drop the lock of a new output folder at ``folder``, whoever holds it: for a caller to whom that path belongs
-    alone (the zoo's staging folder of one output, retried after its worker was lost)."""
+    alone (the zoo's output folder, built again after its worker was lost)."""
     lock_path(folder.parent, f"{folder.name}/").unlink(missing_ok=True)
 
 

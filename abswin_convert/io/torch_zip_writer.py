@@ -25,8 +25,9 @@ import numpy as np
 
 from ..errors import AbswinError
 from .dtypes import TORCH_NAMES, DtypeError, itemsize, name_of
+from .files import atomic_file
+from .safetensors_writer import OutputTensor, RawBytes, copy_range, start_writeback
 from .torch_zip import STORAGE_DTYPES, Layout, NamespaceData, StorageRef, TensorRef, TorchDtype
-from .writer import OutputTensor, RawBytes, atomic_file, copy_range, start_writeback
 
 ARCHIVE = "archive"  # the folder torch.save uses for a file object
 ALIGNMENT = 64

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 from .executors import EXECUTORS, Progress
 from .manifest import HookSpec, Manifest, OutputJob, load_manifest
-from .output import STAGING_MARK
 from .report import REPORT_JSON, REPORT_MD, OutputRow, ZooReport
 from .runner import run_zoo
 
 __all__ = [
-    "EXECUTORS", "REPORT_JSON", "REPORT_MD", "STAGING_MARK", "HookSpec", "Manifest", "OutputJob", "OutputRow",
+    "EXECUTORS", "REPORT_JSON", "REPORT_MD", "HookSpec", "Manifest", "OutputJob", "OutputRow",
     "Progress", "ZooReport", "load_manifest", "run_zoo",
 ]

@@ -1,15 +1,13 @@
 """One output of the zoo, wherever it runs (a thread here, or a Ray worker): skip it, build it, or preview it.
 
-An output is built in a hidden staging folder beside its final place, its hooks run there, and it is renamed into
-place only when the conversion and every hook succeeded; so an output folder is always complete, and whatever a
-killed process leaves is a hidden staging folder the next run removes.
+An output is built in a hidden temp folder beside its final place (``io/staging.replaced_folder``), its hooks run
+there, and it replaces the old folder whole only when the conversion and every hook succeeded; so an output folder
+is always complete, and whatever a killed process leaves is a hidden temp folder the next zoo run removes.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -22,11 +20,9 @@ from ..evaluation.hooks import run_hook
 from ..hub.locations import open_source
 from ..io.outputs import read_output, write_hooks
 from ..io.provenance import public_name, sha256_of
-from ..io.staging import forget_claim
+from ..io.staging import forget_claim, replaced_folder
 from .manifest import HookSpec, OutputJob
 from .report import OutputRow
-
-STAGING_MARK = ".abswin-zoo-"  # hidden folders `.NAME.abswin-zoo-partial` / `-old`: never a finished output
 
 SourceDigest = Callable[[], str]
 
@@ -98,11 +94,9 @@ def _sha256_of_source(location: str) -> str:
 
 
 def _build(job: OutputJob) -> None:
-    """Convert into a hidden staging folder, run the hooks there, then rename it into place."""
-    staging = staging_folder(job.folder, "partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    forget_claim(staging)  # a lost attempt's (its worker on another node, maybe): this path is this output's alone
-    try:
+    """Convert into a hidden temp folder, run the hooks there, then put it in the place of the old output."""
+    forget_claim(job.folder)  # a lost attempt's (its worker on another node, maybe): this path is this output's alone
+    with replaced_folder(job.folder) as staging:
         result = convert(
             source=job.location,
             output=staging,
@@ -117,9 +111,6 @@ def _build(job: OutputJob) -> None:
         )
         if job.hooks:
             write_hooks(staging, _run_hooks(job.hooks, result.output))
-        _install(staging, job.folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _window_options(job: OutputJob) -> dict:
@@ -161,22 +152,3 @@ def _why_not_ok(result: dict) -> str:
     reasons = [str(p) for p in problems] if isinstance(problems, list) else [str(problems or "")]
     reasons = [r for r in reasons if r] or [str(result.get("runtime") or "ok is false, without a reason")]
     return " ".join("; ".join(reasons).split())
-
-
-def _install(staging: Path, folder: Path) -> None:
-    """Put the finished staging folder at ``folder``, replacing an outdated output."""
-    old = staging_folder(folder, "old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def staging_folder(folder: Path, kind: str) -> Path:
-    return folder.with_name(f".{folder.name}{STAGING_MARK}{kind}")
-
-
-def remove_staging(out_dir: Path) -> None:
-    """Remove what killed runs or lost workers left; only while nobody else builds in ``out_dir``."""
-    for leftover in out_dir.glob(f".*{STAGING_MARK}*"):
-        shutil.rmtree(leftover, ignore_errors=True)

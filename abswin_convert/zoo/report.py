@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, residual
+from ..io.files import atomic_file
 from ..io.jsonfile import write_json
 from ..io.outputs import read_output
-from ..io.writer import atomic_file
 from ..markdown import format_value, markdown_table
 
 REPORT_JSON = "report.json"

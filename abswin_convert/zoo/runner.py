@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ..errors import AbswinError
-from ..io.staging import sweep
+from ..io.staging import Busy, locked, sweep
 from .executors import Progress, make_executor
 from .manifest import Manifest
-from .output import remove_staging
 from .report import ZooReport
+
+_THE_RUN = "./"  # the lock a zoo run holds on its output folder, inside it: one run at a time writes there
 
 
 def run_zoo(
@@ -37,11 +36,10 @@ def run_zoo(
         return ZooReport(manifest.path, manifest.out, rows, dry_run=True)
     manifest.out.mkdir(parents=True, exist_ok=True)
     with _exclusive(manifest.out):
-        remove_staging(manifest.out)  # left by a run that was killed: nobody else holds the folder now
-        sweep(manifest.out, owned=True)  # and the locks and stages of its conversions, whatever this run converts
+        # what a killed run left (nobody else writes here now): locks, temp files, half-built output folders
+        sweep(manifest.out, held=[_THE_RUN], owned=True)
         rows = runner.run(manifest.entries(), False, progress)
-        remove_staging(manifest.out)  # left by Ray workers lost mid-output
-        sweep(manifest.out, owned=True)
+        sweep(manifest.out, held=[_THE_RUN], owned=True)  # and what Ray workers lost mid-output left
         report = ZooReport(manifest.path, manifest.out, rows)
         report.write()
     return report
@@ -49,13 +47,10 @@ def run_zoo(
 
 @contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold an advisory lock on the output folder (released by the kernel even after ``kill -9``)."""
-    fd = os.open(out_dir, os.O_RDONLY)
-    try:
+    """Hold the output folder's lock for this run (a killed run's is stale once it is known dead)."""
+    with ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
+            held.enter_context(locked(out_dir, [_THE_RUN]))
+        except Busy as exc:
             raise AbswinError(f"another zoo run is writing to {out_dir}; wait for it, or use another -o/--output") from exc
         yield
-    finally:
-        os.close(fd)

@@ -1,4 +1,4 @@
-"""Parse and check a safetensors header without trusting it.
+"""Read a safetensors file: parse and check its header without trusting it (the pair of ``safetensors_writer.py``).
 
 We read the header ourselves (rather than through ``safe_open``) because the writer copies untouched tensors
 as raw byte ranges, and because a header that lies must be refused with a clear message, not a crash.

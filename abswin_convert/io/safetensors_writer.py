@@ -1,6 +1,6 @@
-"""Write outputs safely: a temp file in the destination folder, fsync, rename. Nothing is left half-written.
+"""Write a safetensors file, the pair of ``safetensors_reader.py`` (the file's safety: ``files.atomic_file``).
 
-The safetensors writer streams: the header is computed from shapes alone, then each tensor is written in turn;
+The writer streams: the header is computed from shapes alone, then each tensor is written in turn;
 a tensor the plan does not touch is copied from the source file as raw bytes, never decoded, inside the kernel
 (``copy_file_range``) where it can. The source's sha256 is hashed in a thread alongside the copy and patched into
 the header (its placeholder has the same length). Finished parts are handed to the disk while the rest is copied,
@@ -9,12 +9,9 @@ so that the closing fsync has less left to wait for.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import secrets
-import shutil
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,11 +22,9 @@ import numpy as np
 
 from ..errors import AbswinError
 from .dtypes import RAW_DTYPES
-from .owner import Owner, host_id, known_dead
+from .files import atomic_file
 from .provenance import SOURCE_SHA256, SourceDigest
 
-TEMP_MARK = ".abswin-tmp-"  # temp files and staging folders: .abswin-tmp-HOST-PID-TOKEN
-COMMITTED = ".abswin-committed"  # in a staging folder: its files are being moved into place, all of them
 _COPY_CHUNK = 64 * 1024 * 1024
 _WRITEBACK_STEP = 32 * 1024 * 1024
 # copy_file_range refuses some pairs of files (other file systems, old kernels, sandboxes): copy through a buffer.
@@ -57,116 +52,6 @@ class OutputTensor:
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes)
-
-
-def check_destination(dest: Path, inputs: list[Path], force: bool) -> None:
-    """Refuse to write onto an input, or over an existing file without ``force``."""
-    for source in inputs:
-        if _same_file(dest, source):
-            raise AbswinError(f"output {dest} is the input file {source}; choose another output path")
-    if dest.exists() and not force:
-        raise AbswinError(f"output {dest} already exists; pass --force to overwrite it")
-    if dest.exists() and dest.is_dir():
-        raise AbswinError(f"output {dest} is a folder; give a file name")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """The same path, or two names (links) of one existing file."""
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and os.path.samefile(a, b)
-
-
-def temp_path(folder: Path) -> Path:
-    """A fresh temp name in ``folder``: short (a long output name must not make it too long), unique within this
-    process (the zoo writes from threads), and naming its owner (host and pid) so that a later run can clean it up."""
-    return folder / f"{TEMP_MARK}{host_id()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def temp_owner(path: Path) -> Owner | None:
-    """Who made a temp name (earlier versions named the pid alone: this host's); None for other names."""
-    fields = path.name[len(TEMP_MARK):].split("-") if path.name.startswith(TEMP_MARK) else []
-    if len(fields) == 2 and fields[0].isdigit():
-        return Owner(host_id(), int(fields[0]))
-    return Owner.parse(f"{fields[0]} {fields[1]} -") if len(fields) == 3 else None
-
-
-def stale_temps(folder: Path, any_host: bool = False) -> list[Path]:
-    """Temp files and staging folders in ``folder`` whose writers are known dead (on this host; ``any_host``: all
-    of them, for a caller that holds the folder for itself)."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for candidate in folder.glob(f"{TEMP_MARK}*"):
-        owner = temp_owner(candidate)
-        if owner is not None and (any_host or known_dead(owner)):
-            found.append(candidate)
-    return found
-
-
-def remove_stale_temps(folder: Path, any_host: bool = False) -> list[Path]:
-    """Delete temp files and staging folders left in ``folder`` by killed writers; a staging folder whose files were
-    being moved into place when its writer died (``COMMITTED`` in it) is left for ``staging.sweep`` to finish."""
-    removed: list[Path] = []
-    for candidate in stale_temps(folder, any_host):
-        if candidate.is_dir() and not candidate.is_symlink():
-            if (candidate / COMMITTED).exists():
-                continue
-            shutil.rmtree(candidate, ignore_errors=True)
-        else:
-            candidate.unlink(missing_ok=True)
-        removed.append(candidate)
-    return removed
-
-
-def make_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; the folders created, outermost first (to remove on failure)."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        remove_folders(missing)
-        raise AbswinError(f"cannot create the folder {folder}: {exc.strerror or exc}") from exc
-    return missing
-
-
-def remove_folders(created: list[Path]) -> None:
-    """Remove folders ``make_folders`` created, innermost first, where they are still empty."""
-    for folder in reversed(created):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
-@contextlib.contextmanager
-def atomic_file(dest: Path) -> Iterator[BinaryIO]:
-    """Yield a temp file beside ``dest``; on success fsync and rename it over ``dest``, else delete it (and the
-    folders made for it)."""
-    created = make_folders(dest.parent)
-    remove_stale_temps(dest.parent)
-    temp = temp_path(dest.parent)
-    try:
-        with open(temp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, dest)
-    except OSError as exc:  # a full disk, a read-only folder, a file size limit: the user's to fix, not a crash
-        temp.unlink(missing_ok=True)
-        remove_folders(created)
-        raise AbswinError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        remove_folders(created)
-        raise
-    fsync_folder(dest.parent)
-
-
-def fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def safetensors_header(tensors: list[OutputTensor], metadata: dict[str, str]) -> bytes:

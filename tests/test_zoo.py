@@ -452,3 +452,28 @@ def test_a_local_zoo_runs_blas_on_one_thread_and_gives_the_setting_back(tmp_path
         after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert before and set(before) == {2} and after == before
     assert rows[0].status == "converted" and set(rows[0].hooks["tests.zoo_hooks:blas_threads"]["blas_threads"]) == {1}
+
+
+def test_a_second_zoo_run_into_a_busy_out_is_refused_and_a_killed_runs_hold_is_not(tmp_path):
+    """One zoo run at a time writes into an out folder; a run killed with kill -9 does not keep it."""
+    (tmp_path / "src").mkdir()
+    hm.save_timm(tmp_path / "src")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[[model]]\nsource = "src/hiera_timm.safetensors"\nimg_size = 448\n'
+                        f'hooks = [{{name = "tests.zoo_hooks:pid_then_sleep", pids = "{pids}", seconds = 60}}]\n')
+    first = zoo_process(manifest)
+    deadline = time.monotonic() + 120
+    while not any(pids.iterdir()) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, first.communicate()[1]
+    second = CliRunner().invoke(main, ["zoo", str(manifest)])
+    assert second.exit_code == 2 and "another zoo run is writing to" in second.output, second.output
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    manifest.write_text('[[model]]\nsource = "src/hiera_timm.safetensors"\nimg_size = 448\n')
+    third = CliRunner().invoke(main, ["zoo", str(manifest)])
+    assert third.exit_code == 0, third.output
+    out = tmp_path / "converted"
+    assert len(finished_outputs(out)) == 1 and leftovers(out) == []

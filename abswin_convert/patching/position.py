@@ -78,10 +78,11 @@ class Position:
             return compose.recipe_window(grid, self.det.window, self.det.resize), torch.zeros_like(grid)
         return compose.split(grid, self.det.window)
 
-    def runtime_value(self) -> torch.Tensor:
-        """The runtime's own parameter value at the native grid, composed from the current (split) parameters."""
+    def runtime_value(self, size: Size | None = None) -> torch.Tensor:
+        """The embedding at ``size`` (the native grid by default) in the runtime's own layout, as its parameter
+        would hold it: what a model built for that size loads."""
         with torch.no_grad():
-            grid, prefix = self.at(self.det.grid)
+            grid, prefix = self.at(size or self.det.grid)
         if self.det.layout == "nhwc":
             return grid
         rows = grid.reshape(1, -1, grid.shape[-1])

@@ -221,3 +221,103 @@ def test_the_torch_twin_computes_the_numpy_maths():
                 expected = aw.compose(w_np, g_np, size, resize)
                 got = compose.compose(w_t, g_t, size, resize).numpy()
                 assert np.abs(got - expected).max() < 1e-12, (window, resize, size)
+
+
+# --- cost: the cache, torch.compile ------------------------------------------------------------------------------
+
+
+def test_the_embedding_is_cached_per_size_until_a_parameter_changes():
+    model = patched(CASES["timm-samvit"])
+    pos = position(model)
+    with torch.no_grad():
+        first = pos.at((11, 11))[0]
+        assert pos.at((11, 11))[0] is first  # cached
+        assert pos.at((12, 12))[0] is not first
+        assert pos.at((11, 11))[0] is first  # one entry per size
+    (param,) = pos.parameters()  # the runtime sees no pos_embed of its own: the patch adds it
+    assert model.pos_embed is None and "pos_embed" in dict(model.named_parameters())
+    param.grad = torch.ones_like(param)
+    torch.optim.SGD([param], lr=0.1).step()  # writes the parameter in place
+    with torch.no_grad():
+        after = pos.at((11, 11))[0]
+    assert after is not first and not torch.equal(after, first)
+    # training: recomputed every time, with the graph to the parameter
+    training = pos.at((11, 11))[0]
+    assert training.grad_fn is not None and pos.at((11, 11))[0] is not training
+
+
+@pytest.mark.parametrize("name", ["timm-vit", "timm-samvit"])
+def test_torch_compile_traces_a_patched_model_in_one_graph(name):
+    case = CASES[name]
+    model = patched(case)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break would raise
+    for size in (case.native, case.other):
+        x = _image(size)
+        with torch.no_grad():
+            assert relative(compiled(x), case.run(model, x)) <= 1e-6
+    model.train()
+    compiled(_image(case.other)).sum().backward()  # training through the compiled graph reaches the embedding
+    (param,) = position(model).parameters()
+    assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+# --- what patch does not do ---------------------------------------------------------------------------------------
+
+
+def test_patching_twice_changes_nothing_and_other_options_repatch():
+    case = CASES["timm-samvit"]
+    model = patched(case)
+    out = at_size(case, model, case.other)
+    abswin_convert.patch(model)
+    assert len(model.patch_embed._forward_hooks) == 1 and torch.equal(at_size(case, model, case.other), out)
+    abswin_convert.patch(model, split=True)
+    assert len(model.patch_embed._forward_hooks) == 1 and "pos_embed_win" in dict(model.named_parameters())
+    assert relative(at_size(case, model, case.other), out) <= 1e-6
+
+
+def test_a_plain_vit_needs_a_window():
+    with pytest.raises(AbswinError, match=r"attends globally.*pass window="):
+        abswin_convert.patch(built(CASES["timm-vit"], 32))
+
+
+def test_a_window_other_than_the_models_own_is_refused():
+    with pytest.raises(AbswinError, match=r"4x4 windows of its own; window= is for plain ViTs"):
+        abswin_convert.patch(built(CASES["timm-samvit"], 128), window=7)
+
+
+def test_an_unknown_model_is_refused_naming_the_runtimes():
+    with pytest.raises(AbswinError, match=r"does not know Linear; it patches timm VisionTransformer .*HieraModel"):
+        abswin_convert.patch(torch.nn.Linear(2, 2))
+
+
+def test_bake_needs_a_patched_model():
+    with pytest.raises(AbswinError, match="bake takes a model that abswin_convert.patch has patched"):
+        abswin_convert.bake(built(CASES["timm-samvit"], 128), 256)
+
+
+def test_runtimes_that_already_compose_absolute_win_are_left_alone(capsys):
+    from sam2.modeling.backbones.hieradet import Hiera as Sam2Hiera
+
+    models = [
+        timm.create_model("hiera_tiny_224", pretrained=False, img_size=64, embed_dim=16, num_heads=1,
+                          stages=(1, 1, 2, 1), abs_win_pos_embed=True, global_pos_size=(4, 4)),
+        Sam2Hiera(embed_dim=16, num_heads=1, stages=(1, 1, 1, 1), global_att_blocks=(2,), window_pos_embed_bkg_spatial_size=(4, 4)),
+    ]
+    for model in models:
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        assert abswin_convert.patch(model) is model
+        assert not hasattr(model, "_abswin_patch") and state.keys() == model.state_dict().keys()
+    said = capsys.readouterr().out.splitlines()
+    assert said == [
+        "abswin-convert: timm's absolute-win Hiera (abs_win_pos_embed=True) already composes absolute win at run time; nothing to patch",
+        "abswin-convert: SAM2 already composes absolute win at run time; nothing to patch",
+    ]
+
+
+def test_sam_prompt_encoder_follows_the_image_embedding():
+    case = CASES["sa-sam"]
+    model = patched(case)
+    embedding = at_size(case, model, case.other)
+    assert model.prompt_encoder.get_dense_pe().shape[-2:] == embedding.shape[-2:] == (11, 11)
+    abswin_convert.unpatch(model)
+    assert model.prompt_encoder.image_embedding_size == (8, 8)

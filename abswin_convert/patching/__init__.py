@@ -125,10 +125,10 @@ def _detect(model: torch.nn.Module, adapter: Adapter, window: Size | None) -> tu
     always with the tiling recipe (absolute win is what was asked for), a plain ViT only with a window."""
     tensors = {name: TorchTensor(value.detach()) for name, value in model.state_dict().items()}
     ckpt = Checkpoint(IN_MEMORY, "torch", tensors, adapter.config(model))
-    view, det = families.recognise(ckpt, None, Overrides(window=window))
+    view, det = families.recognise(ckpt)
     recipe = None
     if det.family == "vitdet":
-        if det.global_attention and not det.tile_requested:
+        if det.global_attention and window is None:
             raise AbswinError(
                 f"{type(model).__name__} attends globally (a plain ViT, {format_size(det.grid)} grid): there is no "
                 "window pattern to keep; pass window= (in tokens) to tile its grid into windows of that size, the "

@@ -33,6 +33,16 @@ class Adapter:
         return _class_name(type(model)) in self.classes  # not subclasses: they may add the embedding otherwise
 
 
+def windowed_blocks_config(blocks: Any) -> dict | None:
+    """The window and global blocks of a SAM-style ViT, read off its blocks (``window_size`` 0: global), in the
+    config fields the SAM family reads; None when no block attends in windows."""
+    windows = [int(block.window_size) for block in blocks]
+    sizes = {w for w in windows if w > 0}
+    if len(sizes) != 1:
+        return None
+    return {"window_size": sizes.pop(), "global_attn_indexes": [i for i, w in enumerate(windows) if w == 0]}
+
+
 # Runtimes that compose absolute win themselves: patch says so and changes nothing.
 NATIVE_ABSWIN = {
     "sam2.modeling.sam2_base:SAM2Base": "SAM2",

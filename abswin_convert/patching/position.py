@@ -46,7 +46,8 @@ class Position:
 
     def parameters(self) -> list[torch.Tensor]:
         names = SPLIT_NAMES if self.split else (self.name,)
-        return [p for n in names if (p := self.owner._parameters.get(n)) is not None]
+        found = (self.owner._parameters.get(name) for name in names)
+        return [param for param in found if param is not None]
 
     def native(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The runtime's parameter as ``[H, W, C]`` + prefix rows ``[P, C]`` (views, with gradients)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .adapters import Adapter
+from .adapters import Adapter, windowed_blocks_config
 from .install import Installed
 from .position import Position
 
@@ -32,6 +32,7 @@ def _sam(sam: Any, position: Position, installed: Installed) -> None:
 
 ADAPTERS = (
     Adapter("segment-anything ImageEncoderViT", ("segment_anything.modeling.image_encoder:ImageEncoderViT",),
-            _image_encoder),
-    Adapter("segment-anything Sam", ("segment_anything.modeling.sam:Sam",), _sam),
+            _image_encoder, config=lambda encoder: windowed_blocks_config(encoder.blocks)),
+    Adapter("segment-anything Sam", ("segment_anything.modeling.sam:Sam",), _sam,
+            config=lambda sam: windowed_blocks_config(sam.image_encoder.blocks)),
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .adapters import Adapter
+from .adapters import Adapter, windowed_blocks_config
 from .install import Installed
 from .position import Position
 
@@ -59,6 +59,6 @@ ADAPTERS = (
     Adapter("timm VisionTransformer (window= required)", ("timm.models.vision_transformer:VisionTransformer",),
             _vision_transformer, hides=False),
     Adapter("timm VisionTransformerSAM", ("timm.models.vision_transformer_sam:VisionTransformerSAM",),
-            _add_after_patch_embed),
+            _add_after_patch_embed, config=lambda model: windowed_blocks_config(model.blocks)),
     Adapter("timm Hiera", ("timm.models.hiera:Hiera",), _hiera, hides=False),
 )

@@ -17,7 +17,8 @@ import torch
 
 from .. import families
 from ..errors import AbswinError
-from ..families.base import Decomposition, Detection, bake as bake_grid, output_grid
+from ..families.base import Decomposition, Detection, output_grid
+from ..families.base import bake as bake_grid
 from ..families.overrides import TILE, Overrides
 from ..in_memory import IN_MEMORY, ConvertedStateDict, convert_state_dict
 from ..io.checkpoint import Checkpoint
@@ -110,7 +111,9 @@ def bake(model: torch.nn.Module, img_size: int | str | Size) -> ConvertedStateDi
         parts = Decomposition(_grid(position, WINDOW_NAME), _grid(position, GLOBAL_NAME), 0.0, 0.0)
         prefix_rows = position.owner._parameters.get(PREFIX_NAME)
         rows = np.zeros((0, parts.window.shape[-1])) if prefix_rows is None else _numpy(prefix_rows)[0]
-        values = bake_grid(parts, det, rows, output_grid(det, as_size(img_size)))
+        size = as_size(img_size)
+        assert size is not None
+        values = bake_grid(parts, det, rows, output_grid(det, size))
         like = state[record.pos_key]
         converted[record.pos_key] = to_torch(RawTensor.encode(values, dtype_name(like.dtype))).to(like.device)
     return converted
@@ -123,8 +126,9 @@ def _record(model: torch.nn.Module) -> _Patched | None:
 def _detect(model: torch.nn.Module, adapter: Adapter, window: Size | None) -> tuple[Detection, str, str | None]:
     """The family's detection of the model's embedding, as ``convert_state_dict`` would make it; the ViTDet family
     always with the tiling recipe (absolute win is what was asked for), a plain ViT only with a window."""
-    tensors = {name: TorchTensor(value.detach()) for name, value in model.state_dict().items()}
-    ckpt = Checkpoint(IN_MEMORY, "torch", tensors, adapter.config(model))
+    state = model.state_dict()
+    ckpt = Checkpoint(IN_MEMORY, "torch", {name: TorchTensor(value.detach()) for name, value in state.items()},
+                      adapter.config(model))
     view, det = families.recognise(ckpt)
     recipe = None
     if det.family == "vitdet":

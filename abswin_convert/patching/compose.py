@@ -46,7 +46,7 @@ def window_means(grid: torch.Tensor, window: Size) -> torch.Tensor:
 def split(grid: torch.Tensor, window: Size) -> tuple[torch.Tensor, torch.Tensor]:
     """Window part ``W`` and global part ``G = grid - tile(W)``."""
     window_part = window_means(grid, window)
-    return window_part, grid - tile(window_part, tuple(grid.shape[:2]))
+    return window_part, grid - tile(window_part, (grid.shape[0], grid.shape[1]))
 
 
 def compose(window: torch.Tensor, global_: torch.Tensor, size: Size, how: Resize) -> torch.Tensor:

@@ -14,6 +14,8 @@ counters, so an optimizer step or ``load_state_dict`` (both write in place) or `
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
+
 import torch
 
 from ..families.base import Detection
@@ -101,12 +103,13 @@ class Position:
 
     # --- the embedding at a size ------------------------------------------------------------------------------
 
-    def at(self, size: Size) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def at(self, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The embedding for a ``size`` token grid: ``[1, H, W, C]`` and the prefix rows ``[1, P, C]`` (or None)."""
+        size = (int(size[0]), int(size[1]))
         params = self.parameters()
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
             return self._compute(size)  # autograd needs the graph; compiled code fuses the work into its graph
-        key = (tuple(size), params[0].dtype, params[0].device)
+        key = (size, params[0].dtype, params[0].device)
         stamp = tuple((p.data_ptr(), p._version) for p in params)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == stamp:
@@ -119,19 +122,17 @@ class Position:
         return grid, prefix
 
     def _compute(self, size: Size) -> tuple[torch.Tensor, torch.Tensor | None]:
-        size = (int(size[0]), int(size[1]))
         if self.split:
             window, global_ = (self.owner._parameters[n] for n in (WINDOW_NAME, GLOBAL_NAME))
             assert window is not None and global_ is not None
-            prefix = self.owner._parameters.get(PREFIX_NAME)
             grid = compose.compose(_hwc(window).double(), _hwc(global_).double(), size, self.det.resize)
-            return grid.to(global_.dtype).unsqueeze(0), prefix
+            return grid.to(global_.dtype).unsqueeze(0), self.owner._parameters.get(PREFIX_NAME)
         native, prefix_rows = self.native()
         prefix = None if prefix_rows is None else prefix_rows.unsqueeze(0)
         if size == tuple(self.det.grid):
             return native.unsqueeze(0), prefix  # the runtime's own embedding, exactly
-        window, global_ = self._parts(native.double())
-        return compose.compose(window, global_, size, self.det.resize).to(native.dtype).unsqueeze(0), prefix
+        parts = self._parts(native.double())
+        return compose.compose(*parts, size, self.det.resize).to(native.dtype).unsqueeze(0), prefix
 
 
 def _hwc(part: torch.Tensor) -> torch.Tensor:

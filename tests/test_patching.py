@@ -16,6 +16,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from timm.models.vision_transformer import VisionTransformer
 from transformers import (
     HieraConfig,
+    HieraForImageClassification,
     HieraModel,
     SamConfig,
     SamModel,
@@ -45,6 +46,12 @@ def _image(size: int, seed: int = 0) -> torch.Tensor:
 
 def timm_vit(size: int) -> torch.nn.Module:
     return VisionTransformer(img_size=size, patch_size=8, embed_dim=DIM, depth=2, num_heads=HEADS, num_classes=0)
+
+
+def timm_vit_registers(size: int) -> torch.nn.Module:
+    """deit-3 style: a register token, and prefix tokens that get no position (``no_embed_class``)."""
+    return VisionTransformer(img_size=size, patch_size=8, embed_dim=DIM, depth=2, num_heads=HEADS, num_classes=0,
+                             reg_tokens=1, no_embed_class=True)
 
 
 def timm_samvit(size: int) -> torch.nn.Module:
@@ -93,8 +100,16 @@ def _vitdet_config(size: int) -> VitDetConfig:
                         image_size=size, pretrain_image_size=size, out_features=["stage2"])
 
 
+def _hiera_config(size: int) -> HieraConfig:
+    return HieraConfig(embed_dim=16, num_heads=[1, 2, 4, 8], depths=[1, 1, 2, 1], image_size=[size, size], num_labels=5)
+
+
 def hf_hiera(size: int) -> HieraModel:
-    return HieraModel(HieraConfig(embed_dim=16, num_heads=[1, 2, 4, 8], depths=[1, 1, 2, 1], image_size=[size, size]))
+    return HieraModel(_hiera_config(size))
+
+
+def hf_hiera_classifier(size: int) -> HieraForImageClassification:
+    return HieraForImageClassification(_hiera_config(size))
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,7 @@ class Case:
 
 CASES = {
     "timm-vit": Case(timm_vit, lambda m, x: m(x), 32, 48, window=4),
+    "timm-vit-registers": Case(timm_vit_registers, lambda m, x: m(x), 32, 48, window=2),
     "timm-samvit": Case(timm_samvit, lambda m, x: m(x), 128, 176),
     "timm-hiera": Case(timm_hiera, lambda m, x: m(x), 64, 96),
     "sa-encoder": Case(sa_encoder, lambda m, x: m(x), 128, 176),
@@ -117,6 +133,7 @@ CASES = {
     "hf-vitdet": Case(lambda s: VitDetModel(_vitdet_config(s)), lambda m, x: m(x).last_hidden_state, 32, 48),
     "hf-vitdet-backbone": Case(lambda s: VitDetBackbone(_vitdet_config(s)), lambda m, x: m(x).feature_maps[0], 32, 48),
     "hf-hiera": Case(hf_hiera, lambda m, x: m(x).last_hidden_state, 64, 96),
+    "hf-hiera-classifier": Case(hf_hiera_classifier, lambda m, x: m(x).logits, 64, 96),
 }
 
 

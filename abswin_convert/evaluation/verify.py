@@ -22,8 +22,9 @@ from ..errors import AbswinError
 from ..families.base import Detection, native_grid, read_position, read_window
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.outputs import config_beside
-from ..io.provenance import read_provenance
+from ..io.provenance import ONE_WINDOW, Provenance
 from ..maths.absolute_win import compose
+from ..vocabulary import TIMM_ABSWIN
 from .classifier import load_classifier
 
 NATIVE_TOLERANCE = 1e-5
@@ -33,23 +34,25 @@ def run_verify(checkpoint: str | Path, img_size: int, source: str | Path | None 
     """Check the converted ``checkpoint`` at ``img_size``; ``source`` defaults to the one its provenance names."""
     path = Path(checkpoint)
     ckpt = open_checkpoint(path)
-    provenance = read_provenance(ckpt.metadata)
-    _, det = families.recognise(ckpt, provenance.get("family"))  # the family it was converted as, when recorded
-    report: dict = {"family": det.family, "format": det.format, "img_size": img_size, "problems": []}
-    source = source or provenance.get("source")
+    provenance = Provenance.from_metadata(ckpt.metadata, str(path))
+    conversion = provenance.conversion if provenance else None
+    # the family it was converted as, when recorded
+    _, det = families.recognise(ckpt, conversion.family if conversion else None)
+    report: dict = {"family": det.family, "format": det.spelling, "img_size": img_size, "problems": []}
+    source = source or (provenance.source if provenance else None)
     report.update(_runtime_check(path, img_size, _config_for(path, source)))
-    if det.format == "timm-abswin" and not (source and Path(source).exists()):
+    if det.spelling == TIMM_ABSWIN and not (source and Path(source).exists()):
         # provenance names a source without its folder: the native-size check needs the file itself
         report["native_check"] = "not verified: pass the source (source=PATH) to compare at the native size"
-    elif det.format == "timm-abswin":
+    elif det.spelling == TIMM_ABSWIN:
         src, src_det = families.recognise(open_checkpoint(source), det.family)  # type: ignore[arg-type]
         error = native_error(src, src_det, ckpt.path)
         report["native_max_abs_error"] = error
         if error > NATIVE_TOLERANCE:
             report["problems"].append(f"window + global at the native size differ from the source by {error:.2e}")
-    for key in ("residual", "window_energy"):
-        if key in provenance:
-            report[key] = _number(provenance[key])
+    if conversion is not None:
+        report["residual"] = conversion.residual
+        report["window_energy"] = ONE_WINDOW if conversion.window_energy is None else conversion.window_energy
     if report.get("runtime_ok") is False:
         report["problems"].append(report["runtime_error"])
     report["verified"] = report.get("runtime_ok") is True or "native_max_abs_error" in report
@@ -76,14 +79,6 @@ def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, img_size: int, 
     """Max abs difference of two models' outputs on the same random batch."""
     x = torch.randn(2, channels, img_size, img_size, generator=torch.Generator().manual_seed(seed))
     return float((a(x) - b(x)).abs().max())
-
-
-def _number(recorded: str) -> float | str:
-    """A recorded number, or the words that say why there is none (window energy of a single window)."""
-    try:
-        return float(recorded)
-    except ValueError:
-        return recorded
 
 
 def _config_for(path: Path, source: str | Path | None) -> Path | None:

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import AbswinError
 from ..maths.resize import Size
+from ..vocabulary import TIMM_WINDOW_KEY
 
 if TYPE_CHECKING:  # torch is imported by the model builders only, not by the config helpers
     import torch
 
-WINDOW_KEY = "pos_embed_win"
+WINDOW_KEY = TIMM_WINDOW_KEY
 
 
 def is_timm_config(config: Mapping | None) -> bool:

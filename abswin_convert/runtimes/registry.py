@@ -1,0 +1,68 @@
+"""Which upstream runtime builds a checkpoint's model: by the ``config.json`` beside it when there is one, else by
+its family and format, from the weights' shapes (``verify`` asks here, never builds models itself)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..errors import AbswinError
+from ..maths.resize import Size
+from .encoder import Encoder, LoadError, NotBuildable
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..families.base import Detection
+
+
+def load_encoder(det: Detection, config: dict | None, state: Mapping[str, torch.Tensor], img_size: Size) -> Encoder:
+    """The model for ``det``'s family and format built at ``img_size`` holding ``state`` (strictly).
+
+    NotBuildable when no runtime here builds it (nothing checked); LoadError when the weights do not fit."""
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    try:
+        encoder = _build(det, config, shapes, state, img_size)
+    except (LoadError, NotBuildable):
+        raise
+    except AbswinError as exc:  # an upstream builder's refusal of these weights: they do not fit
+        raise LoadError(str(exc)) from exc
+    encoder.channels = _input_channels(shapes)
+    return encoder
+
+
+def _input_channels(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """The image channels the patch embedding takes (its convolution's input channels)."""
+    convs = [shape for key, shape in shapes.items() if len(shape) == 4 and "patch" in key or "embeddings.projection" in key]
+    return convs[0][1] if convs else 3
+
+
+def _build(det: Detection, config: dict | None, shapes: dict[str, tuple[int, ...]], state: Mapping[str, torch.Tensor],
+           img_size: Size) -> Encoder:
+    from . import hiera, timm, transformers
+
+    if config is not None and transformers.is_transformers_config(config):
+        return transformers.encoder(config).load(state)
+    if config is not None and timm.is_timm_config(config):
+        return timm.encoder(config, det, shapes, img_size).load(state)
+    if det.family == "hiera" and det.format == "official":
+        return hiera.encoder(config, shapes, _square(img_size, "official Hiera")).load(state)
+    if det.format == "segment-anything":
+        from . import segment_anything
+
+        return segment_anything.encoder(state, _square(img_size, "segment-anything"))
+    if det.family == "sam2" and det.format == "sam2":
+        from . import sam2
+
+        return sam2.encoder(state, _square(img_size, "sam2"))
+    if det.family == "vitdet" and det.format == "detectron2":
+        return transformers.vitdet_from_detectron2(det, shapes, _square(img_size, "transformers VitDet")).load(state)
+    if det.format in ("timm", "timm-abswin", "mae", "deit"):
+        return timm.encoder(None, det, shapes, img_size).load(state)
+    raise NotBuildable(f"no runtime here builds {det.family} ({det.format}) checkpoints without a config.json")
+
+
+def _square(img_size: Size, runtime: str) -> int:
+    if img_size[0] != img_size[1]:
+        raise NotBuildable(f"{runtime} builds square models only; verify it at a square size")
+    return img_size[0]

@@ -29,6 +29,7 @@ class Encoder:
     rename: Callable[[str], str | None] = field(default=lambda key: key)
     outside: str = ""
     left_out: list[str] = field(default_factory=list)  # checkpoint tensors the module does not hold
+    tied: Mapping[str, str] = field(default_factory=dict)  # module name -> the name it is a copy of (not saved)
 
     def load(self, state: Mapping[str, torch.Tensor]) -> Encoder:
         """Load ``state`` (checkpoint names) with ``strict=True``, leaving out what ``rename`` says is not the
@@ -40,6 +41,9 @@ class Encoder:
                 self.left_out.append(key)
             else:
                 own[name] = value
+        for name, source in self.tied.items():  # as from_pretrained ties them: the copy is not in the file
+            if name not in own and source in own:
+                own[name] = own[source]
         try:
             self.module.load_state_dict(own, strict=True)
         except RuntimeError as exc:

@@ -33,7 +33,7 @@ def load_encoder(det: Detection, config: dict | None, state: Mapping[str, torch.
 
 def _input_channels(shapes: Mapping[str, tuple[int, ...]]) -> int:
     """The image channels the patch embedding takes (its convolution's input channels)."""
-    convs = [shape for key, shape in shapes.items() if len(shape) == 4 and "patch" in key or "embeddings.projection" in key]
+    convs = [shape for key, shape in shapes.items() if len(shape) == 4 and ("patch" in key or "embeddings.projection" in key)]
     return convs[0][1] if convs else 3
 
 
@@ -48,18 +48,40 @@ def _build(det: Detection, config: dict | None, shapes: dict[str, tuple[int, ...
     if det.family == "hiera" and det.format == "official":
         return hiera.encoder(config, shapes, _square(img_size, "official Hiera")).load(state)
     if det.format == "segment-anything":
-        from . import segment_anything
-
-        return segment_anything.encoder(state, _square(img_size, "segment-anything"))
+        return _segment_anything(state, _square(img_size, "segment-anything"))
     if det.family == "sam2" and det.format == "sam2":
-        from . import sam2
-
-        return sam2.encoder(state, _square(img_size, "sam2"))
+        return _sam2(state, _square(img_size, "sam2"))
     if det.family == "vitdet" and det.format == "detectron2":
         return transformers.vitdet_from_detectron2(det, shapes, _square(img_size, "transformers VitDet")).load(state)
     if det.format in ("timm", "timm-abswin", "mae", "deit"):
         return timm.encoder(None, det, shapes, img_size).load(state)
     raise NotBuildable(f"no runtime here builds {det.family} ({det.format}) checkpoints without a config.json")
+
+
+def _segment_anything(state: Mapping[str, torch.Tensor], img_size: int) -> Encoder:
+    """segment-anything's whole ``Sam``; a checkpoint of the image encoder alone, as ``ImageEncoderViT``."""
+    from . import segment_anything as sa
+
+    if any(key.startswith((sa.PROMPT, sa.DECODER)) for key in state):
+        model = sa.build_sam(state, img_size)
+        return Encoder(model, f"{sa.version()} Sam (sizes from the weights) at {img_size} px", model.image_encoder)
+    encoder = sa.build_image_encoder({k[len(sa.ENCODER):]: v for k, v in state.items() if k.startswith(sa.ENCODER)}, img_size)
+    left_out = [key for key in state if not key.startswith(sa.ENCODER)]
+    return Encoder(encoder, f"{sa.version()} ImageEncoderViT (sizes from the weights) at {img_size} px", encoder,
+                   outside="tensors outside the image encoder", left_out=left_out)
+
+
+def _sam2(state: Mapping[str, torch.Tensor], img_size: int) -> Encoder:
+    """sam2's ``SAM2Base`` from the package's config its trunk matches; a trunk alone (``--target sam2`` from a
+    Hiera) as sam2's Hiera trunk."""
+    from . import sam2
+
+    if all(key.startswith(sam2.TRUNK) for key in state):
+        trunk = sam2.build_trunk(state, img_size)
+        return Encoder(trunk, f"{sam2.version()} Hiera trunk (sizes from the weights) at {img_size} px", lambda x: trunk(x)[-1])
+    model = sam2.build_sam2(state, img_size)
+    return Encoder(model, f"{sam2.version()} SAM2Base (its config matched by the trunk's shapes) at {img_size} px",
+                   lambda x: model.image_encoder(x)["vision_features"])
 
 
 def _square(img_size: Size, runtime: str) -> int:

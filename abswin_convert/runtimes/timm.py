@@ -108,6 +108,12 @@ def encoder(config: Mapping | None, det: Detection, shapes: Mapping[str, tuple[i
     note, rename, outside = "", None, ""
     if config:
         architecture, kwargs = config["architecture"], model_kwargs(config, img_size, shapes)
+        if det.family == "sam2":
+            kwargs.pop("img_size")  # timm's HieraDet runs at any multiple of 32 px and takes no size
+    elif det.family == "sam2":
+        architecture, (args, note) = "sam2_hiera_tiny", hiera_runtime.args_from_shapes(shapes)
+        head = shapes.get("head.fc.weight")
+        kwargs = {**args, "global_pos_size": shapes["pos_embed"][-2:], "num_classes": head[0] if head else 0}
     elif det.family == "hiera":
         architecture, (kwargs, note) = "hiera_base_224", hiera_runtime.args_from_shapes(shapes)
         head = shapes.get("head.fc.weight")
@@ -123,7 +129,7 @@ def encoder(config: Mapping | None, det: Detection, shapes: Mapping[str, tuple[i
     else:
         raise NotBuildable(f"timm's {det.family} models are built from their config.json, and there is none")
     model = create(architecture, kwargs)
-    size = kwargs.get("img_size")
+    size = kwargs.get("img_size", img_size)
     encoder = Encoder(model, f"{version()} {architecture}(img_size={size}){note}", model.forward_features)
     if rename is not None:
         encoder.rename, encoder.outside = rename, outside

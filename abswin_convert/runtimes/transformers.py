@@ -53,7 +53,9 @@ def encoder(config: dict) -> Encoder:
         model = (cls(hf_config) if cls is not None else transformers.AutoModel.from_config(hf_config)).eval()
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise NotBuildable(f"transformers cannot build a model from this config.json ({exc})") from exc
-    return Encoder(model, f"{package_version('transformers')} {type(model).__name__} (config.json)", _encode_with(model))
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    return Encoder(model, f"{package_version('transformers')} {type(model).__name__} (config.json)", _encode_with(model),
+                   tied=tied)
 
 
 def _encode_with(model: torch.nn.Module):  # noqa: ANN202 - a closure over the model

@@ -23,7 +23,9 @@ import torch
 
 from .. import families
 from ..errors import AbswinError
+from ..families import sam2 as sam2_family
 from ..families.base import ConvertRequest, Detection, native_grid, output_grid, read_position, read_window
+from ..families.hiera_to_sam2 import TARGET as SAM2_TARGET
 from ..families.overrides import TILE, Overrides
 from ..hub.locations import open_source
 from ..io.checkpoint import Checkpoint, open_checkpoint
@@ -79,7 +81,10 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
     family, overrides, request = recorded_conversion(provenance)
     size = as_size(img_size) or request.img_size  # type: ignore[arg-type]
     report = Report(weights, size)
-    view, det = families.recognise(ckpt, family, overrides)
+    if request.target == SAM2_TARGET:  # another family's file: a SAM2 trunk
+        view, det = families.recognise(ckpt, sam2_family.NAME)
+    else:
+        view, det = families.recognise(ckpt, family, overrides)
     report.data.update(family=det.family, format=det.format, target=request.target)
     located = _source(source, provenance, weights)
     src = None if isinstance(located, str) else _recorded_copy(located, provenance)
@@ -278,6 +283,10 @@ def _changes(encoder: Encoder | None, det: Detection, config: dict | None, view:
              size: Size) -> dict:
     """Relative differences of the encoder's output (``||a - b|| / ||b||`` on one fixed random image): at the target
     size, the output against the naive resize of the same source; at the native size, the output against the source."""
+    if det.format != src_det.format and (src_det.format, det.format) != ("timm", "timm-abswin"):  # other runtimes
+        why = (f"not applicable: the output is a {det.family} ({det.format}) model, the source a {src_det.family} "
+               f"({src_det.format}) one; their position tensors were compared instead")
+        return {"at_target_vs_naive": why, "at_native_vs_source": why}
     source_state = {key: to_torch(src_view.tensor(key)) for key in src_view.keys()}
     changes: dict = {}
     if encoder is None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import AbswinError
-from .encoder import Encoder, count_blocks, package_version, require
+from .encoder import Encoder, NotBuildable, count_blocks, package_version, require
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +54,8 @@ def encoder(config: dict | None, shapes: Mapping[str, tuple[int, ...]], img_size
     """The official Hiera at ``img_size`` from its mixin config, else from the weights' shapes; it encodes to its
     last stage's features."""
     note = ""
+    if "pos_embed_spatial" in shapes or len((config or {}).get("input_size", (224, 224))) != 2:
+        raise NotBuildable("video Hiera models are not built here (image models are)")
     if config is None:
         args, note = args_from_shapes(shapes)
         head = shapes.get("head.projection.weight")

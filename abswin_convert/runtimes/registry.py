@@ -55,7 +55,7 @@ def _build(det: Detection, config: dict | None, shapes: dict[str, tuple[int, ...
         return transformers.vitdet_from_detectron2(det, shapes, _square(img_size, "transformers VitDet")).load(state)
     if det.format in ("timm", "timm-abswin", "mae", "deit"):
         return timm.encoder(None, det, shapes, img_size).load(state)
-    raise NotBuildable(f"no runtime here builds {det.family} ({det.format}) checkpoints without a config.json")
+    raise NotBuildable(f"no runtime here builds {det.family} ({det.format}) models" + ("" if config else " without a config.json"))
 
 
 def _segment_anything(state: Mapping[str, torch.Tensor], img_size: int) -> Encoder:

@@ -118,8 +118,8 @@ def encoder(config: Mapping | None, det: Detection, shapes: Mapping[str, tuple[i
         architecture, (kwargs, note) = "hiera_base_224", hiera_runtime.args_from_shapes(shapes)
         head = shapes.get("head.fc.weight")
         kwargs.update(img_size=img_size, num_classes=head[0] if head else 0)
-        if WINDOW_KEY in shapes:
-            kwargs.update(model_kwargs({"architecture": architecture, "num_classes": 0}, img_size, shapes))
+        if WINDOW_KEY in shapes:  # the split: timm's absolute-win Hiera, its global size read off the weights
+            kwargs.update(model_kwargs({"architecture": architecture, "num_classes": kwargs["num_classes"]}, img_size, shapes))
     elif det.family == "sam":
         architecture, kwargs = "samvit_base_patch16", _samvit_args(det, shapes, img_size)
     elif det.family == "vitdet":
@@ -129,11 +129,15 @@ def encoder(config: Mapping | None, det: Detection, shapes: Mapping[str, tuple[i
     else:
         raise NotBuildable(f"timm's {det.family} models are built from their config.json, and there is none")
     model = create(architecture, kwargs)
-    size = kwargs.get("img_size", img_size)
-    encoder = Encoder(model, f"{version()} {architecture}(img_size={size}){note}", model.forward_features)
+    shown = {"img_size": img_size, **{k: kwargs[k] for k in _SHOWN if k in kwargs and not config}}
+    described = ", ".join(f"{k}={v}" for k, v in shown.items())
+    encoder = Encoder(model, f"{version()} {architecture}({described}){note}", model.forward_features)
     if rename is not None:
         encoder.rename, encoder.outside = rename, outside
     return encoder
+
+
+_SHOWN = ("embed_dim", "depth", "stages", "global_attn_indexes", "global_pos_size")  # what a model built from shapes got
 
 
 def _samvit_args(det: Detection, shapes: Mapping[str, tuple[int, ...]], img_size: Size) -> dict:

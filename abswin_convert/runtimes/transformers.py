@@ -63,8 +63,10 @@ def _encode_with(model: torch.nn.Module):  # noqa: ANN202 - a closure over the m
         if hasattr(model, "get_image_embeddings"):  # Sam, Sam2: the image encoder alone (no prompts)
             out = model.get_image_embeddings(x)
             return out[-1] if isinstance(out, list) else out
-        out = model(pixel_values=x)
-        return out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out.logits
+        out = model(pixel_values=x, output_hidden_states=True)  # a classifier's last hidden state, not its logits
+        if getattr(out, "last_hidden_state", None) is not None:
+            return out.last_hidden_state
+        return out.hidden_states[-1]
 
     return encode
 

@@ -218,8 +218,8 @@ def _compare_with_recomputed(report: Report, out: Checkpoint, src_view: Checkpoi
     if wrong:
         report.check("position tensors", FAILED, f"differ from the conversion recomputed from the source: {_listed(wrong)}")
     else:
-        report.check("position tensors", OK, f"{_count(len(recomputed), 'rewritten tensor')} ({_listed(sorted(recomputed))}) equal "
-                     f"the conversion recomputed from the source for {format_size(request.img_size)}, bit for bit")
+        report.check("position tensors", OK, f"{_count(len(recomputed), 'rewritten tensor')} ({_listed(sorted(recomputed))}): "
+                     f"bit for bit the conversion recomputed from the source for {format_size(request.img_size)}")
 
 
 def _difference(found: RawTensor, expected: RawTensor) -> str:

@@ -22,6 +22,7 @@ _LAZY_EXPORTS = {
     "convert_state_dict": ".in_memory",
     "interpolate_pos_embed": ".in_memory",
     "resample_abswin_pos_embed": ".in_memory",
+    "verify": ".evaluation.verify",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # for type checkers
         interpolate_pos_embed,
         resample_abswin_pos_embed,
     )
+    from .evaluation.verify import verify  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

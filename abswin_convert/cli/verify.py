@@ -20,9 +20,11 @@ STATUS_HELP = "Exit status: 0 verified, 3 failed (a check failed), 4 not verifie
               help="The checkpoint it was converted from (default: the one its provenance names, when it is here).")
 @click.option("--img-size", default=None, metavar=SIZE_METAVAR,
               help="Input size to load and run it at (default: the size it was converted for).")
+@click.option("--no-measure", is_flag=True,
+              help="Checks only: skip measuring what the conversion changed (three more models built and run).")
 @json_option
 @user_errors
-def verify_command(output: str, source: str | None, img_size: str | None, as_json: bool) -> None:
+def verify_command(output: str, source: str | None, img_size: str | None, no_measure: bool, as_json: bool) -> None:
     """Verify OUTPUT, a file or folder `convert` wrote: its upstream runtime (segment-anything, sam2, timm,
     transformers, hiera) builds the model at the target size from the weights (or config.json) and loads it with
     strict=True, runs it, and the conversion is recomputed from the source to compare every position tensor; then
@@ -35,7 +37,7 @@ def verify_command(output: str, source: str | None, img_size: str | None, as_jso
     """
     from ..evaluation.verify import EXIT_STATUS, verify
 
-    report = verify(output, source=source, img_size=img_size)
+    report = verify(output, source=source, img_size=img_size, measure=not no_measure)
     emit(report, as_json, _lines(report))
     sys.exit(EXIT_STATUS[report["verdict"]])
 

@@ -67,9 +67,14 @@ class Report:
         return self.data
 
 
-def verify(output: str | Path, *, source: str | Path | None = None, img_size: int | str | Size | None = None) -> dict:
+def verify(output: str | Path, *, source: str | Path | None = None, img_size: int | str | Size | None = None,
+           measure: bool = True) -> dict:
     """Verify the converted ``output`` (a weight file or an output folder) at ``img_size`` (default: the size it
-    was converted for) against ``source`` (default: the one its provenance names, when it can be found)."""
+    was converted for) against ``source`` (default: the one its provenance names, when it can be found).
+    ``measure=False`` skips what the conversion changed (three more models built and run): the checks only.
+
+    Returns the report: ``verdict`` (verified, failed, not verified), ``checks`` (each with its status and detail),
+    ``problems``, ``runtime``, ``changes`` (relative differences of the encoder's output), ``ok``."""
     path = Path(output)
     if not path.exists():
         raise AbswinError(f"{path}: no such file or folder")
@@ -100,7 +105,8 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
     _compare_with_recomputed(report, ckpt, src_view, plan, request)
     if det.window_key is not None:
         _native_equivalence(report, view, det, src_view, src_det, _number(provenance.get("residual", "0")))
-    report.data["changes"] = _changes(encoder, det, config, view, state, src_view, src_det, request, size)
+    if measure:
+        report.data["changes"] = _changes(encoder, det, config, view, state, src_view, src_det, request, size)
     for key in ("residual", "window_energy"):
         if key in provenance:
             report.data[key] = _number(provenance[key])
@@ -384,6 +390,7 @@ def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, img_size: int, 
     return float((a(x) - b(x)).abs().max())
 
 
-def run_verify(checkpoint: str | Path, img_size: int | str | None = None, source: str | Path | None = None) -> dict:
+def run_verify(checkpoint: str | Path, img_size: int | str | None = None, source: str | Path | None = None,
+               measure: bool = True) -> dict:
     """The ``verify`` hook: ``verify`` with the hook's option names."""
-    return verify(checkpoint, source=source, img_size=img_size)
+    return verify(checkpoint, source=source, img_size=img_size, measure=measure)

@@ -29,13 +29,13 @@ __all__ = ["__version__", *_LAZY_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers
     from .api import ConversionResult, InspectReport, convert, inspect  # noqa: F401
+    from .evaluation.verify import verify  # noqa: F401
     from .in_memory import (  # noqa: F401
         ConvertedStateDict,
         convert_state_dict,
         interpolate_pos_embed,
         resample_abswin_pos_embed,
     )
-    from .evaluation.verify import verify  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -22,8 +22,8 @@ from .demo import demo_command
 from .evaluate import eval_command, finetune_command
 from .inspect import inspect_command
 from .push import push_command
-from .verify import verify_command
 from .support import CommandGroup
+from .verify import verify_command
 from .zoo import zoo_command
 
 COMMANDS = (inspect_command, convert_command, verify_command, demo_command, eval_command, finetune_command, push_command,

@@ -10,7 +10,8 @@ from .support import SIZE_METAVAR, emit, json_option, user_errors
 
 # The verdicts' exit statuses, beside 2 (the user's error) and 1 (a bug); evaluation.verify.EXIT_STATUS holds the
 # same numbers (this module stays importable without torch, for a fast --help).
-STATUS_HELP = "Exit status: 0 verified, 3 failed (a check failed), 4 not verified (a check could not run), 2 a user error, 1 a bug."
+STATUS_HELP = ("Exit status: 0 verified, 3 failed (a check failed), 4 not verified (a check could not run), "
+               "2 a user error, 1 a bug.")
 
 
 @click.command("verify", short_help="Check a converted output in its upstream runtime against its source.",
@@ -53,6 +54,7 @@ def _lines(r: dict) -> list[str]:
                        ("at_native_vs_source", f"at the native {changes.get('native_size', 'size')}, output vs source")):
         if key in changes:
             value = changes[key]
-            lines.append(f"  changed           {label}: " + (f"{value:.3g} (relative, encoder output)" if isinstance(value, float) else value))
+            shown = f"{value:.3g} (relative, encoder output)" if isinstance(value, float) else value
+            lines.append(f"  changed           {label}: {shown}")
     lines.append(r["verdict"].upper() if r["verdict"] != "not verified" else "NOT VERIFIED")
     return lines

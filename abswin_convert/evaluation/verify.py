@@ -36,8 +36,8 @@ from ..io.torch_bridge import to_torch
 from ..maths import absolute_win as aw
 from ..maths.grid import as_size, format_size, layout_buffer, parse_size
 from ..maths.resize import Size
-from ..runtimes.encoder import Encoder, LoadError, NotBuildable
 from ..runtimes import transformers as transformers_runtime
+from ..runtimes.encoder import Encoder, LoadError, NotBuildable
 from ..runtimes.registry import load_encoder
 
 if TYPE_CHECKING:
@@ -82,9 +82,9 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
     provenance = read_provenance(read_metadata(weights))
     ckpt = open_checkpoint(weights, config_beside(weights))
     if not provenance:
-        return _foreign(weights, ckpt, as_size(img_size))  # type: ignore[arg-type]
+        return _foreign(weights, ckpt, as_size(img_size))
     family, overrides, request = recorded_conversion(provenance)
-    size = as_size(img_size) or request.img_size  # type: ignore[arg-type]
+    size = as_size(img_size) or request.img_size
     report = Report(weights, size)
     if request.target == SAM2_TARGET:  # another family's file: a SAM2 trunk
         view, det = families.recognise(ckpt, sam2_family.NAME)
@@ -214,8 +214,8 @@ def _compare_with_recomputed(report: Report, out: Checkpoint, src_view: Checkpoi
     names = set(out.keys())
     missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
     if missing or unexpected:
-        report.check("names", FAILED, "the output's tensor names differ from the conversion of the source: "
-                     + "; ".join(f"{what} {_listed(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys))
+        found = (f"{what} {_listed(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        report.check("names", FAILED, f"the output's tensor names differ from the conversion of the source: {'; '.join(found)}")
     else:
         report.check("names", OK, f"{len(names)} tensors, named as the conversion of the source names them")
     recomputed = {name: value for name, value in expected.items() if value is not None}
@@ -301,9 +301,9 @@ def _changes(encoder: Encoder | None, det: Detection, config: dict | None, view:
         changes["at_target_vs_naive"] = "not applicable: the source already runs absolute win (no naive resize to compare)"
     else:
         naive_config = config if request.target == "baked" else src_view.config
+        naive = lambda: _naive_state(src_view, src_det, source_state, request, size)  # noqa: E731
         changes["at_target_vs_naive"] = _relative(
-            lambda: encoder.run(size),
-            lambda: load_encoder(src_det, naive_config, _naive_state(src_view, src_det, source_state, request, size), size).run(size),
+            lambda: encoder.run(size), lambda: load_encoder(src_det, naive_config, naive(), size).run(size)
         )
     native = src_det.native_input
     if det.window_key is not None:  # a split output runs at any size: the file itself, at the native size
@@ -324,7 +324,7 @@ def _changes(encoder: Encoder | None, det: Detection, config: dict | None, view:
     return changes
 
 
-def _relative(output, reference) -> float | str:  # noqa: ANN001 - two thunks giving encoder outputs
+def _relative(output, reference) -> float | str:
     """``||output - reference|| / ||reference||``, or why it could not be computed."""
     try:
         a, b = output(), reference()

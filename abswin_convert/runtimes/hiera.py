@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 # (embed_dim, stages) -> num_heads of the published sizes (tiny, small, base, base+, large, huge): the head count
 # is not in the weights (qkv is [3 * dim, dim] whatever the heads).
-PUBLISHED_HEADS = {
+PUBLISHED_HEADS: dict[tuple[int, tuple[int, ...]], int] = {
     (96, (1, 2, 7, 2)): 1, (96, (1, 2, 11, 2)): 1, (96, (2, 3, 16, 3)): 1, (112, (2, 3, 16, 3)): 2,
     (144, (2, 6, 36, 4)): 2, (256, (2, 6, 36, 4)): 4,
 }

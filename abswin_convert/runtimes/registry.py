@@ -4,7 +4,7 @@ its family and format, from the weights' shapes (``verify`` asks here, never bui
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AbswinError
 from ..maths.resize import Size
@@ -55,7 +55,8 @@ def _build(det: Detection, config: dict | None, shapes: dict[str, tuple[int, ...
         return transformers.vitdet_from_detectron2(det, shapes, _square(img_size, "transformers VitDet")).load(state)
     if det.format in ("timm", "timm-abswin", "mae", "deit"):
         return timm.encoder(None, det, shapes, img_size).load(state)
-    raise NotBuildable(f"no runtime here builds {det.family} ({det.format}) models" + ("" if config else " without a config.json"))
+    without = "" if config else " without a config.json"
+    raise NotBuildable(f"no runtime here builds {det.family} ({det.format}) models{without}")
 
 
 def _segment_anything(state: Mapping[str, torch.Tensor], img_size: int) -> Encoder:
@@ -79,7 +80,7 @@ def _sam2(state: Mapping[str, torch.Tensor], img_size: int) -> Encoder:
     if all(key.startswith(sam2.TRUNK) for key in state):
         trunk = sam2.build_trunk(state, img_size)
         return Encoder(trunk, f"{sam2.version()} Hiera trunk (sizes from the weights) at {img_size} px", lambda x: trunk(x)[-1])
-    model = sam2.build_sam2(state, img_size)
+    model: Any = sam2.build_sam2(state, img_size)  # a SAM2Base
     return Encoder(model, f"{sam2.version()} SAM2Base (its config matched by the trunk's shapes) at {img_size} px",
                    lambda x: model.image_encoder(x)["vision_features"])
 

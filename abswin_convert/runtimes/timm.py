@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AbswinError
 from ..maths.resize import Size
@@ -128,7 +128,7 @@ def encoder(config: Mapping | None, det: Detection, shapes: Mapping[str, tuple[i
         outside = "the MAE decoder (not part of timm's ViT)" if any(_outside_mae_encoder(k) is None for k in shapes) else ""
     else:
         raise NotBuildable(f"timm's {det.family} models are built from their config.json, and there is none")
-    model = create(architecture, kwargs)
+    model: Any = create(architecture, kwargs)
     shown = {"img_size": img_size, **{k: kwargs[k] for k in _SHOWN if k in kwargs and not config}}
     described = ", ".join(f"{k}={v}" for k, v in shown.items())
     encoder = Encoder(model, f"{version()} {architecture}({described}){note}", model.forward_features)

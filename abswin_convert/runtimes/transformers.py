@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AbswinError
@@ -58,10 +58,12 @@ def encoder(config: dict) -> Encoder:
                    tied=tied)
 
 
-def _encode_with(model: torch.nn.Module):  # noqa: ANN202 - a closure over the model
+def _encode_with(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    embeddings = getattr(model, "get_image_embeddings", None)  # Sam, Sam2: the image encoder alone (no prompts)
+
     def encode(x: torch.Tensor) -> torch.Tensor:
-        if hasattr(model, "get_image_embeddings"):  # Sam, Sam2: the image encoder alone (no prompts)
-            out = model.get_image_embeddings(x)
+        if embeddings is not None:
+            out = embeddings(x)
             return out[-1] if isinstance(out, list) else out
         out = model(pixel_values=x, output_hidden_states=True)  # a classifier's last hidden state, not its logits
         if getattr(out, "last_hidden_state", None) is not None:

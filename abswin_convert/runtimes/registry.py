@@ -65,10 +65,10 @@ def _segment_anything(state: Mapping[str, torch.Tensor], img_size: int) -> Encod
 
     if any(key.startswith((sa.PROMPT, sa.DECODER)) for key in state):
         model = sa.build_sam(state, img_size)
-        return Encoder(model, f"{sa.version()} Sam (sizes from the weights) at {img_size} px", model.image_encoder)
+        return Encoder(model, f"{sa.version()} Sam (sizes from the weights)", model.image_encoder)
     encoder = sa.build_image_encoder({k[len(sa.ENCODER):]: v for k, v in state.items() if k.startswith(sa.ENCODER)}, img_size)
     left_out = [key for key in state if not key.startswith(sa.ENCODER)]
-    return Encoder(encoder, f"{sa.version()} ImageEncoderViT (sizes from the weights) at {img_size} px", encoder,
+    return Encoder(encoder, f"{sa.version()} ImageEncoderViT (sizes from the weights)", encoder,
                    outside="tensors outside the image encoder", left_out=left_out)
 
 
@@ -79,9 +79,9 @@ def _sam2(state: Mapping[str, torch.Tensor], img_size: int) -> Encoder:
 
     if all(key.startswith(sam2.TRUNK) for key in state):
         trunk = sam2.build_trunk(state, img_size)
-        return Encoder(trunk, f"{sam2.version()} Hiera trunk (sizes from the weights) at {img_size} px", lambda x: trunk(x)[-1])
+        return Encoder(trunk, f"{sam2.version()} Hiera trunk (sizes from the weights)", lambda x: trunk(x)[-1])
     model: Any = sam2.build_sam2(state, img_size)  # a SAM2Base
-    return Encoder(model, f"{sam2.version()} SAM2Base (its config matched by the trunk's shapes) at {img_size} px",
+    return Encoder(model, f"{sam2.version()} SAM2Base (its config matched by the trunk's shapes)",
                    lambda x: model.image_encoder(x)["vision_features"])
 
 

@@ -19,6 +19,7 @@ from .maths import absolute_win as aw
 from .maths.grid import to_grid
 from .maths.resize import BICUBIC_ANTIALIAS
 from .runtimes import timm as timm_runtime
+from .vocabulary import TIMM_ABSWIN
 
 EXAMPLE = "hiera_tiny"
 TARGET = 128  # the example is trained at 64 px; absolute win carries it to twice the size
@@ -42,7 +43,7 @@ def run_demo(out_dir: str | None = None) -> dict:
 def _run(out: Path, kept: bool) -> dict:
     source = example_path()
     info = inspect(source)
-    abswin = convert(source, out / "timm-abswin", TARGET, target="timm-abswin", force=True)
+    abswin = convert(source, out / TIMM_ABSWIN, TARGET, target=TIMM_ABSWIN, force=True)
     baked = convert(source, out / "baked", TARGET, target="baked", force=True)
     ckpt = open_checkpoint(source)
     det = families.detect(ckpt, hiera.NAME)

@@ -25,6 +25,7 @@ from .io.torch_bridge import TorchTensor, dtype_name, from_torch, to_torch
 from .maths import absolute_win as aw
 from .maths.grid import PositionGrid, as_size, format_size, from_grid, to_grid
 from .maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
+from .vocabulary import BAKED, TIMM_ABSWIN, TIMM_WINDOW_KEY
 
 IN_MEMORY = Path("state_dict")  # what error messages call a state dict that has no file name
 
@@ -65,7 +66,7 @@ def convert_state_dict(
     window_size = as_size(window) if isinstance(window, int) else window
     overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
     ckpt, det = families.recognise(ckpt, family, overrides)
-    request = ConvertRequest(as_size(img_size), target, as_size(global_size))  # type: ignore[arg-type]
+    request = ConvertRequest.parse(img_size, target, global_size)
     plan = families.plan(ckpt, det, request)
     # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
     applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])
@@ -122,12 +123,12 @@ def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, to
         _plain_resize(model, checkpoint_model)
         return
     img_size, split_global = windowed
-    window_part = getattr(model, "pos_embed_win", None)
+    window_part = getattr(model, TIMM_WINDOW_KEY, None)
     already = tuple(checkpoint_model["pos_embed"].shape) == tuple(built.pos_embed.shape) and (
-        window_part is None or "pos_embed_win" in checkpoint_model)
+        window_part is None or TIMM_WINDOW_KEY in checkpoint_model)
     if already:
         return
-    target = "timm-abswin" if split_global else "baked"
+    target = TIMM_ABSWIN if split_global else BAKED
     converted = convert_state_dict(checkpoint_model, img_size, target=target, global_size=split_global or "full")
     for name in [k for k in checkpoint_model if k not in converted]:
         del checkpoint_model[name]
@@ -145,7 +146,7 @@ def _windowed_input(model: Any) -> tuple[Size, Size | None] | None:
         stride = model.patch_embed.proj.stride
         tokens = model.tokens_spatial_shape
         img_size = (tokens[-2] * stride[-2], tokens[-1] * stride[-1])
-        split = getattr(model, "pos_embed_win", None) is not None
+        split = getattr(model, TIMM_WINDOW_KEY, None) is not None
         return img_size, (tuple(model.pos_embed.shape[-2:]) if split else None)
     blocks = getattr(model, "blocks", [])
     if any(getattr(block, "window_size", 0) for block in blocks) and model.pos_embed.dim() == 4:  # timm SAM ViT

@@ -130,7 +130,7 @@ def plot_checkpoint(source: str | Path, output: str | Path, family: str | None =
         (f"absolute win to {size}", abswin),
     ]
     captions = [f"window pattern strength {e:.2f}" for e in strength]
-    name = f"{public_name(source)}: {det.family} ({det.format}), {det.pos_key}, windows of {format_size(det.window)} tokens"
+    name = f"{public_name(source)}: {det.family} ({det.spelling}), {det.pos_key}, windows of {format_size(det.window)} tokens"
     windows = -(-det.grid[0] // det.window[0]) * -(-det.grid[1] // det.window[1])
     return save_figure(panels, captions, det.window, output, name, verdict(strength, naive, abswin, windows))
 

@@ -15,7 +15,7 @@ from abswin_convert.errors import AbswinError
 from abswin_convert.evaluation.eval import run_eval
 from abswin_convert.evaluation.finetune import run_finetune, start_model
 from abswin_convert.io.checkpoint import open_checkpoint
-from abswin_convert.io.provenance import read_provenance
+from abswin_convert.io.provenance import Provenance
 from abswin_convert.maths import absolute_win as aw
 from abswin_convert.maths.grid import to_grid
 from abswin_convert.maths.resize import BICUBIC_ANTIALIAS
@@ -49,7 +49,7 @@ def test_abswin_finetune_trains_window_and_global_apart(tmp_path, data, source_s
     config = read_json(out / "config.json")
     assert config["model_args"]["abs_win_pos_embed"] is True and config["model_args"]["global_pos_size"] == [16, 16]
     assert config["pretrained_cfg"]["input_size"] == [1, 128, 128]
-    provenance = read_provenance(state.metadata)
+    provenance = Provenance.from_metadata(state.metadata).entries()
     assert provenance["finetune.pos"] == "abswin" and provenance["img_size"] == "128x128"
     # The output rebuilds from its own config and scores what finetune reported.
     again = run_eval(out, data, 128, "cpu", limit=100)

@@ -24,7 +24,7 @@ def _source(tmp_path: Path) -> Path:
 
 
 def _recorded(output: Path) -> str:
-    return read_output(output).provenance["source_sha256"]
+    return read_output(output).provenance.entries()["source_sha256"]
 
 
 def test_a_second_conversion_takes_the_sha256_from_the_cache(tmp_path, monkeypatch):

@@ -164,7 +164,7 @@ def test_timm_abswin_source_is_recomposed_for_sam2_s_plain_bicubic(tmp_path):
     source = tmp_path / "abswin.safetensors"
     save_file({k: v.contiguous() for k, v in source_model.state_dict().items()}, source)
     result = convert(source, tmp_path / "trunk.safetensors", 224, target="sam2")
-    assert result.detection.format == "timm-abswin"
+    assert result.detection.spelling == "timm-abswin"
     trunk = loaded_trunk(result.output)
     x = image(224)
     assert max(stage_differences(hiera_stages(source_model, "timm", x), sam2_stages(trunk, x))) <= TOLERANCE

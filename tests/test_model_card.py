@@ -9,8 +9,20 @@ from pathlib import Path
 from huggingface_hub import HfApi, hf_hub_download
 
 from abswin_convert.hub.model_card import model_card, reproduce_command
+from abswin_convert.io.provenance import Provenance
 from tests.test_push import TIMM_REPO, run_ok
 from tests.test_push import timm_repo as timm_repo  # a fixture this file uses
+
+# What every conversion records beside the entries a test names.
+RECORDED = {"version": "0.1.0", "format": "official", "target": "baked", "position_key": "pos_embed",
+            "native_input": "224x224", "window": "8x8",
+            "global_size": "14x14", "resize": "bicubic", "residual": "0", "window_energy": "0.5"}
+
+
+def record(entries: dict[str, str]) -> Provenance:
+    """A conversion's provenance with ``entries`` (the rest as every conversion records them)."""
+    return Provenance.from_entries({**RECORDED, **entries})
+
 
 PROVENANCE = {
     "version": "0.1.0", "source": TIMM_REPO, "source_revision": "main", "source_commit": "a" * 40,
@@ -20,7 +32,7 @@ PROVENANCE = {
 
 
 def test_card_has_pipeline_tag_usage_and_reproduce_command():
-    card = model_card(PROVENANCE, repo_id="me/hiera-448")
+    card = model_card(record(PROVENANCE), repo_id="me/hiera-448")
     front = card.split("---")[1]
     assert "pipeline_tag: image-classification" in front and "library_name: timm" in front
     assert 'timm.create_model("hf-hub:me/hiera-448", pretrained=True)' in card
@@ -30,9 +42,9 @@ def test_card_has_pipeline_tag_usage_and_reproduce_command():
 
 def test_reproduce_command_of_a_local_source_uses_its_name():
     local = {"source": "sam_vit_b.pth", "target": "baked", "img_size": "1536x1536", "global_size": "64x64", "family": "sam"}
-    assert reproduce_command(local) == (
+    assert reproduce_command(record(local)) == (
         "abswin-convert convert sam_vit_b.pth -o out/ --img-size 1536x1536 --target baked --global-size 64x64")
-    assert "mask-generation" in model_card(local).split("---")[1]
+    assert "mask-generation" in model_card(record(local)).split("---")[1]
 
 
 def test_push_keeps_the_repos_own_card_unless_told(local_hub, timm_repo, tmp_path):

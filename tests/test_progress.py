@@ -27,7 +27,7 @@ def test_json_output_stays_clean_while_a_bar_runs(cli, tmp_path, monkeypatch):
         advanced.append((total, desc, enabled))
         return real(total, desc, enabled)
 
-    monkeypatch.setattr("abswin_convert.api.byte_bar", spy)
+    monkeypatch.setattr("abswin_convert.output.byte_bar", spy)
     result = cli("convert", example_path(), "-o", tmp_path / "o", "--img-size", 128, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["family"] == "hiera"
     assert advanced and advanced[0][1:] == ("convert", True) and advanced[0][0] > 1_000_000

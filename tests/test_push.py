@@ -87,7 +87,7 @@ def test_inspect_a_hub_name_shows_the_chosen_file_and_commit(timm_repo):
 def test_convert_hf_uri_records_repo_commit_and_file(local_hub, timm_repo, tmp_path):
     out = tmp_path / "out.safetensors"
     run_ok("convert", f"hf://{TIMM_REPO}@{timm_repo}/hiera_timm.safetensors", "-o", out, "--img-size", 448)
-    provenance = read_output(out).provenance
+    provenance = read_output(out).provenance.entries()
     assert provenance["source"] == TIMM_REPO
     assert provenance["source_commit"] == timm_repo and provenance["source_revision"] == timm_repo
     assert provenance["source_file"] == "hiera_timm.safetensors"
@@ -116,14 +116,14 @@ def test_format_pt_from_the_hub_records_the_hubs_sha256_checked_once(local_hub, 
     run_ok("convert", source, "-o", tmp_path / "first.pt", "--img-size", 448)
     original = Path(snapshot_download(TIMM_REPO, revision=timm_repo)) / "hiera_timm.safetensors"
     expected = hashlib.sha256(original.read_bytes()).hexdigest()
-    assert read_output(tmp_path / "first.pt").provenance["source_sha256"] == expected
+    assert read_output(tmp_path / "first.pt").provenance.entries()["source_sha256"] == expected
 
     def no_hashing(*args: object) -> object:
         raise AssertionError("hashed again")
 
     monkeypatch.setattr("abswin_convert.io.provenance.hashlib.file_digest", no_hashing)
     run_ok("convert", source, "-o", tmp_path / "again.pt", "--img-size", 256)
-    assert read_output(tmp_path / "again.pt").provenance["source_sha256"] == expected
+    assert read_output(tmp_path / "again.pt").provenance.entries()["source_sha256"] == expected
 
 
 def test_a_hub_file_that_is_no_checkpoint_is_named_by_its_hub_name(local_hub, tmp_path):
@@ -159,7 +159,7 @@ def test_timm_round_trip_push_download_load_strict(local_hub, timm_repo, tmp_pat
     front, card = card_of(back)
     assert front["base_model"] == TIMM_REPO and front["license"] == "apache-2.0"
     assert front["library_name"] == "timm" and "abswin" in front["tags"]
-    provenance = read_output(out).provenance
+    provenance = read_output(out).provenance.entries()
     for label, value in [
         ("source", TIMM_REPO),
         ("source commit", timm_repo),
@@ -217,7 +217,7 @@ def test_sam2_pt_round_trip_with_its_provenance_sidecar(local_hub, tmp_path):
     weights = back / "sam2.1_hiera_tiny.pt"
     model = sam2_tests.load_converted("sam2", weights, background=(14, 14))  # strict=True inside
     assert len(sam2_tests.trunk_features(model, "sam2", sam2_tests.image(512))) == 4
-    provenance = read_output(weights).provenance  # from the downloaded sidecar
+    provenance = read_output(weights).provenance.entries()  # from the downloaded sidecar
     assert (provenance["source"], provenance["source_commit"], provenance["global_size"]) == (
         "test-org/sam2.1-hiera-tiny", commit, "14x14"
     )

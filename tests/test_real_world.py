@@ -23,6 +23,7 @@ from abswin_convert.hub.model_card import model_card
 from tests import real_world_checkpoints as rw
 from tests.hooks_support import REAL, synthetic_images
 from tests.random_weights import randomize
+from tests.test_model_card import record
 
 TILE = Overrides(recipe="tile")
 X32 = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -245,7 +246,8 @@ def test_verify_without_anything_to_check_is_not_verified(models, tmp_path):
     assert metrics["checks"]["strict load"]["status"] == "ok"
     assert metrics["problems"] == ["position tensors: not verified: the source (vit.pth) is not here; pass --source PATH "
                                    "to recompute the conversion from it"]
-    assert "**Not verified**: verify could not check this output." in model_card({"family": "vitdet"}, {"verify": metrics})
+    card = model_card(record({"family": "vitdet"}), {"verify": metrics})
+    assert "**Not verified**: verify could not check this output." in card
 
 
 # --- 6. a ViT trained here on Fashion-MNIST ---------------------------------------------------------------------------

@@ -359,7 +359,7 @@ def test_mae_pretrain_decoder_embedding_is_resized_too(tmp_path):
     expected = F.interpolate(grid, size=(28, 28), mode="bicubic", align_corners=False)
     assert torch.allclose(out["decoder_pos_embed"][0, 1:], expected[0].permute(1, 2, 0).reshape(-1, 16), atol=1e-6)
     assert torch.equal(out["decoder_pos_embed"][0, 0], decoder[0, 0])
-    assert result.detection.format == "mae" and any("decoder_pos_embed" in n for n in result.notes)
+    assert result.detection.spelling == "mae" and any("decoder_pos_embed" in n for n in result.notes)
 
 
 def test_a_pkl_holding_an_object_is_refused_and_nothing_runs(tmp_path, cli):

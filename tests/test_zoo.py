@@ -102,7 +102,7 @@ def test_zoo_killed_midway_then_rerun_finishes_only_what_is_missing(local_hub, t
     done_before = finished_outputs(out)
     assert done_before and done_before < GOOD  # interrupted partway
     for name in done_before:  # what is there is whole: weights with their provenance
-        assert read_output(out / name).provenance["img_size"] in name
+        assert read_output(out / name).provenance.entries()["img_size"] in name
 
     second = zoo_process(manifest)
     stdout, stderr = second.communicate(timeout=300)
@@ -179,7 +179,7 @@ def test_a_hub_source_is_checked_by_the_hubs_sha256_and_a_changed_one_rebuilds(l
     local_hub.upload_folder("test-org/timm", tmp_path / "hub")
     rebuilt = run_zoo(load_manifest(manifest))
     assert [(row.status, row.error) for row in rebuilt.rows] == [("converted", None), ("skipped", None)]
-    recorded = read_output(tmp_path / "converted" / rebuilt.rows[0].output).provenance["source_sha256"]
+    recorded = read_output(tmp_path / "converted" / rebuilt.rows[0].output).provenance.entries()["source_sha256"]
     assert recorded == hashlib.sha256(data).hexdigest()
 
 
@@ -225,12 +225,12 @@ def test_failed_hook_keeps_the_output_out_and_changed_options_rebuild(local_mani
     assert "hook tests.zoo_hooks:always_fails" in failed.error and "planned failure" in failed.error
     assert not (out / "fails-timm-abswin-448x448").exists() and leftovers(out) == []
     tiny = read_output(out / "tiny-timm-abswin-256x512")
-    assert tiny.provenance["global_size"] == "56x56" and tiny.hooks["tests.zoo_hooks:weight_stats"]["tensors"] > 0
+    assert tiny.provenance.entries()["global_size"] == "56x56" and tiny.hooks["tests.zoo_hooks:weight_stats"]["tensors"] > 0
 
     # another global size: both tiny outputs are rebuilt
     refit = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)
     assert [row.status for row in refit.rows[1:]] == ["converted", "converted"]
-    assert read_output(out / "tiny-timm-abswin-256x512").provenance["global_size"] == "28x28"
+    assert read_output(out / "tiny-timm-abswin-256x512").provenance.entries()["global_size"] == "28x28"
     again = run_zoo(load_manifest(local_manifest("28x28")), jobs=1)
     assert [row.status for row in again.rows[1:]] == ["skipped", "skipped"]
     assert sorted(p.name for p in out.iterdir()) == [
@@ -349,7 +349,7 @@ def test_manifest_overrides_reach_convert_and_a_changed_one_rebuilds(tmp_path):
     [row] = run_zoo(load_manifest(manifest)).rows
     assert row.status == "converted", row.error
     output = tmp_path / "converted" / "vit-baked-448x448"
-    provenance = read_output(output).provenance
+    provenance = read_output(output).provenance.entries()
     assert provenance["family"] == "generic" and provenance["window"] == "7x7"
     options = json.loads(provenance["zoo_options"])
     assert (options["key"], options["layout"], options["window"], options["patch_stride"]) == (
@@ -358,7 +358,7 @@ def test_manifest_overrides_reach_convert_and_a_changed_one_rebuilds(tmp_path):
     assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["skipped"]
     manifest.write_text(entry + "window = 2\npatch_stride = 16\n")  # another window: the output is rebuilt
     assert [r.status for r in run_zoo(load_manifest(manifest)).rows] == ["converted"]
-    assert read_output(output).provenance["window"] == "2x2"
+    assert read_output(output).provenance.entries()["window"] == "2x2"
 
 
 def test_a_plain_vit_is_refused_in_its_row_unless_the_entry_asks_for_the_recipe(tmp_path):
@@ -374,7 +374,7 @@ def test_a_plain_vit_is_refused_in_its_row_unless_the_entry_asks_for_the_recipe(
     manifest.write_text('[[model]]\nsource = "vit.safetensors"\nimg_size = 64\nrecipe = "tile"\n')
     [row] = run_zoo(load_manifest(manifest)).rows
     assert row.status == "converted", row.error
-    assert json.loads(read_output(tmp_path / "converted" / row.output).provenance["zoo_options"])["recipe"] == "tile"
+    assert json.loads(read_output(tmp_path / "converted" / row.output).provenance.entries()["zoo_options"])["recipe"] == "tile"
 
 
 def test_help_and_the_local_executor_do_not_import_ray(tmp_path):

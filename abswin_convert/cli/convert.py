@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,19 +21,14 @@ from .support import (
     user_errors,
 )
 
+if TYPE_CHECKING:
+    from ..io.provenance import Provenance
+
 TARGET_HELP = (
     "baked: the same keys and layout, the embedding for the new size (build the model at that size, load strict); "
     "timm-abswin: window and global parts apart, for timm's Hiera with abs_win_pos_embed=True; "
     "sam2: a Hiera image checkpoint as a SAM2 image-encoder trunk."
 )
-
-
-def _energy(recorded: str) -> str:
-    """Window energy as recorded: a number, or why it is undefined."""
-    try:
-        return f"{float(recorded):.3f}"
-    except ValueError:
-        return recorded
 
 
 @click.command("convert", short_help="Rewrite a checkpoint's position embedding for a new input size.")
@@ -76,7 +72,6 @@ def convert_command(
 
     quiet_downloads(quiet)
     from ..families.overrides import Overrides
-    from ..io.provenance import read_provenance
 
     if push_to:  # a push that cannot happen is refused before the conversion, not after it
         from ..hub.push import check_push_target
@@ -85,13 +80,10 @@ def convert_command(
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
                      family=family, overrides=Overrides.parse(**overrides), ema=ema,  # type: ignore[arg-type]
                      progress=not quiet)
-    stats = read_provenance(result.metadata)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
-        f"  {stats['family']} ({stats['format']}) -> {stats['target']} at {stats['img_size']}: window {stats['window']}, "
-        f"global {stats['global_size']}, residual {float(stats['residual']):.2e}, "
-        f"window energy {_energy(stats['window_energy'])}",
-    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, stats)
+        _what_was_done(result.provenance),
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, result.provenance)
     report = result.to_json()
     if push_to:
         from ..hub.push import push
@@ -102,7 +94,20 @@ def convert_command(
     emit(report, as_json, lines)
 
 
-def _load_lines(config_path: Path | None, provenance: dict[str, str]) -> list[str]:
+def _what_was_done(record: Provenance) -> str:
+    """The family read, the target written and how well the global part fits, in one line."""
+    from ..io.provenance import NO_GLOBAL_PART, ONE_WINDOW
+    from ..maths.grid import format_size
+
+    done = record.conversion
+    assert done is not None and record.img_size is not None  # a conversion records both
+    global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
+    energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
+    return (f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
+            f"window {format_size(done.window)}, global {global_size}, residual {done.residual:.2e}, window energy {energy}")
+
+
+def _load_lines(config_path: Path | None, provenance: Provenance) -> list[str]:
     """For a folder with config.json: the line that loads it as it is (timm local-dir:, transformers from_pretrained)."""
     if config_path is None:
         return []

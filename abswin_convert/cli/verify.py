@@ -45,7 +45,7 @@ def verify_command(output: str, source: str | None, img_size: str | None, no_mea
 
 def _lines(r: dict) -> list[str]:
     against = f", against {r['source']}" if r.get("source") else ""
-    lines = [f"{r['output']}: {r.get('family', '?')} ({r.get('format', '?')}) at {r['img_size']}{against}"]
+    lines = [f"{r['output']}: {r.get('family', '?')} ({r.get('spelling', '?')}) at {r['img_size']}{against}"]
     if r.get("note"):
         lines.append(r["note"])
     lines += [f"  {name:<17} {check['status']:<13} {check['detail']}" for name, check in r["checks"].items()]

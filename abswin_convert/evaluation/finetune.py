@@ -30,6 +30,7 @@ from ..io.writer import OutputTensor, check_destination, write_safetensors
 from ..maths import absolute_win as aw
 from ..maths.grid import format_size
 from ..runtimes import timm as timm_runtime
+from ..vocabulary import TIMM_ABSWIN
 from .classifier import Classifier, open_with_config, runtime_of, timm_preprocess
 from .data import open_dataset
 from .eval import batch_inputs, evaluate, make_loader, prepare, resolve_device
@@ -54,7 +55,7 @@ def start_model(checkpoint: str | Path, img_size: int, pos: str) -> Classifier:
         state["pos_embed"] = to_torch(RawTensor.encode(nchw(parts.global_), dtype))
         state[TIMM_WINDOW_KEY] = to_torch(RawTensor.encode(nchw(parts.window), dtype))
     else:
-        if det.format == "timm-abswin":
+        if det.spelling == TIMM_ABSWIN:
             raise AbswinError("--pos naive needs one flat position embedding; this checkpoint is already split (timm abswin)")
         resized = aw.naive(read_position(ckpt, det).grid, out_grid, det.resize)
         state["pos_embed"] = to_torch(RawTensor.encode(resized.reshape(1, -1, resized.shape[-1]), dtype))

@@ -16,8 +16,7 @@ from typing import Any
 from ..errors import AbswinError
 from ..io.checkpoint import open_checkpoint
 from ..io.outputs import finetune_folder
-from ..io.provenance import read_provenance
-from ..maths.grid import parse_size
+from ..io.provenance import Provenance
 
 Hook = Callable[[Path, dict], dict]
 BUILTIN_HOOKS = ("verify", "eval", "finetune")  # known by name, without importing torch
@@ -84,10 +83,10 @@ def call_with_options(func: Callable[..., dict], name: str, path: Path, options:
 def converted_size(path: str | Path) -> int:
     """The input size recorded in a converted checkpoint's provenance (square sizes only): what eval and finetune
     use when no size is given."""
-    provenance = read_provenance(open_checkpoint(path).metadata)
-    if "img_size" not in provenance:
+    provenance = Provenance.from_metadata(open_checkpoint(path).metadata, str(path))
+    if provenance is None or provenance.img_size is None:
         raise AbswinError(f"{path}: no abswin.img_size in its metadata to default to; pass --img-size (img_size in a hook)")
-    h, w = parse_size(provenance["img_size"])
+    h, w = provenance.img_size
     if h != w:
         raise AbswinError(
             f"{path}: converted for {h}x{w}; eval and finetune take square sizes, pass --img-size (img_size in a hook)"

@@ -23,22 +23,21 @@ import torch
 
 from .. import families
 from ..errors import AbswinError
-from ..families import sam2 as sam2_family
 from ..families.base import ConvertRequest, Detection, native_grid, output_grid, read_position, read_window
-from ..families.hiera_to_sam2 import TARGET as SAM2_TARGET
 from ..families.overrides import TILE, Overrides
 from ..hub.locations import open_source
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.outputs import config_beside, read_metadata, weights_in
-from ..io.provenance import public_name, read_provenance, sha256_of
+from ..io.provenance import ONE_WINDOW, Provenance, public_name, sha256_of
 from ..io.tensors import RawTensor
 from ..io.torch_bridge import to_torch
 from ..maths import absolute_win as aw
-from ..maths.grid import as_size, format_size, layout_buffer, parse_size
+from ..maths.grid import as_size, format_size, layout_buffer
 from ..maths.resize import Size
 from ..runtimes import transformers as transformers_runtime
 from ..runtimes.encoder import Encoder, LoadError, NotBuildable
 from ..runtimes.registry import load_encoder
+from ..vocabulary import BAKED, GENERIC, SAM2, SAM2_TRUNK, TIMM_ABSWIN
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -79,18 +78,18 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
     if not path.exists():
         raise AbswinError(f"{path}: no such file or folder")
     weights = weights_in(path) if path.is_dir() else path
-    provenance = read_provenance(read_metadata(weights))
+    provenance = Provenance.from_metadata(read_metadata(weights), str(weights))
     ckpt = open_checkpoint(weights, config_beside(weights))
-    if not provenance:
+    if provenance is None or provenance.conversion is None:
         return _foreign(weights, ckpt, as_size(img_size))
     family, overrides, request = recorded_conversion(provenance)
     size = as_size(img_size) or request.img_size
     report = Report(weights, size)
-    if request.target == SAM2_TARGET:  # another family's file: a SAM2 trunk
-        view, det = families.recognise(ckpt, sam2_family.NAME)
+    if request.target == SAM2_TRUNK:  # another family's file: a SAM2 trunk
+        view, det = families.recognise(ckpt, SAM2)
     else:
         view, det = families.recognise(ckpt, family, overrides)
-    report.data.update(family=det.family, format=det.format, target=request.target)
+    report.data.update(family=det.family, spelling=det.spelling, target=request.target)
     located = _source(source, provenance, weights)
     src = None if isinstance(located, str) else _recorded_copy(located, provenance)
     config = ckpt.config or _size_free_config(src)
@@ -104,36 +103,30 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
     plan = families.plan(src_view, src_det, request)
     _compare_with_recomputed(report, ckpt, src_view, plan, request)
     if det.window_key is not None:
-        _native_equivalence(report, view, det, src_view, src_det, _number(provenance.get("residual", "0")))
+        _native_equivalence(report, view, det, src_view, src_det, provenance.conversion.residual)
     if measure:
         report.data["changes"] = _changes(encoder, det, config, view, state, src_view, src_det, request, size)
-    for key in ("residual", "window_energy"):
-        if key in provenance:
-            report.data[key] = _number(provenance[key])
+    report.data["residual"] = provenance.conversion.residual
+    energy = provenance.conversion.window_energy
+    report.data["window_energy"] = ONE_WINDOW if energy is None else energy
     return report.finish()
 
 
 # --- the recorded conversion (the one place provenance is read back into options) ------------------------------
 
 
-def recorded_conversion(provenance: dict[str, str]) -> tuple[str | None, Overrides, ConvertRequest]:
+def recorded_conversion(provenance: Provenance) -> tuple[str, Overrides, ConvertRequest]:
     """The family, overrides and request a conversion recorded in its output's provenance."""
-    family = provenance.get("family")
-    generic = family == "generic"
-    recipe = TILE if provenance.get("recipe", "").startswith("vitdet: pretrained grid tiled") else None
-    window = parse_size(provenance["window"]) if "window" in provenance else None
+    conversion = provenance.conversion
+    if conversion is None or provenance.img_size is None:
+        raise AbswinError("its provenance records no conversion (family, sizes): it was not written by `convert`")
+    generic = conversion.family == GENERIC
+    recipe = TILE if (provenance.recipe or "").startswith("vitdet: pretrained grid tiled") else None
     overrides = Overrides(
-        key=provenance.get("position_key") if generic else None, layout=provenance.get("layout") if generic else None,
-        window=window if generic or recipe else None, recipe=recipe if not generic else None,
+        key=conversion.position_key if generic else None, layout=provenance.layout if generic else None,
+        window=conversion.window if generic or recipe else None, recipe=None if generic else recipe,
     )
-    if "img_size" not in provenance:
-        raise AbswinError("its provenance records no abswin.img_size: it was not written by a complete conversion")
-    global_size = provenance.get("global_size", "none")
-    request = ConvertRequest(
-        parse_size(provenance["img_size"]), provenance.get("target", "baked"),
-        None if global_size == "none" else parse_size(global_size),
-    )
-    return family, overrides, request
+    return conversion.family, overrides, ConvertRequest(provenance.img_size, conversion.target, conversion.global_size)
 
 
 def _size_free_config(src: Checkpoint | None) -> dict | None:
@@ -144,19 +137,19 @@ def _size_free_config(src: Checkpoint | None) -> dict | None:
     return src.config
 
 
-def _recorded_copy(ckpt: Checkpoint, provenance: dict[str, str]) -> Checkpoint:
+def _recorded_copy(ckpt: Checkpoint, provenance: Provenance) -> Checkpoint:
     """The state dict of a training checkpoint the output was made from (its EMA copy, when that was chosen)."""
-    chosen = provenance.get("state_dict")
-    return ckpt.copy(chosen) if chosen and chosen in ckpt.copies else ckpt
+    chosen = provenance.state_dict
+    return ckpt.other_state(chosen) if chosen and chosen in ckpt.other_states else ckpt
 
 
-def _source(source: str | Path | None, provenance: dict[str, str], weights: Path) -> Checkpoint | str:
+def _source(source: str | Path | None, provenance: Provenance, weights: Path) -> Checkpoint | str:
     """The source checkpoint (checked against the recorded sha256), or why there is none to compare with."""
-    recorded = provenance.get("source_sha256")
+    recorded = provenance.source_sha256
     if source is None:
         source = _recorded_source(provenance, weights)
         if source is None:
-            where = provenance.get("source", "its source")
+            where = provenance.source or "its source"
             return f"the source ({where}) is not here; pass --source PATH to recompute the conversion from it"
     ckpt, _ = open_source(source)
     if recorded and sha256_of(ckpt.path) != recorded:
@@ -167,12 +160,12 @@ def _source(source: str | Path | None, provenance: dict[str, str], weights: Path
     return ckpt
 
 
-def _recorded_source(provenance: dict[str, str], weights: Path) -> str | Path | None:
+def _recorded_source(provenance: Provenance, weights: Path) -> str | Path | None:
     """Where the recorded source can be found without asking: its Hub file pinned to the recorded commit, or a
     local file of the recorded name in the working folder or beside the output."""
-    if "source_commit" in provenance:
-        return f"hf://{provenance['source']}@{provenance['source_commit']}/{provenance.get('source_file', '')}".rstrip("/")
-    name = provenance.get("source")
+    if provenance.from_hub:
+        return f"hf://{provenance.source}@{provenance.source_commit}/{provenance.source_file or ''}".rstrip("/")
+    name = provenance.source
     for folder in (Path.cwd(), weights.parent.resolve()):
         if name and (folder / name).exists():
             return folder / name
@@ -289,9 +282,9 @@ def _changes(encoder: Encoder | None, det: Detection, config: dict | None, view:
              size: Size) -> dict:
     """Relative differences of the encoder's output (``||a - b|| / ||b||`` on one fixed random image): at the target
     size, the output against the naive resize of the same source; at the native size, the output against the source."""
-    if det.format != src_det.format and (src_det.format, det.format) != ("timm", "timm-abswin"):  # other runtimes
-        why = (f"not applicable: the output is a {det.family} ({det.format}) model, the source a {src_det.family} "
-               f"({src_det.format}) one; their position tensors were compared instead")
+    if det.spelling != src_det.spelling and (src_det.spelling, det.spelling) != ("timm", TIMM_ABSWIN):  # other runtimes
+        why = (f"not applicable: the output is a {det.family} ({det.spelling}) model, the source a {src_det.family} "
+               f"({src_det.spelling}) one; their position tensors were compared instead")
         return {"at_target_vs_naive": why, "at_native_vs_source": why}
     source_state = {key: to_torch(src_view.tensor(key)) for key in src_view.keys()}
     changes: dict = {}
@@ -300,7 +293,7 @@ def _changes(encoder: Encoder | None, det: Detection, config: dict | None, view:
     elif src_det.window_key is not None:
         changes["at_target_vs_naive"] = "not applicable: the source already runs absolute win (no naive resize to compare)"
     else:
-        naive_config = config if request.target == "baked" else src_view.config
+        naive_config = config if request.target == BAKED else src_view.config
         naive = lambda: _naive_state(src_view, src_det, source_state, request, size)  # noqa: E731
         changes["at_target_vs_naive"] = _relative(
             lambda: encoder.run(size), lambda: load_encoder(src_det, naive_config, naive(), size).run(size)
@@ -341,7 +334,7 @@ def _naive_state(src_view: Checkpoint, det: Detection, source_state: dict[str, t
                  size: Size) -> dict[str, torch.Tensor]:
     """The source as loaders make it today at ``size``: the whole embedding resized (window pattern included), the
     rest as the conversion makes it (relative-position tables resized as the runtimes' ``get_rel_pos`` does)."""
-    plan = families.plan(src_view, det, replace(request, img_size=size, target="baked"))  # in the source's own form
+    plan = families.plan(src_view, det, replace(request, img_size=size, target=BAKED))  # in the source's own form
     state = _applied(plan, src_view, source_state)
     pos = read_position(src_view, det)
     tensor, grid = layout_buffer(det.layout, output_grid(det, size), pos.prefix)
@@ -358,14 +351,6 @@ def _applied(plan: Plan, src_view: Checkpoint, source_state: dict[str, torch.Ten
     return state
 
 
-def _number(recorded: str) -> float | str:
-    """A recorded number, or the words that say why there is none (window energy of a single window)."""
-    try:
-        return float(recorded)
-    except ValueError:
-        return recorded
-
-
 # --- a file this tool did not write -----------------------------------------------------------------------------
 
 
@@ -374,7 +359,7 @@ def _foreign(weights: Path, ckpt: Checkpoint, img_size: Size | None) -> dict:
     view, det = families.recognise(ckpt)
     size = img_size or det.native_input
     report = Report(weights, size)
-    report.data.update(family=det.family, format=det.format,
+    report.data.update(family=det.family, spelling=det.spelling,
                        note=f"{weights.name} was not written by abswin-convert (no abswin.* metadata or sidecar): "
                             f"only a strict load at {format_size(size)} is checked")
     state = {key: to_torch(view.tensor(key)) for key in view.keys()}

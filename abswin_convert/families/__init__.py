@@ -15,9 +15,14 @@ from . import generic, hiera, hiera_to_sam2, sam, sam2, vitdet
 from .base import ConvertRequest, Detection, Family
 from .overrides import Overrides
 
-# Auto-detection asks each of these; the generic family is only ever chosen by --family generic or --key/--layout.
-FAMILIES: dict[str, Family] = {f.name: f for f in (hiera.FAMILY, sam.FAMILY, vitdet.FAMILY, sam2.FAMILY)}
-NAMES = (*FAMILIES, generic.NAME)
+# Every family; auto-detection asks those that are auto-detected (not the generic one: --family generic or
+# --key/--layout choose it). A Hiera image checkpoint can also become a SAM2 trunk (``hiera_to_sam2.py``).
+ALL: dict[str, Family] = {f.name: f for f in (
+    replace(hiera.FAMILY, extra_targets=(hiera_to_sam2.EXTRA_TARGET,)), sam.FAMILY, vitdet.FAMILY, sam2.FAMILY,
+    generic.FAMILY,
+)}
+FAMILIES: dict[str, Family] = {name: f for name, f in ALL.items() if f.auto_detected}
+NAMES = tuple(ALL)
 
 
 class NotRecognised(AbswinError):
@@ -54,7 +59,9 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     """The one family that recognises ``ckpt`` (or the one named), with what it found and the user's overrides."""
     overrides = overrides or Overrides()
     if family == generic.NAME or (family is None and overrides.names_tensor):
-        return _within_budget(ckpt, generic.detect(ckpt, overrides))
+        told = ALL[generic.NAME].detect(ckpt, overrides)
+        assert told is not None  # the generic family reads what it is told, or refuses
+        return _within_budget(ckpt, told)
     if overrides.names_tensor:
         raise AbswinError(
             f"--key/--layout describe a checkpoint of a family we do not know; drop --family {family} or use --family generic"
@@ -62,16 +69,16 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
     if family is not None and family not in FAMILIES:
         raise AbswinError(f"unknown family {family!r}; known: {', '.join(NAMES)}")
     candidates = [FAMILIES[family]] if family else list(FAMILIES.values())
-    found = [det for candidate in candidates if (det := candidate.detect(ckpt)) is not None]
+    found = [det for candidate in candidates if (det := candidate.detect(ckpt, overrides)) is not None]
     if len(found) == 1:
-        return _within_budget(ckpt, _with_cross_family_targets(overrides.apply(found[0])))
+        return _within_budget(ckpt, _with_extra_targets(overrides.apply(found[0])))
     if not found:
         named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
         raise NotRecognised(
             f"{ckpt.path.name}: no position embedding recognised {named}; {generic.position_candidates(ckpt)}; "
             "pass --family, or --key/--layout/--window for a family we do not know"
         )
-    names = ", ".join(f"{det.family} ({det.format})" for det in found)
+    names = ", ".join(f"{det.family} ({det.spelling})" for det in found)
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")
 
 
@@ -91,11 +98,10 @@ def _require_memory(ckpt: Checkpoint, det: Detection, grid: Size, what: str) -> 
     budget.require(budget.grid_work_bytes(grid, channels, det.window), f"{what} ({channels} channels)")
 
 
-def _with_cross_family_targets(det: Detection) -> Detection:
-    """A Hiera image checkpoint can also become a SAM2 trunk (``families/hiera_to_sam2.py``)."""
-    if hiera_to_sam2.applies(det):
-        return replace(det, targets=(*det.targets, hiera_to_sam2.TARGET))
-    return det
+def _with_extra_targets(det: Detection) -> Detection:
+    """The targets of ``det`` with those its family can also produce for it."""
+    extra = tuple(t.name for t in ALL[det.family].extra_targets if t.applies(det))
+    return replace(det, targets=(*det.targets, *extra)) if extra else det
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
@@ -105,8 +111,6 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         _require_memory(ckpt, det, grid, f"--img-size {format_size(request.img_size)}")
     if request.global_size is not None:
         _require_memory(ckpt, det, request.global_size, f"--global-size {format_size(request.global_size)}")
-    if det.family == generic.NAME:
-        return generic.plan(ckpt, det, request)
-    if request.target == hiera_to_sam2.TARGET and hiera_to_sam2.applies(det):
-        return hiera_to_sam2.plan(ckpt, det, request)
-    return FAMILIES[det.family].plan(ckpt, det, request)
+    family = ALL[det.family]
+    extra = family.extra_target(det, request.target)
+    return (extra.plan if extra else family.plan)(ckpt, det, request)

@@ -10,20 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.provenance import ONE_WINDOW
 from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
-from ..maths.grid import PositionGrid, format_size, layout_buffer, to_grid
+from ..maths.grid import PositionGrid, as_size, format_size, layout_buffer, to_grid
 from ..maths.resize import Resize, Size
 from ..plan import Plan
+from ..vocabulary import BAKED, SAM2_TRUNK, SAM2_WINDOW_KEY, TIMM_ABSWIN, TIMM_WINDOW_KEY
 
-# Runtimes with native absolute win keep the window part as a tensor of its own, under these names.
-TIMM_WINDOW_KEY = "pos_embed_win"  # timm's Hiera with abs_win_pos_embed=True
-SAM2_WINDOW_KEY = "pos_embed_window"  # SAM2's HieraDet trunk (sam2, transformers, timm)
+if TYPE_CHECKING:
+    from .overrides import Overrides
+
+# The Hub library that runs each target other than ``baked``, and each source spelling whose runtime loads a baked
+# output as it is; any other output is run by its family's own library.
+TARGET_LIBRARIES = {TIMM_ABSWIN: "timm", SAM2_TRUNK: "sam2"}
+SPELLING_LIBRARIES = {"timm": "timm", TIMM_ABSWIN: "timm", "transformers": "transformers"}
+TARGET_TASKS = {SAM2_TRUNK: "mask-generation"}  # a target whose models do another task than the family's own
 
 
 def holds_window_part(ckpt: Checkpoint) -> bool:
@@ -36,7 +44,7 @@ class Detection:
     """What a family recognised in a checkpoint."""
 
     family: str  # "hiera", "sam", ...
-    format: str  # "official", "timm", "transformers", ...
+    spelling: str  # how the source names its tensors within its family: "official", "timm", "transformers", ...
     pos_key: str  # the position tensor that carries the window pattern (the global part of a split checkpoint)
     layout: str  # see grid.LAYOUTS
     grid: Size  # token grid the model runs at, at its native input size
@@ -84,17 +92,60 @@ class ConvertRequest:
     """What the user asked for."""
 
     img_size: Size
-    target: str = "baked"
+    target: str = BAKED
     global_size: Size | None = None  # None: the full grid (exact)
+
+    @classmethod
+    def parse(cls, img_size: int | str | Size, target: str = BAKED,
+              global_size: int | str | Size | None = None) -> ConvertRequest:
+        """As a caller writes it: sizes as ``448``, ``"448x640"`` or ``(448, 640)``; ``global_size`` also ``"full"``."""
+        size = as_size(img_size)
+        if size is None:
+            raise AbswinError("the input size to convert for must be a size such as 448 or 448x640, not 'full'")
+        return cls(size, target, as_size(global_size))
+
+
+Planner = Callable[[Checkpoint, Detection, ConvertRequest], Plan]
+Detector = Callable[[Checkpoint, "Overrides"], Detection | None]  # the overrides: what the user said of the tensor
+
+
+@dataclass(frozen=True)
+class ExtraTarget:
+    """A target one family's checkpoints can become beside their own (a Hiera image checkpoint as a SAM2 trunk)."""
+
+    name: str
+    applies: Callable[[Detection], bool]
+    plan: Planner
 
 
 @dataclass(frozen=True)
 class Family:
-    """A checkpoint family, as the registry holds it."""
+    """A checkpoint family, as the registry holds it: how it recognises and converts a checkpoint, and what runs
+    its outputs (the model card, the vocabulary and verify ask it)."""
 
     name: str
-    detect: Callable[[Checkpoint], Detection | None]
-    plan: Callable[[Checkpoint, Detection, ConvertRequest], Plan]
+    detect: Detector
+    plan: Planner
+    library: str  # the Hub library of the family's own runtime
+    task: str | None  # the Hub task (pipeline tag) of its models; None: we cannot tell
+    extra_targets: tuple[ExtraTarget, ...] = ()
+    auto_detected: bool = True  # False: chosen only when named (the generic family)
+
+    def extra_target(self, det: Detection, name: str) -> ExtraTarget | None:
+        """The extra target ``name`` when it applies to ``det``."""
+        return next((t for t in self.extra_targets if t.name == name and t.applies(det)), None)
+
+    def runtime_library(self, spelling: str, target: str) -> str:
+        """The Hub library that loads an output: the target's runtime, else the source format's, else the family's."""
+        return TARGET_LIBRARIES.get(target) or SPELLING_LIBRARIES.get(spelling) or self.library
+
+    def runtime_task(self, target: str) -> str | None:
+        return TARGET_TASKS.get(target) or self.task
+
+
+def from_checkpoint_alone(detect: Callable[[Checkpoint], Detection | None]) -> Detector:
+    """A family's detect that reads the checkpoint only; the registry puts the user's overrides in afterwards."""
+    return lambda ckpt, _overrides: detect(ckpt)
 
 
 @dataclass
@@ -113,7 +164,7 @@ class Decomposition:
 def require_target(det: Detection, target: str) -> None:
     if target not in det.targets:
         raise AbswinError(
-            f"target {target!r} is not available for {det.family} ({det.format}); use one of {', '.join(det.targets)}"
+            f"target {target!r} is not available for {det.family} ({det.spelling}); use one of {', '.join(det.targets)}"
         )
 
 
@@ -131,7 +182,7 @@ def require_window_within_grid(det: Detection) -> Detection:
     if det.window[0] > det.grid[0] or det.window[1] > det.grid[1]:
         raise AbswinError(
             f"window {format_size(det.window)} is larger than the {format_size(det.grid)} token grid of "
-            f"{det.family} ({det.format}); pass --window {format_size(det.grid)} or smaller"
+            f"{det.family} ({det.spelling}); pass --window {format_size(det.grid)} or smaller"
         )
     return det
 
@@ -240,7 +291,7 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
     """Provenance entries every conversion records."""
     return {
         "family": det.family,
-        "format": det.format,
+        "format": det.spelling,
         "target": request.target,
         "position_key": det.pos_key,
         "native_input": format_size(det.native_input),
@@ -249,7 +300,7 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
         "global_size": format_size(aw.grid_size(parts.global_)),
         "resize": det.resize.name,
         "residual": f"{parts.residual:.6g}",
-        "window_energy": f"{parts.energy:.6g}" if det.tiles >= 2 else "undefined (one window)",
+        "window_energy": f"{parts.energy:.6g}" if det.tiles >= 2 else ONE_WINDOW,
     }
 
 

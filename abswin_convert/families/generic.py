@@ -12,10 +12,11 @@ from ..io.checkpoint import Checkpoint
 from ..maths.grid import LAYOUTS, format_size, grid_size_of
 from ..maths.resize import BICUBIC
 from ..plan import Plan
-from .base import ConvertRequest, Detection, baked_plan, require_window_within_grid
+from ..vocabulary import BAKED, GENERIC
+from .base import ConvertRequest, Detection, Family, baked_plan, require_window_within_grid
 from .overrides import Overrides
 
-NAME = "generic"
+NAME = GENERIC
 
 
 def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
@@ -36,7 +37,7 @@ def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
     stride = overrides.patch_stride or _patch_stride(ckpt)
     # We cannot know whether the runtime pads to whole windows, so the output grid must be whole windows.
     det = Detection(NAME, "override", overrides.key, overrides.layout, grid, overrides.window, stride, BICUBIC,
-                    ("baked",), prefix_tokens=prefix)
+                    (BAKED,), prefix_tokens=prefix)
     return require_window_within_grid(det)
 
 
@@ -67,3 +68,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         "build the model for the new input size and load with strict=True"
     )
     return result
+
+
+# Chosen only by --family generic or --key/--layout; its outputs are plain state dicts (torch loads them).
+FAMILY = Family(NAME, detect, plan, library="pytorch", task=None, auto_detected=False)

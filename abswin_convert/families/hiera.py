@@ -17,10 +17,11 @@ from ..maths.grid import format_size, grid_size_of, to_grid
 from ..maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
 from ..plan import Plan
 from ..runtimes import timm as timm_runtime
+from ..vocabulary import BAKED, HIERA, TIMM_ABSWIN
 from . import base
-from .base import TIMM_WINDOW_KEY, ConvertRequest, Detection, Family
+from .base import TIMM_WINDOW_KEY, ConvertRequest, Detection, Family, from_checkpoint_alone
 
-NAME = "hiera"
+NAME = HIERA
 PATCH_STRIDE = 4
 MASK_UNIT = (8, 8)
 # The MAE decoder runs global attention on one token per mask unit; it is resized like any global embedding.
@@ -28,7 +29,7 @@ DECODER_KEYS = ("decoder_pos_embed", "decoder.decoder_position_embeddings")
 # Parts of the official MAE model that a classification Hiera has no place for.
 MAE_ONLY_PREFIXES = ("decoder", "mask_token", "multi_scale_fusion_heads")
 _HF_PREFIXES = ("hiera.", "")
-IMAGE_TARGETS = ("baked", "timm-abswin")
+IMAGE_TARGETS = (BAKED, TIMM_ABSWIN)
 VIDEO_FORMAT = "official-video"
 _SIZE_ARGS = ("img_size", "abs_win_pos_embed", "global_pos_size")  # what the note sets for the new size
 # (embedding width, blocks) -> timm name, for the notes of a checkpoint without a timm config.json
@@ -39,9 +40,9 @@ _TIMM_HIERAS = {(96, 12): "hiera_tiny_224", (96, 16): "hiera_small_224", (96, 24
 def detect(ckpt: Checkpoint) -> Detection | None:
     """Recognise a Hiera checkpoint from its keys and shapes (and config.json when there is one)."""
     if "pos_embed_spatial" in ckpt and "pos_embed_temporal" in ckpt:
-        return _detection(ckpt, VIDEO_FORMAT, "pos_embed_spatial", "flat", ("baked",))
+        return _detection(ckpt, VIDEO_FORMAT, "pos_embed_spatial", "flat", (BAKED,))
     if "pos_embed" in ckpt and TIMM_WINDOW_KEY in ckpt and len(ckpt.shape("pos_embed")) == 4:
-        return _detection(ckpt, "timm-abswin", "pos_embed", "nchw", IMAGE_TARGETS)
+        return _detection(ckpt, TIMM_ABSWIN, "pos_embed", "nchw", IMAGE_TARGETS)
     flat = "pos_embed" in ckpt and len(ckpt.shape("pos_embed")) == 3  # a 4-D pos_embed is another model's parts
     if flat and _has_hiera_stem(ckpt, "patch_embed.proj.weight") and "blocks.0.attn.qkv.weight" in ckpt:
         is_timm = any(k.startswith(("head.fc.", "head.norm.")) for k in ckpt.keys())
@@ -104,7 +105,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     dtype = ckpt.dtype(det.pos_key)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     global_size: Size = tuple(parts.global_.shape[:2])
-    if request.target == "baked":
+    if request.target == BAKED:
         # A split timm abswin source bakes into plain timm Hiera: one flat pos_embed, no pos_embed_win.
         layout = "flat" if det.window_key else det.layout
         result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, prefix, out_grid, layout), dtype)
@@ -120,10 +121,10 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result.add[TIMM_WINDOW_KEY] = RawTensor.encode(base.nchw(parts.window), dtype)
     if result.drop:
         result.notes.append(f"dropped {len(result.drop)} tensors timm's Hiera has no place for (e.g. {sorted(result.drop)[0]})")
-    if det.format in ("timm", "timm-abswin"):  # other formats' configs do not describe a timm model
+    if det.spelling in ("timm", TIMM_ABSWIN):  # other formats' configs do not describe a timm model
         result.config = _updated_config(ckpt.config, request, global_size)
     gh, gw = global_size
-    config = (ckpt.config or {}) if det.format in ("timm", "timm-abswin") else {}
+    config = (ckpt.config or {}) if det.spelling in ("timm", TIMM_ABSWIN) else {}
     arch = config.get("architecture")
     name = f"'{arch}'" if isinstance(arch, str) else _timm_arch(ckpt, det)
     own = {k: v for k, v in (config.get("model_args") or {}).items() if k not in _SIZE_ARGS}  # e.g. a custom width
@@ -174,9 +175,9 @@ def _updated_config(config: dict | None, request: ConvertRequest, abswin_global:
 
 def timm_key_map(ckpt: Checkpoint, det: Detection) -> dict[str, str]:
     """Source key -> timm Hiera key, for every key timm's Hiera has a place for."""
-    if det.format in ("timm", "timm-abswin"):
+    if det.spelling in ("timm", TIMM_ABSWIN):
         return {k: k for k in ckpt.keys()}
-    if det.format == "official":
+    if det.spelling == "official":
         return {k: _official_to_timm(k) for k in ckpt.keys() if not k.startswith(MAE_ONLY_PREFIXES)}
     offsets = _stage_offsets(ckpt.keys(), det.key_prefix)
     mapped = {k: _hf_to_timm(k, det.key_prefix, offsets) for k in ckpt.keys()}
@@ -233,4 +234,4 @@ def _hf_to_timm(key: str, prefix: str, offsets: list[int]) -> str | None:
     return f"blocks.{block}.{_HF_LAYER_NAMES.get(module, module)}.{leaf}"
 
 
-FAMILY = Family(NAME, detect, plan)
+FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="hiera", task="image-classification")

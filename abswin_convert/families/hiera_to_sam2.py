@@ -16,15 +16,16 @@ from ..maths import absolute_win as aw
 from ..maths.grid import format_size
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
+from ..vocabulary import SAM2_TRUNK
 from . import base, hiera, sam2
-from .base import SAM2_WINDOW_KEY, TIMM_WINDOW_KEY, ConvertRequest, Detection
+from .base import SAM2_WINDOW_KEY, TIMM_WINDOW_KEY, ConvertRequest, Detection, ExtraTarget
 
-TARGET = "sam2"
+TARGET = SAM2_TRUNK
 
 
 def applies(det: Detection) -> bool:
     """Every Hiera image checkpoint can become a SAM2 trunk (video ones cannot)."""
-    return det.family == hiera.NAME and det.format != hiera.VIDEO_FORMAT
+    return det.family == hiera.NAME and det.spelling != hiera.VIDEO_FORMAT
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
@@ -87,3 +88,6 @@ def _trunk_note(ckpt: Checkpoint, det: Detection, timm_names: dict[str, str], im
         f"q_pool={q_pool}, window_spec={spec}, global_att_blocks=(), "
         f"window_pos_embed_bkg_spatial_size={background}) reproduces the Hiera at {format_size(img_size)}{square}"
     )
+
+
+EXTRA_TARGET = ExtraTarget(TARGET, applies, plan)  # the hiera family carries it (families/__init__.py)

@@ -47,7 +47,7 @@ class Overrides:
         larger than the grid: a model's own size must stay a conversion that changes nothing."""
         if self.recipe is not None and det.recipe is None:
             raise AbswinError(
-                f"--recipe {self.recipe} is for ViTs; {det.family} ({det.format}) has windows of its own, drop --recipe"
+                f"--recipe {self.recipe} is for ViTs; {det.family} ({det.spelling}) has windows of its own, drop --recipe"
             )
         tiled = self.recipe == TILE or (det.global_attention and self.window is not None)
         det = replace(det, window=self.window or det.window, patch_stride=self.patch_stride or det.patch_stride,

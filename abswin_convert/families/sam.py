@@ -14,10 +14,11 @@ import copy
 from ..io.checkpoint import Checkpoint
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
+from ..vocabulary import BAKED, SAM
 from . import base, relpos
-from .base import ConvertRequest, Detection, Family
+from .base import ConvertRequest, Detection, Family, from_checkpoint_alone
 
-NAME = "sam"
+NAME = SAM
 WINDOW = (14, 14)
 # (format, position key, patch-embedding weight)
 FORMATS = (
@@ -45,7 +46,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         window = (vision["window_size"],) * 2 if vision.get("window_size") else relpos.window_of(ckpt) or WINDOW
         global_ = relpos.global_blocks(ckpt, vision.get("global_attn_indexes"))
         return Detection(
-            NAME, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, ("baked",),
+            NAME, fmt, pos_key, "nhwc", (pos_shape[1], pos_shape[2]), window, patch_shape[-1], BICUBIC, (BAKED,),
             pads_windows=True, global_blocks=tuple(global_), rel_pos_tables=len(relpos.tables(ckpt)),
         )
     return None
@@ -61,12 +62,12 @@ def _vision_config(config: dict | None) -> dict:
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The NHWC embedding baked for ``img_size``, the global blocks' tables resized to match."""
-    if det.format in _SQUARE_ONLY:
-        base.require_square(request.img_size, f"SAM ({det.format})")
+    if det.spelling in _SQUARE_ONLY:
+        base.require_square(request.img_size, f"SAM ({det.spelling})")
     result = base.baked_plan(ckpt, det, request)
     out_grid = base.output_grid(det, request.img_size)
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride)
     result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None, _timm_arch(ckpt, det)))
     return result
@@ -95,15 +96,15 @@ def _timm_arch(ckpt: Checkpoint, det: Detection) -> str:
 def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool, timm_arch: str) -> str:
     """How to build the model that loads the output."""
     n, g = img_size[0], grid[0]
-    if det.format == "segment-anything":
+    if det.spelling == "segment-anything":
         return (
             f"build ImageEncoderViT(img_size={n}, ...) and PromptEncoder(image_embedding_size=({g}, {g}), "
             f"input_image_size=({n}, {n}), ...); sam_model_registry's builders fix 1024"
         )
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         done = "written to config.json" if wrote_config else "set them in the model config"
         return f"vision_config.image_size={n}, prompt_encoder_config.image_size={n} ({done})"
     return f"timm.create_model('{timm_arch}', img_size={base.size_arg(img_size)}) loads it with strict=True"
 
 
-FAMILY = Family(NAME, detect, plan)
+FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="segment-anything", task="mask-generation")

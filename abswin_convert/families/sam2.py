@@ -27,16 +27,17 @@ from ..maths.grid import format_size
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
 from ..runtimes import timm as timm_runtime
+from ..vocabulary import BAKED, SAM2, SAM2_TRUNK
 from . import base
-from .base import SAM2_WINDOW_KEY, ConvertRequest, Detection, Family
+from .base import SAM2_WINDOW_KEY, ConvertRequest, Detection, Family, from_checkpoint_alone
 
-NAME = "sam2"
+NAME = SAM2
 PATCH_STRIDE = 4
-NATIVE_INPUT = 1024  # SAM2 trains at 1024 px; a transformers config.json may say otherwise
 SAM2_PREFIX = "image_encoder.trunk."
 SAM2_WRAPPER = "model"
-NATIVE_INPUT = 1024  # what sam2's SAM2ImagePredictor hard-codes its feature sizes for
-TARGETS = ("baked", "sam2")
+NATIVE_INPUT = 1024  # SAM2 trains at 1024 px, and SAM2ImagePredictor hard-codes its feature sizes for it; a
+# transformers config.json may say otherwise
+TARGETS = (BAKED, SAM2_TRUNK)
 
 # Per format, a key (after the trunk prefix) that only that spelling has.
 _FORMAT_MARKERS = (
@@ -118,14 +119,14 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.replace[det.pos_key] = RawTensor.encode(base.nchw(parts.global_), ckpt.dtype(det.pos_key))
     background: Size = tuple(parts.global_.shape[:2])
-    if request.target == "baked":
+    if request.target == BAKED:
         result.config = _updated_config(ckpt.config, request.img_size, background)
-        result.notes.append(_runtime_note(det.format, request.img_size, background, result.config is not None))
+        result.notes.append(_runtime_note(det.spelling, request.img_size, background, result.config is not None))
         return result
-    rename, result.drop = trunk_rename(ckpt.keys(), det.key_prefix, det.format)
+    rename, result.drop = trunk_rename(ckpt.keys(), det.key_prefix, det.spelling)
     result.rename = {k: v for k, v in rename.items() if k != v}
     result.wrapper = SAM2_WRAPPER  # what sam2's loader reads, with --format pt
-    if det.format != "sam2":
+    if det.spelling != "sam2":
         result.notes.append(
             f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors"
         )
@@ -198,4 +199,4 @@ def _updated_config(config: dict | None, img_size: Size, background: Size) -> di
     return updated
 
 
-FAMILY = Family(NAME, detect, plan)
+FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="sam2", task="mask-generation")

@@ -26,15 +26,17 @@ import numpy as np
 
 from ..errors import AbswinError
 from ..io.checkpoint import Checkpoint
+from ..io.provenance import NO_GLOBAL_PART
 from ..io.tensors import RawTensor
 from ..maths import absolute_win as aw
 from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
+from ..vocabulary import BAKED, VITDET
 from . import base, relpos
-from .base import ConvertRequest, Decomposition, Detection, Family
+from .base import ConvertRequest, Decomposition, Detection, Family, from_checkpoint_alone
 
-NAME = "vitdet"
+NAME = VITDET
 WINDOW = (14, 14)  # ViTDet's windowed blocks
 _HIERA_STEM = 7  # Hiera's overlapping 7x7 stem: a Hiera checkpoint, not a ViT
 MAE_DECODER_KEY = "decoder_pos_embed"
@@ -72,7 +74,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
             continue
         side = math.isqrt(pos_shape[1] - prefix)
         window, configured = _configured(ckpt.config or {})
-        if fmt == "timm" and ckpt.wrapper == "model" and "model_ema" in ckpt.copies:
+        if fmt == "timm" and ckpt.wrapper == "model" and "model_ema" in ckpt.other_states:
             fmt = "deit"  # DeiT's main.py saves its EMA beside the model; MAE's main_finetune does not
         elif fmt == "timm" and (ckpt.wrapper == "model" or MAE_DECODER_KEY in ckpt):
             fmt = "mae"
@@ -82,7 +84,7 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         plain = fmt not in WINDOWED_FORMATS and not relpos.tables(ckpt)
         return Detection(
             NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window, patch_shape[-1], BICUBIC,
-            ("baked",), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
+            (BAKED,), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
             rel_pos_tables=len(relpos.tables(ckpt)),
             recipe=(f"none by default (plain global-attention ViT); {RECIPE_FLAG}: " if plain else "")
             + f"the {side}x{side} pretrained grid is the window part, tiled per window; global part zero",
@@ -96,7 +98,7 @@ def refuse_plain(det: Detection) -> None:
     if det.global_attention and not det.tile_requested:
         g = format_size(det.grid)
         raise AbswinError(
-            f"{det.pos_key} belongs to a plain global-attention ViT ({det.format}, {g} grid): it has no window pattern "
+            f"{det.pos_key} belongs to a plain global-attention ViT ({det.spelling}, {g} grid): it has no window pattern "
             f"to protect, and its runtime's own interpolation is right for it; pass {RECIPE_FLAG} to tile the "
             f"pretrained grid into the windows of a ViTDet backbone ({RECIPE_HELP})"
         )
@@ -136,8 +138,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
     base.require_target(det, request.target)
     refuse_plain(det)
-    if det.format in _SQUARE_ONLY:
-        base.require_square(request.img_size, _SQUARE_ONLY[det.format])
+    if det.spelling in _SQUARE_ONLY:
+        base.require_square(request.img_size, _SQUARE_ONLY[det.spelling])
     out_grid = base.output_grid(det, request.img_size)
     pos = base.read_position(ckpt, det)
     runs_at = _interpolated_size(ckpt, det)
@@ -147,7 +149,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.stats["recipe"] = "vitdet: pretrained grid tiled per window" + ("" if request.global_size else ", global part zero")
     if request.global_size is None:
-        result.stats["global_size"] = "none"
+        result.stats["global_size"] = NO_GLOBAL_PART
     if runs_at and not det.tile_requested:
         result.stats["recipe"] = "vitdet: the runtime's interpolation of the pretrained grid, as finetuned"
         result.notes.append(
@@ -158,10 +160,10 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
     if MAE_DECODER_KEY in ckpt:
         _resize_decoder(ckpt, det, out_grid, result)
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         result.config = _updated_config(ckpt.config, request.img_size[0])
     result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
-    if request.global_size is None and det.format in _SQUARE_ONLY:
+    if request.global_size is None and det.spelling in _SQUARE_ONLY:
         g = f"{det.grid[0]}x{det.grid[1]}"
         result.notes.append(
             f"a finetuned ViTDet learned with the interpolated embedding: --global-size {g} keeps exactly that, "
@@ -184,9 +186,9 @@ def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
     """The image size a finetuned ViTDet runs at, when its runtime interpolates the stored grid: a transformers
     config's ``image_size``, or the span of a detectron2 checkpoint's global relative-position tables."""
     size = None
-    if det.format == "transformers":
+    if det.spelling == "transformers":
         size = (ckpt.config or {}).get("image_size")
-    elif det.format in _GET_ABS_POS and det.global_blocks:
+    elif det.spelling in _GET_ABS_POS and det.global_blocks:
         rows = max(ckpt.shape(k)[0] for k, (block, _) in relpos.tables(ckpt).items() if block in det.global_blocks)
         size = (rows + 1) // 2 * det.patch_stride
     if not isinstance(size, int) or size == det.native_input[0]:
@@ -206,14 +208,14 @@ def _updated_config(config: dict | None, img_size: int) -> dict | None:
 def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | None) -> str:
     """The one config change that makes the runtime take the embedding as it is."""
     n = img_size[0]
-    if det.format in _GET_ABS_POS:
+    if det.spelling in _GET_ABS_POS:
         resized = any(k.endswith(("rel_pos_h", "rel_pos_w")) for k in result.replace)
         extra = f" and img_size={n}" if resized else ""
-        return f"{det.format}: set pretrain_img_size={n}{extra} on the ViT backbone, so get_abs_pos does not interpolate"
-    if det.format == "transformers":
+        return f"{det.spelling}: set pretrain_img_size={n}{extra} on the ViT backbone, so get_abs_pos does not interpolate"
+    if det.spelling == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
-    if det.format == "mmpretrain":
+    if det.spelling == "mmpretrain":
         return f"mmpretrain: set img_size={n} on the VisionTransformer backbone (model.backbone.img_size in the config)"
     size = base.size_arg(img_size)
     arch = config.get("architecture") if config else None
@@ -221,4 +223,4 @@ def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | No
     return f"build the ViT with img_size={size} ({timm_call}; MAE's models_vit take img_size too)"
 
 
-FAMILY = Family(NAME, detect, plan)
+FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="detectron2", task="image-feature-extraction")

@@ -11,18 +11,17 @@ from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
 
+from ..families import ALL as ALL_FAMILIES
+from ..families.base import Family
+from ..io.outputs import WEIGHTS_FILE
+from ..io.provenance import Conversion, Provenance
 from ..markdown import format_value, markdown_table
+from ..maths.grid import format_size
+from ..maths.resize import Size
+from ..vocabulary import GENERIC, TIMM_ABSWIN, TIMM_WINDOW_KEY
 
 PAPER = "Bolya et al., *Window Attention is Bugged: How not to Interpolate Position Embeddings* (ICLR 2024, arXiv 2311.05613)"
-# Hub library names: the runtime that loads each output target, or each source format for baked outputs.
-_TARGET_LIBRARIES = {"timm-abswin": "timm", "sam2": "sam2"}
-_FORMAT_LIBRARIES = {"timm": "timm", "timm-abswin": "timm", "transformers": "transformers"}
-_FAMILY_LIBRARIES = {"hiera": "hiera", "sam2": "sam2", "sam": "segment-anything", "vitdet": "detectron2"}
-_FALLBACK_LIBRARY = "pytorch"
-# The Hub task of each family's models: what the card's pipeline_tag says.
-_FAMILY_TASKS = {"hiera": "image-classification", "vitdet": "image-feature-extraction", "sam": "mask-generation",
-                 "sam2": "mask-generation"}
-_TARGET_TASKS = {"sam2": "mask-generation"}
+_FALLBACK_LIBRARY = "pytorch"  # an output of a family this version does not know
 
 # Provenance rows of the card: entry -> label; rows whose entry the output lacks are left out.
 _PROVENANCE_ROWS = (
@@ -47,12 +46,12 @@ _PROVENANCE_ROWS = (
 )
 
 
-def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME",
+def model_card(provenance: Provenance, hooks: dict[str, dict] | None = None, repo_id: str = "ORG/NAME",
                config: dict | None = None) -> str:
     """The card's full text for an output with this provenance, hook results and config.json, pushed to ``repo_id``."""
     parts = [
         f"---\n{front_matter(provenance).to_yaml()}\n---",
-        f"# {_source_name(provenance)}, absolute-win position embedding for {provenance.get('img_size', '?')}",
+        f"# {_source_name(provenance)}, absolute-win position embedding for {_size(provenance.img_size)}",
         _summary(provenance),
         "## Usage\n\n" + usage(provenance, repo_id, config),
         "## Reproduce\n\n```bash\n" + reproduce_command(provenance) + "\n```",
@@ -64,107 +63,117 @@ def model_card(provenance: dict[str, str], hooks: dict[str, dict] | None = None,
     return "\n\n".join(parts) + "\n"
 
 
-def front_matter(provenance: dict[str, str]) -> ModelCardData:
+def front_matter(provenance: Provenance) -> ModelCardData:
     """``base_model`` (Hub sources only), ``library_name``, ``license`` (when the source's card named one), tags."""
-    from_hub = "source_commit" in provenance
-    tags = ["abswin", provenance.get("family"), provenance.get("target")]
+    done = provenance.conversion
+    family = _family(done) if done else None
+    tags = ["abswin", *((done.family, done.target) if done else ())]
     return ModelCardData(
-        base_model=provenance["source"] if from_hub else None,
+        base_model=provenance.source if provenance.from_hub else None,
         library_name=library_name(provenance),
-        pipeline_tag=_TARGET_TASKS.get(provenance.get("target", "")) or _FAMILY_TASKS.get(provenance.get("family", "")),
-        license=provenance.get("source_license"),
+        pipeline_tag=family.runtime_task(done.target) if done and family else None,
+        license=provenance.source_license,
         tags=sorted({tag for tag in tags if tag}),
     )
 
 
-def library_name(provenance: dict[str, str]) -> str:
+def library_name(provenance: Provenance) -> str:
     """The Hub library that loads the output: the target's runtime, else the source format's, else the family's."""
-    return (
-        _TARGET_LIBRARIES.get(provenance.get("target", ""))
-        or _FORMAT_LIBRARIES.get(provenance.get("format", ""))
-        or _FAMILY_LIBRARIES.get(provenance.get("family", ""))
-        or _FALLBACK_LIBRARY
-    )
+    done = provenance.conversion
+    family = _family(done) if done else None
+    return family.runtime_library(done.spelling, done.target) if done and family else _FALLBACK_LIBRARY
 
 
-def usage(p: dict[str, str], repo_id: str, config: dict | None = None) -> str:
+def _family(done: Conversion) -> Family | None:
+    return ALL_FAMILIES.get(done.family)
+
+
+def usage(p: Provenance, repo_id: str, config: dict | None = None) -> str:
     """The lines that load the pushed weights, for the library that runs them."""
     code = loading_code(p, repo_id, on_hub=True, config=config)
     if code is None:
-        h, _, w = p.get("img_size", "?").partition("x")
-        weights = "model.pt" if p.get("output_format") == "pt" else "model.safetensors"
-        code = (f"from huggingface_hub import hf_hub_download\n\npath = hf_hub_download(\"{repo_id}\", \"{weights}\")\n"
-                f"# build the {p.get('family', 'model')} model for img_size={h if h == w else (h, w)}, "
-                "then load path with strict=True")
+        size = "?" if p.img_size is None else p.img_size[0] if p.img_size[0] == p.img_size[1] else p.img_size
+        family = p.conversion.family if p.conversion else "model"
+        code = (f"from huggingface_hub import hf_hub_download\n\npath = hf_hub_download(\"{repo_id}\", \"{WEIGHTS_FILE}\")\n"
+                f"# build the {family} model for img_size={size}, then load path with strict=True")
     return f"```python\n{code}\n```"
 
 
-def loading_code(p: dict[str, str], where: str, on_hub: bool, config: dict | None = None) -> str | None:
+def loading_code(p: Provenance, where: str, on_hub: bool, config: dict | None = None) -> str | None:
     """Python that builds the model from an output folder (``where``: a local folder or a Hub repo) as it is, for
     timm (``hf-hub:``/``local-dir:``) and transformers (the config's own class); None for other runtimes."""
     library = library_name(p)
     if library == "timm":
         prefix = "hf-hub:" if on_hub else "local-dir:"
-        return f"import timm\n\nmodel = timm.create_model(\"{prefix}{where}\", pretrained=True)  # built for {p.get('img_size')}"
+        size = format_size(p.img_size) if p.img_size else None
+        return f"import timm\n\nmodel = timm.create_model(\"{prefix}{where}\", pretrained=True)  # built for {size}"
     if library == "transformers":
         names = (config or {}).get("architectures") or ["AutoModel"]
         return f"from transformers import {names[0]}\n\nmodel = {names[0]}.from_pretrained(\"{where}\")"
     return None
 
 
-def reproduce_command(p: dict[str, str]) -> str:
+def reproduce_command(p: Provenance) -> str:
     """The ``abswin-convert convert`` command that made these weights from the recorded source."""
-    source = p.get("source", "SOURCE")
-    if "source_commit" in p:
-        source = f"{source}@{p['source_commit']}"
-        if p.get("source_file"):
-            source = f"hf://{p['source']}@{p['source_commit']}/{p['source_file']}"
-    args = [f"abswin-convert convert {source} -o out/ --img-size {p.get('img_size', '?')}",
-            f"--target {p.get('target', 'baked')}"]
-    if p.get("family") == "generic":  # a family we do not know: the user described the tensor
-        args.append(f"--family generic --key {p.get('position_key')} --layout {p.get('layout', 'LAYOUT')} "
-                    f"--window {p.get('window')}")
-    if p.get("global_size", "none") != "none":  # the recorded size: the full grid gives itself back exactly
-        args.append(f"--global-size {p['global_size']}")
+    source = p.source or "SOURCE"
+    if p.from_hub:
+        source = f"{source}@{p.source_commit}"
+        if p.source_file:
+            source = f"hf://{p.source}@{p.source_commit}/{p.source_file}"
+    done = p.conversion
+    args = [f"abswin-convert convert {source} -o out/ --img-size {_size(p.img_size)}",
+            f"--target {done.target if done else 'baked'}"]
+    if done and done.family == GENERIC:  # a family we do not know: the user described the tensor
+        args.append(f"--family generic --key {done.position_key} --layout {p.layout or 'LAYOUT'} "
+                    f"--window {format_size(done.window)}")
+    if done and done.global_size is not None:  # the recorded size: the full grid gives itself back exactly
+        args.append(f"--global-size {format_size(done.global_size)}")
     return " ".join(args)
 
 
-def _source_name(provenance: dict[str, str]) -> str:
+def _size(size: Size | None) -> str:
+    return "?" if size is None else format_size(size)
+
+
+def _source_name(provenance: Provenance) -> str:
     """A Hub id as it is; of a local path only the file name (a card is public, the user's folders are not)."""
-    source = provenance.get("source", "unknown source")
-    return source if "source_commit" in provenance else PurePath(source).name
+    source = provenance.source or "unknown source"
+    return source if provenance.from_hub else PurePath(source).name
 
 
-def _summary(p: dict[str, str]) -> str:
-    pinned = f" (commit `{p['source_commit'][:12]}`)" if "source_commit" in p else ""
+def _summary(p: Provenance) -> str:
+    pinned = f" (commit `{p.source_commit[:12]}`)" if p.source_commit else ""
+    done = p.conversion
+    entries = done.entries() if done else {}
     return (
         f"The weights of `{_source_name(p)}`{pinned} with the position embedding rewritten by abswin-convert "
-        f"{p.get('version', '')} for {p.get('img_size', '?')} input. The learned embedding was split into a window "
-        f"part ({p.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
-        f"({p.get('global_size', '?')} tokens, resized with {p.get('resize', '?')}), the \"absolute win\" form of "
+        f"{p.version} for {_size(p.img_size)} input. The learned embedding was split into a window "
+        f"part ({entries.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
+        f"({entries.get('global_size', '?')} tokens, resized with {entries.get('resize', '?')}), the \"absolute win\" form of "
         f"{PAPER}; {_target_sentence(p)} Every other tensor is copied unchanged."
     )
 
 
-def _target_sentence(p: dict[str, str]) -> str:
-    target = p.get("target", "baked")
+def _target_sentence(p: Provenance) -> str:
+    done = p.conversion
+    target = done.target if done else "baked"
     if target == "baked":
         return (
             f"the two parts are composed at the new size and stored under the source's own key "
-            f"(`{p.get('position_key', 'pos_embed')}`), so the model built for {p.get('img_size', '?')} input loads "
+            f"(`{done.position_key if done else 'pos_embed'}`), so the model built for {_size(p.img_size)} input loads "
             "these weights with `strict=True`."
         )
-    if target == "timm-abswin":
-        gh, _, gw = p.get("global_size", "?x?").partition("x")
+    if target == TIMM_ABSWIN:
+        gh, gw = done.global_size if done and done.global_size else ("?", "?")
         return (
-            "the two parts are stored apart as `pos_embed` and `pos_embed_win` for timm's Hiera built with "
+            f"the two parts are stored apart as `pos_embed` and `{TIMM_WINDOW_KEY}` for timm's Hiera built with "
             f"`abs_win_pos_embed=True, global_pos_size=({gh}, {gw})`."
         )
     return f"the parts are stored in the `{target}` layout."
 
 
-def _provenance_rows(provenance: dict[str, str]) -> list[tuple[str, ...]]:
-    values = dict(provenance, source=_source_name(provenance))
+def _provenance_rows(provenance: Provenance) -> list[tuple[str, ...]]:
+    values = dict(provenance.entries(), source=_source_name(provenance))
     return [(label, f"`{values[key]}`") for key, label in _PROVENANCE_ROWS if values.get(key)]
 
 

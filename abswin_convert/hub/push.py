@@ -16,7 +16,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from ..errors import AbswinError
 from ..io.jsonfile import read_json_object
 from ..io.outputs import ConvertedOutput, read_output
-from ..io.provenance import sha256_of
+from ..io.provenance import Provenance, sha256_of
+from ..maths.grid import format_size
 from .errors import hub_errors
 from .locations import DEFAULT_REVISION, is_repo_id
 from .model_card import model_card
@@ -117,8 +118,7 @@ def push(
     branch = revision or DEFAULT_REVISION
     if dry_run:
         return PushResult(repo_id, branch, files, card, dry_run=True)
-    p = output.provenance
-    message = f"abswin-convert {p.get('version')}: {p.get('family')} {p.get('target')} for {p.get('img_size')}"
+    message = commit_message(output.provenance)
     with hub_errors(f"push to {repo_id}", repo_id):
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -142,3 +142,10 @@ def push(
         changed=info.oid != head,
         card_kept=card_kept,
     )
+
+
+def commit_message(record: Provenance) -> str:
+    """The Hub commit's title: tool version, family, target and size."""
+    done = record.conversion
+    size = format_size(record.img_size) if record.img_size else None
+    return f"abswin-convert {record.version}: {done.family if done else None} {done.target if done else None} for {size}"

@@ -24,7 +24,7 @@ from .jsonfile import read_json_object
 from .outputs import config_beside, weights_in
 from .safe_pickle import load_numpy_pickle
 from .safetensors_header import read_header
-from .shards import INDEX_SUFFIX, index_in, read_weight_map, shard_files
+from .shards import INDEX_SUFFIX, ShardIndex, index_in, read_weight_map, shard_files
 from .tensors import FileTensor, RawTensor, StoredTensor, StridedTensor
 
 # The dict keys a state dict is found under, outermost first; they nest ({'model': {'module': {...}}}).
@@ -41,23 +41,23 @@ class Checkpoint:
     def __init__(
         self,
         path: Path,
-        format: str,
+        container: str,
         tensors: dict[str, StoredTensor],
         config: dict | None = None,
         *,
         wrapper_path: tuple[str, ...] = (),
         others: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
-        shards: dict[str, str] | None = None,
+        shards: ShardIndex | None = None,
         storage_starts: dict[str, int] | None = None,
         source_object: Any = None,
     ) -> None:
         self.path = path
-        self.format = format  # "safetensors" | "torch" | "pickle"
+        self.container = container  # the file's kind: "safetensors" | "torch" | "pickle"
         self.config = config  # config.json beside the weights, when there is one
         self.wrapper_path = wrapper_path  # the dict keys the state dict sat under, () for a flat file
         self.metadata = metadata or {}  # safetensors __metadata__
-        self.shards = shards  # tensor -> shard file beside ``path`` (the index) for a sharded checkpoint
+        self.shards = shards  # the shard of each tensor, for a sharded checkpoint (``path`` is its index)
         self.prefix = ""  # stripped from the stored names by ``without_prefix`` (DDP's ``module.``, ...)
         self._tensors = tensors
         self._others = others or {}  # the top-level entries beside the wrapper (EMA copies, optimizer, epoch, ...)
@@ -99,7 +99,7 @@ class Checkpoint:
             return self  # stripping would merge two tensors: not a wrapper prefix
         view = copy.copy(self)
         view._tensors = {names[k]: v for k, v in self._tensors.items()}
-        view.shards = {names[k]: v for k, v in self.shards.items()} if self.shards else None
+        view.shards = self.shards.renamed(names) if self.shards else None
         view.prefix = prefix
         view._unprefixed = frozenset(k for k, new in names.items() if k == new)
         return view
@@ -109,16 +109,17 @@ class Checkpoint:
         return name if not self.prefix or name in self._unprefixed else self.prefix + name
 
     @property
-    def copies(self) -> list[str]:
-        """The other state dicts beside the one this handle reads (EMA copies): top-level entries holding weights."""
+    def other_states(self) -> list[str]:
+        """The names of the other state dicts beside the one this handle reads (EMA copies): top-level entries
+        holding weights."""
         return [name for name, value in self._others.items() if _state_dict_in(value)[1]]
 
-    def copy(self, name: str) -> Checkpoint:
-        """A handle on the state dict ``copies`` names (its own wrappers, such as ``module``, seen through)."""
+    def other_state(self, name: str) -> Checkpoint:
+        """A handle on the state dict ``other_states`` names (its own wrappers, such as ``module``, seen through)."""
         inner, state = _state_dict_in(self._others[name])
         others = {k: v for k, v in self._others.items() if k != name}
         tensors = _tensors_of(self.path, state, self.storage_starts)
-        return Checkpoint(self.path, self.format, tensors, self.config, wrapper_path=(name, *inner), others=others,
+        return Checkpoint(self.path, self.container, tensors, self.config, wrapper_path=(name, *inner), others=others,
                           metadata=self.metadata, storage_starts=self.storage_starts, source_object=self.source_object)
 
 
@@ -173,9 +174,9 @@ def _open_shards(index: Path, config_path: Path | None) -> Checkpoint:
     weight_map = read_weight_map(index)
     config = read_json_object(config_path) if config_path else None
     shards = [open_checkpoint(index.parent / name) for name in shard_files(weight_map)]
-    formats = {shard.format for shard in shards}
-    if len(formats) != 1:
-        raise AbswinError(f"{index}: its shards mix {' and '.join(sorted(formats))} files")
+    containers = {shard.container for shard in shards}
+    if len(containers) != 1:
+        raise AbswinError(f"{index}: its shards mix {' and '.join(sorted(containers))} files")
     found: dict[str, str] = {}
     for shard in shards:
         found.update(dict.fromkeys(shard.keys(), shard.path.name))
@@ -183,7 +184,7 @@ def _open_shards(index: Path, config_path: Path | None) -> Checkpoint:
         wrong = sorted(set(found.items()) ^ set(weight_map.items()))[0][0]
         raise AbswinError(f"{index}: the index and the shards disagree about {wrong!r}; re-download the checkpoint")
     tensors = {key: shard.stored(key) for shard in shards for key in shard.keys()}
-    return Checkpoint(index, shards[0].format, tensors, config, metadata=shards[0].metadata, shards=weight_map)
+    return Checkpoint(index, shards[0].container, tensors, config, metadata=shards[0].metadata, shards=ShardIndex(weight_map))
 
 
 def _refuse_lfs_pointer(path: Path) -> None:
@@ -254,7 +255,7 @@ def _state_dict_in(obj: Any) -> tuple[tuple[str, ...], dict]:
 
 
 def _from_object(
-    path: Path, format: str, obj: Any, config: dict | None, storage_starts: dict[str, int] | None = None
+    path: Path, container: str, obj: Any, config: dict | None, storage_starts: dict[str, int] | None = None
 ) -> Checkpoint:
     if not isinstance(obj, Mapping):
         raise AbswinError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
@@ -265,7 +266,7 @@ def _from_object(
             f"{path.name}: no tensors found (looked at the top level and under {', '.join(WRAPPER_KEYS)}, nested)"
         )
     others = {k: v for k, v in obj.items() if k != wrapper_path[0]} if wrapper_path else {}
-    return Checkpoint(path, format, tensors, config, wrapper_path=wrapper_path, others=others,
+    return Checkpoint(path, container, tensors, config, wrapper_path=wrapper_path, others=others,
                       storage_starts=storage_starts, source_object=obj)
 
 

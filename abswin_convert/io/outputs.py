@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import AbswinError
 from .jsonfile import read_json_object, write_json
-from .provenance import read_provenance
+from .provenance import Provenance
 from .safetensors_header import read_header
 
 WEIGHTS_FILE = "model.safetensors"
@@ -111,7 +111,7 @@ class ConvertedOutput:
     """What ``convert`` (and the zoo's hooks) left in one place."""
 
     weights: Path
-    provenance: dict[str, str]  # the ``abswin.*`` entries, without the prefix
+    provenance: Provenance  # its ``abswin.*`` entries
     config: Path | None = None
     sidecar: Path | None = None
     hooks: dict[str, dict] = field(default_factory=dict)  # hook name -> its metrics
@@ -127,8 +127,8 @@ def read_output(path: Path) -> ConvertedOutput:
     folder = path if path.is_dir() else None
     weights = weights_in(path) if folder else path
     sidecar = sidecar_of(weights)
-    provenance = read_provenance(read_metadata(weights))
-    if not provenance:
+    provenance = Provenance.from_metadata(read_metadata(weights), str(weights))
+    if provenance is None:
         raise AbswinError(
             f"{weights}: no abswin provenance (abswin.* metadata, or a {sidecar.name} sidecar); "
             "only what `abswin-convert convert` wrote can be pushed"

@@ -5,14 +5,20 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .. import __version__
 from ..errors import AbswinError
+from ..maths.grid import format_size, parse_size
+from ..maths.resize import Size
 from .hash_cache import cached_sha256, remember_sha256
 
 PREFIX = "abswin."
 SOURCE_SHA256 = PREFIX + "source_sha256"
+NO_GLOBAL_PART = "none"  # global_size of a recipe whose global part is zero (ViTDet's tiling)
+ONE_WINDOW = "undefined (one window)"  # window_energy where the window covers the whole grid
 
 
 def sha256_of(path: Path) -> str:
@@ -79,6 +85,117 @@ def public_name(location: str | Path) -> str:
     return Path(text.rstrip("/\\")).name or text
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """What a conversion did: the family read, the target written, the sizes and how well the global part fits."""
+
+    family: str
+    spelling: str  # how the source names its tensors within its family (``official``, ``timm``, ...): on disk ``format``
+    target: str
+    position_key: str
+    native_input: Size
+    window: Size
+    global_size: Size | None  # None: no global part (``none`` on disk)
+    resize: str
+    residual: float
+    window_energy: float | None  # None where undefined: the window covers the whole grid
+
+    def entries(self) -> dict[str, str]:
+        return {
+            "family": self.family,
+            "format": self.spelling,
+            "target": self.target,
+            "position_key": self.position_key,
+            "native_input": format_size(self.native_input),
+            "window": format_size(self.window),
+            "global_size": NO_GLOBAL_PART if self.global_size is None else format_size(self.global_size),
+            "resize": self.resize,
+            "residual": f"{self.residual:.6g}",
+            "window_energy": ONE_WINDOW if self.window_energy is None else f"{self.window_energy:.6g}",
+        }
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[str, str], where: str) -> Conversion:
+        try:
+            return cls(
+                family=entries["family"],
+                spelling=entries["format"],
+                target=entries["target"],
+                position_key=entries["position_key"],
+                native_input=parse_size(entries["native_input"]),
+                window=parse_size(entries["window"]),
+                global_size=None if entries["global_size"] == NO_GLOBAL_PART else parse_size(entries["global_size"]),
+                resize=entries["resize"],
+                residual=float(entries["residual"]),
+                window_energy=None if entries["window_energy"] == ONE_WINDOW else float(entries["window_energy"]),
+            )
+        except (KeyError, ValueError, AbswinError) as exc:
+            raise AbswinError(f"{where}: its abswin provenance is incomplete or damaged ({exc}); convert it again") from exc
+
+
+_CONVERSION_KEYS = ("family", "format", "target", "position_key", "native_input", "window", "global_size", "resize",
+                    "residual", "window_energy")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The ``abswin.*`` record of an output: where it came from and what was done. Written and read here only;
+    on disk every value is text (safetensors ``__metadata__``, or a ``.pt`` output's sidecar), in here sizes are
+    sizes and numbers are numbers. ``others`` keeps entries without a field of their own (``finetune.*``)."""
+
+    version: str
+    source: str  # a Hub repo id, or a local file's name
+    source_file: str | None = None
+    source_sha256: str | None = None
+    source_revision: str | None = None
+    source_commit: str | None = None  # set for Hub sources only
+    source_license: str | None = None
+    img_size: Size | None = None
+    conversion: Conversion | None = None  # None: not a conversion (a finetune's output)
+    layout: str | None = None  # what the user said of a generic family's tensor
+    recipe: str | None = None
+    state_dict: str | None = None  # which state dict of a training checkpoint a safetensors output holds
+    zoo_options: str | None = None
+    others: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def from_hub(self) -> bool:
+        return self.source_commit is not None
+
+    def entries(self) -> dict[str, str]:
+        """The record as text, without the prefix."""
+        text: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("conversion", "others") or value is None:
+                continue
+            text[f.name] = format_size(value) if f.name == "img_size" else value
+        return {**text, **(self.conversion.entries() if self.conversion else {}), **self.others}
+
+    def metadata(self) -> dict[str, str]:
+        """safetensors ``__metadata__``: ``format=pt`` (transformers expects it) plus the ``abswin.*`` entries."""
+        return {"format": "pt", **{PREFIX + k: v for k, v in self.entries().items()}}
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[str, str], where: str = "output") -> Provenance:
+        own = {f.name for f in fields(cls)} - {"conversion", "others", "img_size"}
+        known = {k: v for k, v in entries.items() if k in own}
+        img_size = entries.get("img_size")
+        conversion = Conversion.from_entries(entries, where) if "family" in entries else None
+        try:
+            size = parse_size(img_size) if img_size is not None else None
+        except AbswinError as exc:
+            raise AbswinError(f"{where}: its abswin.img_size {img_size!r} is not a size; convert it again") from exc
+        rest = {k: v for k, v in entries.items() if k not in own and k not in _CONVERSION_KEYS and k != "img_size"}
+        return cls(**{"version": "", "source": "", **known}, img_size=size, conversion=conversion, others=rest)
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], where: str = "output") -> Provenance | None:
+        """The record in a file's metadata; None when it holds no ``abswin.*`` entries."""
+        entries = {k[len(PREFIX):]: v for k, v in metadata.items() if k.startswith(PREFIX)}
+        return cls.from_entries(entries, where) if entries else None
+
+
 def output_metadata(
     source: str | Path,
     source_file: Path,
@@ -96,9 +213,4 @@ def output_metadata(
     digest = {"source_sha256": sha256_of(source_file)} if hash_now else {}
     named = {"source": public_name(source), "source_file": source_file.name}
     entries = {"version": __version__, **named, **digest, **stats, **(extra or {})}
-    return {"format": "pt", **{PREFIX + k: v for k, v in entries.items()}}
-
-
-def read_provenance(metadata: dict[str, str]) -> dict[str, str]:
-    """The ``abswin.*`` entries of a file's metadata, without the prefix."""
-    return {k[len(PREFIX):]: v for k, v in metadata.items() if k.startswith(PREFIX)}
+    return Provenance.from_entries(entries).metadata()

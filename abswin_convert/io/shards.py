@@ -6,7 +6,8 @@ as shards with the same boundaries and an index.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AbswinError
@@ -39,6 +40,26 @@ def weight_map_of(index: Path) -> dict[str, str]:
     return weight_map
 
 
+@dataclass(frozen=True)
+class ShardIndex:
+    """Where each tensor of a sharded checkpoint lives: its index's ``weight_map`` (tensor name -> shard file
+    beside the index)."""
+
+    weight_map: Mapping[str, str]
+
+    @property
+    def files(self) -> list[str]:
+        """The shard files in the order the index first names them."""
+        return shard_files(self.weight_map)
+
+    def shard_of(self, key: str) -> str:
+        return self.weight_map[key]
+
+    def renamed(self, names: Mapping[str, str]) -> ShardIndex:
+        """The same index with each tensor under its new name (``names``: old -> new)."""
+        return ShardIndex({names[k]: v for k, v in self.weight_map.items()})
+
+
 def read_weight_map(index: Path) -> dict[str, str]:
     """``weight_map_of`` an index whose shards must all be there."""
     weight_map = weight_map_of(index)
@@ -48,7 +69,7 @@ def read_weight_map(index: Path) -> dict[str, str]:
     return weight_map
 
 
-def shard_files(weight_map: dict[str, str]) -> list[str]:
+def shard_files(weight_map: Mapping[str, str]) -> list[str]:
     """The shard files in the order the index first names them."""
     return list(dict.fromkeys(weight_map.values()))
 

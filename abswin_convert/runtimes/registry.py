@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AbswinError
 from ..maths.resize import Size
+from ..vocabulary import TIMM_ABSWIN
 from .encoder import Encoder, LoadError, NotBuildable
 
 if TYPE_CHECKING:
@@ -45,18 +46,18 @@ def _build(det: Detection, config: dict | None, shapes: dict[str, tuple[int, ...
         return transformers.encoder(config).load(state)
     if config is not None and timm.is_timm_config(config):
         return timm.encoder(config, det, shapes, img_size).load(state)
-    if det.family == "hiera" and det.format == "official":
+    if det.family == "hiera" and det.spelling == "official":
         return hiera.encoder(config, shapes, _square(img_size, "official Hiera")).load(state)
-    if det.format == "segment-anything":
+    if det.spelling == "segment-anything":
         return _segment_anything(state, _square(img_size, "segment-anything"))
-    if det.family == "sam2" and det.format == "sam2":
+    if det.family == "sam2" and det.spelling == "sam2":
         return _sam2(state, _square(img_size, "sam2"))
-    if det.family == "vitdet" and det.format == "detectron2":
+    if det.family == "vitdet" and det.spelling == "detectron2":
         return transformers.vitdet_from_detectron2(det, shapes, _square(img_size, "transformers VitDet")).load(state)
-    if det.format in ("timm", "timm-abswin", "mae", "deit"):
+    if det.spelling in ("timm", TIMM_ABSWIN, "mae", "deit"):
         return timm.encoder(None, det, shapes, img_size).load(state)
     without = "" if config else " without a config.json"
-    raise NotBuildable(f"no runtime here builds {det.family} ({det.format}) models{without}")
+    raise NotBuildable(f"no runtime here builds {det.family} ({det.spelling}) models{without}")
 
 
 def _segment_anything(state: Mapping[str, torch.Tensor], img_size: int) -> Encoder:

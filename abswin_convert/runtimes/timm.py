@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AbswinError
 from ..maths.resize import Size
+from ..vocabulary import TIMM_WINDOW_KEY
 from . import hiera as hiera_runtime
 from .encoder import Encoder, NotBuildable, count_blocks, require
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # torch is imported by the model builders only, not by the co
 
     from ..families.base import Detection
 
-WINDOW_KEY = "pos_embed_win"
+WINDOW_KEY = TIMM_WINDOW_KEY
 
 
 def is_timm_config(config: Mapping | None) -> bool:

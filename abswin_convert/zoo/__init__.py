@@ -20,7 +20,7 @@ conversion and its hooks succeeded, so an output folder is always complete. An o
 the same source sha256, tool version and options is skipped, so a rerun after a crash or ``kill -9`` does only
 what is missing. Outputs run in threads here (``local``) or as tasks on a Ray cluster (``ray``).
 
-Modules: ``manifest`` (schema, checked on load), ``output`` (one output: skip, build, plan), ``executors`` (local
+Modules: ``manifest`` (schema, checked on load), ``output`` (one output: skip, build, preview), ``executors`` (local
 threads; ``ray_executor``: Ray tasks), ``runner`` (``run_zoo``), ``report`` (rows, report.json/report.md).
 """
 

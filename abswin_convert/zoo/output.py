@@ -1,4 +1,4 @@
-"""One output of the zoo, wherever it runs (a thread here, or a Ray worker): skip it, build it, or plan it.
+"""One output of the zoo, wherever it runs (a thread here, or a Ray worker): skip it, build it, or preview it.
 
 An output is built in a hidden staging folder beside its final place, its hooks run there, and it is renamed into
 place only when the conversion and every hook succeeded; so an output folder is always complete, and whatever a
@@ -40,7 +40,7 @@ def run_output(job: OutputJob, dry_run: bool, source_sha: SourceDigest) -> Outpu
     start = time.monotonic()
     row = OutputRow(job.folder.name, job.source, job.size, job.target, "failed", host=socket.gethostname())
     try:
-        (_plan if dry_run else _make)(job, row, source_sha)
+        (_preview if dry_run else _make)(job, row, source_sha)
     except AbswinError as error:
         row.status, row.error = "failed", str(error)
     except Exception as error:  # a bug in one output must not stop the others; the report names it
@@ -62,7 +62,7 @@ def _make(job: OutputJob, row: OutputRow, source_sha: SourceDigest) -> None:
         row.pushed = push(job.folder, job.push_to, private=job.private).pushed_revision
 
 
-def _plan(job: OutputJob, row: OutputRow, source_sha: SourceDigest) -> None:
+def _preview(job: OutputJob, row: OutputRow, source_sha: SourceDigest) -> None:
     """A source that cannot be fetched or read fails here already."""
     source_sha()
     if _up_to_date(job, source_sha):
@@ -80,10 +80,11 @@ def _up_to_date(job: OutputJob, source_sha: SourceDigest) -> bool:
         recorded = read_output(job.folder).provenance
     except AbswinError:  # not an output of ours (or a damaged one): build it again
         return False
-    expected = {"version": __version__, "zoo_options": job.options(), "target": job.target, "img_size": job.size}
-    if any(recorded.get(key) != value for key, value in expected.items()):
+    target = recorded.conversion.target if recorded.conversion else None
+    recorded_options = (recorded.version, recorded.zoo_options, target, recorded.img_size)
+    if recorded_options != (__version__, job.options(), job.target, job.img_size):
         return False
-    return recorded.get("source_sha256") == source_sha()
+    return recorded.source_sha256 == source_sha()
 
 
 def _sha256_of_source(location: str) -> str:

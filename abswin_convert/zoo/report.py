@@ -41,8 +41,9 @@ class OutputRow:
     def fill_from(self, folder: Path) -> None:
         """The numbers the output's provenance and hook results hold."""
         output = read_output(folder)
-        self.residual = _float(output.provenance.get("residual"))
-        self.window_energy = _float(output.provenance.get("window_energy"))
+        conversion = output.provenance.conversion
+        self.residual = conversion.residual if conversion else None
+        self.window_energy = conversion.window_energy if conversion else None
         self.hooks = output.hooks
 
     def ran_on(self) -> str:
@@ -113,13 +114,6 @@ class ZooReport:
         write_json(self.out / REPORT_JSON, self.to_json())
         with atomic_file(self.out / REPORT_MD) as f:
             f.write(self.markdown().encode())
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        return float(text) if text is not None else None
-    except ValueError:
-        return None
 
 
 def _number(value: float | None) -> str:

@@ -210,8 +210,8 @@ def test_a_file_this_tool_did_not_write_gets_a_strict_load_only(sam_output, cli)
     source, _ = sam_output
     result = cli("verify", source)
     assert result.exit_code == 4, result.output
-    assert ("sam.pth was not written by abswin-convert (no abswin.* metadata or sidecar): only a strict load at "
-            "256x256 is checked") in result.stdout.splitlines()
+    assert ("sam.pth was not written by abswin-convert convert (no conversion record in abswin.* metadata or a "
+            "sidecar): only a strict load at 256x256 is checked") in result.stdout.splitlines()
     at_another_size = json.loads(cli("verify", source, "--img-size", 384, "--json").stdout)
     assert at_another_size["verdict"] == "failed"
     assert "for 256 px" in at_another_size["checks"]["strict load"]["detail"]

@@ -249,12 +249,10 @@ def _listed(items: list[str], limit: int = 4) -> str:
 
 
 def _native_equivalence(report: Report, view: Checkpoint, det: Detection, src_view: Checkpoint, src_det: Detection,
-                        residual: float | str) -> None:
+                        residual: float) -> None:
     """A split output's window + global parts, composed at the native size by the runtime's own resize, against the
     source's embedding there: exact unless a smaller global size was refitted (then only measured)."""
-    window = read_window(view, det)
-    composed = aw.compose(window, read_position(view, det).grid, src_det.grid, det.resize)  # type: ignore[arg-type]
-    error = float(np.abs(composed - native_grid(src_view, src_det)).max())
+    error = native_difference(view, det, src_view, src_det)
     report.data["native_max_abs_error"] = error
     if residual != 0:  # a refit global part is not exact by design; the recomputation above checked it
         return
@@ -267,9 +265,14 @@ def native_error(source: Checkpoint, source_det: Detection, output: Path) -> flo
     """Max abs difference between the source embedding and the written window + global parts composed
     at the native size: 0 (to float precision) when the conversion is exact there."""
     out, out_det = families.recognise(open_checkpoint(output), source_det.family)
+    return native_difference(out, out_det, source, source_det)
+
+
+def native_difference(out: Checkpoint, out_det: Detection, source: Checkpoint, source_det: Detection) -> float:
+    """Max abs difference between a split output's parts composed at the source's native grid and the source."""
     window = read_window(out, out_det)
     if window is None:
-        raise AbswinError(f"{output} holds no split absolute-win embedding to check")
+        raise AbswinError(f"{out.path} holds no split absolute-win embedding to check")
     composed = aw.compose(window, read_position(out, out_det).grid, source_det.grid, out_det.resize)
     return float(np.abs(composed - native_grid(source, source_det)).max())
 
@@ -360,8 +363,8 @@ def _foreign(weights: Path, ckpt: Checkpoint, img_size: Size | None) -> dict:
     size = img_size or det.native_input
     report = Report(weights, size)
     report.data.update(family=det.family, spelling=det.spelling,
-                       note=f"{weights.name} was not written by abswin-convert (no abswin.* metadata or sidecar): "
-                            f"only a strict load at {format_size(size)} is checked")
+                       note=f"{weights.name} was not written by abswin-convert convert (no conversion record in abswin.* "
+                            f"metadata or a sidecar): only a strict load at {format_size(size)} is checked")
     state = {key: to_torch(view.tensor(key)) for key in view.keys()}
     _runtime_checks(report, det, ckpt.config, state, size)
     report.check("position tensors", NOT_VERIFIED, "no provenance says what they should be")

@@ -44,10 +44,9 @@ class Encoder:
         for name, source in self.tied.items():  # as from_pretrained ties them: the copy is not in the file
             if name not in own and source in own:
                 own[name] = own[source]
-        try:
-            self.module.load_state_dict(own, strict=True)
-        except RuntimeError as exc:
-            raise LoadError(_load_problem(exc)) from exc
+        from .strict import load_strict  # imports torch
+
+        load_strict(self.module, own, self.runtime)
         return self
 
     def run(self, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -65,13 +64,6 @@ class LoadError(AbswinError):
 
 class NotBuildable(AbswinError):
     """No runtime here can build this checkpoint's model (nothing was checked: "not verified")."""
-
-
-def _load_problem(exc: RuntimeError) -> str:
-    """torch's load error in one line: the missing and unexpected names and the shape mismatches it lists."""
-    lines = [" ".join(line.split()) for line in str(exc).splitlines()[1:] if line.strip()]
-    text = "; ".join(lines) or str(exc)
-    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def package_version(distribution: str) -> str:

@@ -221,3 +221,10 @@ def test_the_zoo_verify_hook_is_told_the_source(sam_output):
     source, output = sam_output
     results = _run_hooks((HookSpec("verify", {"measure": False}),), output, str(source))
     assert results["verify"]["verdict"] == "verified" and results["verify"]["source"] == "sam.pth"
+
+
+def test_a_sharded_output_folder_is_verified_through_its_index(tmp_path):
+    randomize(SamModel(sam_hf_config(256))).save_pretrained(tmp_path / "sam-hf", max_shard_size="100KB")
+    convert(tmp_path / "sam-hf", tmp_path / "out", 384)
+    report = abswin_convert.verify(tmp_path / "out", source=tmp_path / "sam-hf", measure=False)
+    assert (report["verdict"], report["output"]) == ("verified", str(tmp_path / "out" / "model.safetensors.index.json"))

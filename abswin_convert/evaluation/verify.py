@@ -29,6 +29,7 @@ from ..hub.locations import open_source
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.outputs import config_beside, read_metadata, weights_in
 from ..io.provenance import ONE_WINDOW, Provenance, public_name, sha256_of
+from ..io.shards import index_in
 from ..io.tensors import RawTensor
 from ..io.torch_bridge import to_torch
 from ..maths import absolute_win as aw
@@ -77,9 +78,10 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
     path = Path(output)
     if not path.exists():
         raise AbswinError(f"{path}: no such file or folder")
-    weights = weights_in(path) if path.is_dir() else path
-    provenance = Provenance.from_metadata(read_metadata(weights), str(weights))
+    weights = (index_in(path) or weights_in(path)) if path.is_dir() else path  # a sharded folder: its index
     ckpt = open_checkpoint(weights, config_beside(weights))
+    metadata = ckpt.metadata if ckpt.container == "safetensors" else read_metadata(weights)  # a .pt: its sidecar
+    provenance = Provenance.from_metadata(metadata, str(weights))
     if provenance is None or provenance.conversion is None:
         return _foreign(weights, ckpt, as_size(img_size))
     family, overrides, request = recorded_conversion(provenance)
@@ -147,11 +149,17 @@ def _source(source: str | Path | None, provenance: Provenance, weights: Path) ->
     """The source checkpoint (checked against the recorded sha256), or why there is none to compare with."""
     recorded = provenance.source_sha256
     if source is None:
-        source = _recorded_source(provenance, weights)
-        if source is None:
+        found = _recorded_source(provenance, weights)
+        if found is None:
             where = provenance.source or "its source"
             return f"the source ({where}) is not here; pass --source PATH to recompute the conversion from it"
-    ckpt, _ = open_source(source)
+        try:
+            ckpt, _ = open_source(found)
+        except AbswinError as exc:  # the recorded Hub file cannot be fetched now (offline, gone): not the user's error
+            return f"the recorded source {found} cannot be opened ({exc}); pass --source PATH"
+        source = found
+    else:
+        ckpt, _ = open_source(source)
     if recorded and sha256_of(ckpt.path) != recorded:
         raise AbswinError(
             f"{source} is not the file {weights.name} was converted from (its sha256 differs from the recorded "

@@ -228,3 +228,11 @@ def test_a_sharded_output_folder_is_verified_through_its_index(tmp_path):
     convert(tmp_path / "sam-hf", tmp_path / "out", 384)
     report = abswin_convert.verify(tmp_path / "out", source=tmp_path / "sam-hf", measure=False)
     assert (report["verdict"], report["output"]) == ("verified", str(tmp_path / "out" / "model.safetensors.index.json"))
+
+
+def test_a_renamed_position_tensor_fails_naming_what_is_found(sam_output, tmp_path):
+    source, output = sam_output
+    damaged = _damaged(output, tmp_path, lambda state: state.update(pos=state.pop("image_encoder.pos_embed")))
+    report = abswin_convert.verify(damaged, source=source, measure=False)
+    assert report["verdict"] == "failed"
+    assert report["checks"]["names"]["detail"].startswith("not the sam checkpoint its provenance records: damaged.pth: ")

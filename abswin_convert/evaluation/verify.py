@@ -87,10 +87,11 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
     family, overrides, request = recorded_conversion(provenance)
     size = as_size(img_size) or request.img_size
     report = Report(weights, size)
-    if request.target == SAM2_TRUNK:  # another family's file: a SAM2 trunk
-        view, det = families.recognise(ckpt, SAM2)
-    else:
-        view, det = families.recognise(ckpt, family, overrides)
+    try:  # a SAM2 trunk made from a Hiera is another family's file
+        view, det = families.recognise(ckpt, *((SAM2,) if request.target == SAM2_TRUNK else (family, overrides)))
+    except families.NotRecognised as exc:  # recorded as converted, but its position tensor is gone or renamed
+        report.check("names", FAILED, f"not the {family} checkpoint its provenance records: {exc}")
+        return report.finish()
     report.data.update(family=det.family, spelling=det.spelling, target=request.target)
     located = _source(source, provenance, weights)
     src = None if isinstance(located, str) else _recorded_copy(located, provenance)

@@ -16,6 +16,7 @@ from transformers import SamModel, VitDetModel
 
 import abswin_convert
 from abswin_convert import convert
+from abswin_convert.evaluation.hooks import converted_size, run_hook
 from abswin_convert.families.overrides import Overrides
 from abswin_convert.io.outputs import sidecar_of
 from abswin_convert.zoo.manifest import HookSpec
@@ -236,3 +237,11 @@ def test_a_renamed_position_tensor_fails_naming_what_is_found(sam_output, tmp_pa
     report = abswin_convert.verify(damaged, source=source, measure=False)
     assert report["verdict"] == "failed"
     assert report["checks"]["names"]["detail"].startswith("not the sam checkpoint its provenance records: damaged.pth: ")
+
+
+def test_the_hook_as_the_issue_ran_it_reads_the_pth_sidecar(sam_output):
+    """``run_hook('verify', 'sam_1536.pth', {})``: the size from the sidecar, the source found beside the output."""
+    _, output = sam_output
+    metrics = run_hook("verify", output, {"measure": False})
+    assert (metrics["verdict"], metrics["img_size"], metrics["source"]) == ("verified", "384x384", "sam.pth")
+    assert converted_size(output) == 384  # what eval and finetune default to, from the same sidecar

@@ -15,8 +15,7 @@ from typing import Any
 
 from ..errors import AbswinError
 from ..io.checkpoint import open_checkpoint
-from ..io.outputs import finetune_folder
-from ..io.provenance import Provenance
+from ..io.outputs import finetune_folder, provenance_of
 
 Hook = Callable[[Path, dict], dict]
 BUILTIN_HOOKS = ("verify", "eval", "finetune")  # known by name, without importing torch
@@ -83,7 +82,8 @@ def call_with_options(func: Callable[..., dict], name: str, path: Path, options:
 def converted_size(path: str | Path) -> int:
     """The input size recorded in a converted checkpoint's provenance (square sizes only): what eval and finetune
     use when no size is given."""
-    provenance = Provenance.from_metadata(open_checkpoint(path).metadata, str(path))
+    ckpt = open_checkpoint(path)
+    provenance = provenance_of(ckpt.path, ckpt.metadata)  # a .pt output's sidecar too
     if provenance is None or provenance.img_size is None:
         raise AbswinError(f"{path}: no abswin.img_size in its metadata to default to; pass --img-size (img_size in a hook)")
     h, w = provenance.img_size

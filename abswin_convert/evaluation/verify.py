@@ -27,7 +27,7 @@ from ..families.base import ConvertRequest, Detection, native_grid, output_grid,
 from ..families.overrides import TILE, Overrides
 from ..hub.locations import open_source
 from ..io.checkpoint import Checkpoint, open_checkpoint
-from ..io.outputs import config_beside, read_metadata, weights_in
+from ..io.outputs import config_beside, provenance_of, weights_in
 from ..io.provenance import ONE_WINDOW, Provenance, public_name, sha256_of
 from ..io.shards import index_in
 from ..io.tensors import RawTensor
@@ -80,8 +80,7 @@ def verify(output: str | Path, *, source: str | Path | None = None, img_size: in
         raise AbswinError(f"{path}: no such file or folder")
     weights = (index_in(path) or weights_in(path)) if path.is_dir() else path  # a sharded folder: its index
     ckpt = open_checkpoint(weights, config_beside(weights))
-    metadata = ckpt.metadata if ckpt.container == "safetensors" else read_metadata(weights)  # a .pt: its sidecar
-    provenance = Provenance.from_metadata(metadata, str(weights))
+    provenance = provenance_of(ckpt.path, ckpt.metadata)  # a .pt output's sidecar too
     if provenance is None or provenance.conversion is None:
         return _foreign(weights, ckpt, as_size(img_size))
     family, overrides, request = recorded_conversion(provenance)

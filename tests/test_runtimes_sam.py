@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from segment_anything import sam_model_registry
 
+from abswin_convert import convert_state_dict
 from abswin_convert.errors import AbswinError
 from abswin_convert.runtimes import sam2 as sam2_runtime
 from abswin_convert.runtimes import segment_anything as sa_runtime
@@ -82,6 +83,8 @@ def test_a_sam2_model_is_matched_to_its_config_and_computes_the_same():
     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(built.forward_image(x)["vision_features"], original.forward_image(x)["vision_features"])
+    refit = convert_state_dict(state, 256, global_size=14)  # a 14x14 background, read off the weights
+    assert sam2_runtime.build_sam2(refit, 256).image_encoder.trunk.pos_embed.shape[-2:] == (14, 14)
 
 
 def test_a_sam2_trunk_of_no_released_shape_is_refused_naming_the_configs():

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import AbswinError
 from ..io.checkpoint import open_checkpoint
-from ..io.outputs import finetune_folder, provenance_of
+from ..io.outputs import WEIGHT_SUFFIXES, finetune_folder, read_metadata
+from ..io.provenance import Provenance
 
 Hook = Callable[[Path, dict], dict]
 BUILTIN_HOOKS = ("verify", "eval", "finetune")  # known by name, without importing torch
@@ -82,10 +83,21 @@ def call_with_options(func: Callable[..., dict], name: str, path: Path, options:
 def converted_size(path: str | Path) -> int:
     """The input size recorded in a converted checkpoint's provenance (square sizes only): what eval and finetune
     use when no size is given."""
-    ckpt = open_checkpoint(path)
-    provenance = provenance_of(ckpt.path, ckpt.metadata)  # a .pt output's sidecar too
-    if provenance is None or provenance.img_size is None:
+    size = recorded_size(path)
+    if size is None:
         raise AbswinError(f"{path}: no abswin.img_size in its metadata to default to; pass --img-size (img_size in a hook)")
+    return size
+
+
+def recorded_size(path: str | Path) -> int | None:
+    """The square input size a converted checkpoint's provenance records (a ``.pt`` output's in its sidecar), or
+    None for a checkpoint without one."""
+    path = Path(path)
+    weight_file = path.is_file() and path.name.lower().endswith(WEIGHT_SUFFIXES)
+    metadata = read_metadata(path) if weight_file else open_checkpoint(path).metadata
+    provenance = Provenance.from_metadata(metadata, str(path))
+    if provenance is None or provenance.img_size is None:
+        return None
     h, w = provenance.img_size
     if h != w:
         raise AbswinError(

@@ -14,12 +14,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import AbswinError
 from .strict import load_strict
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
 
 TRUNK = "image_encoder.trunk."
 NATIVE_SIZE = 1024  # every sam2 config's image_size
@@ -69,7 +72,7 @@ def config_for(shape: TrunkShape) -> tuple[str, Any]:
     raise AbswinError(f"this sam2 model ({shape}) matches none of the sam2 package's configs: {'; '.join(seen)}")
 
 
-def build_sam2(state: Mapping[str, torch.Tensor], img_size: int = NATIVE_SIZE) -> torch.nn.Module:
+def build_sam2(state: Mapping[str, torch.Tensor], img_size: int = NATIVE_SIZE) -> SAM2Base:
     """sam2's ``SAM2Base`` holding ``state`` (a ``.pt``'s ``model`` dict), built for ``img_size`` inputs from the
     matching config and loaded strictly; eval mode."""
     from hydra.utils import instantiate

@@ -7,8 +7,11 @@ from pathlib import Path
 
 from . import families
 from .errors import AbswinError
+from .evaluation import window_effect
+from .families import window_change
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
+from .families.window_change import WindowChange
 from .hub.locations import ResolvedHubFile, open_source
 from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.dtypes import TORCH_NAMES
@@ -125,7 +128,7 @@ def inspect(source: str | Path, family: str | None = None, overrides: Overrides 
 def convert(
     source: str | Path,
     output: str | Path,
-    img_size: int | str | Size,
+    img_size: int | str | Size | None = None,
     *,
     target: str = "baked",
     global_size: int | str | Size | None = None,
@@ -136,6 +139,9 @@ def convert(
     provenance: dict[str, str] | None = None,
     ema: bool | None = None,
     progress: bool = True,
+    window_size: int | str | tuple[int, ...] | None = None,
+    relpos_resize: str | None = None,
+    window_part: str | None = None,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
@@ -143,12 +149,20 @@ def convert(
     Every state dict of a training checkpoint (EMA copies too) is converted; a torch output keeps them all, a
     safetensors output holds one: the EMA copy when there is one, as timm loads it (``ema=False``: the plain one).
     ``progress``: a bar on stderr while a large file is written (only on a terminal). The output is written as one
-    unit: every file is checked first, staged, and moved into place together."""
+    unit: every file is checked first, staged, and moved into place together.
+    ``window_size`` (with ``relpos_resize`` and ``window_part``) changes the attention window of a SAM, ViTDet or
+    SAM2 (``families/window_change.py``): the one conversion that changes what the model computes at its own size;
+    ``img_size`` then defaults to the size the model runs at, and the measured change is recorded."""
     if not str(output).strip():
         raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     output_format(Path(output), fmt)  # a wrong --format is refused before the source is opened
-    request = ConvertRequest.parse(img_size, target, global_size)
+    change = WindowChange.parse(window_size, relpos_resize, window_part)
+    if img_size is None and change is None:
+        raise AbswinError("nothing to convert for: pass --img-size N (a new input size), --window-size N, or both")
+    # a wrong size is refused before the source is opened; without one, the size the model runs at (a window change)
+    asked = ConvertRequest.parse(img_size, target, global_size, change) if img_size is not None else None
     ckpt, det, hub_file = load(source, family, overrides)
+    request = asked or ConvertRequest.parse(families.run_input(ckpt, det), target, global_size, change)
     layout = OutputLayout.of(Path(output), fmt, ckpt)
     layout.check(inputs_of(ckpt), force)  # refused now, not after the plan's work
     # The source's sha256 (a Hub file's is checked against the Hub's LFS metadata) is hashed in a thread started now,
@@ -163,6 +177,8 @@ def convert(
         notes += chosen_note
     elif other_states:
         notes.append(f"converted the same way: {', '.join(other_states)} (kept beside {ckpt.wrapper})")
+    if change is not None:  # measured on the state dict the output's provenance describes
+        notes.append(window_change.record_effect(plan, window_effect.measure(ckpt, det, request)))
     metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=False)  # the writers add the sha256
     config = write_output(layout, ckpt, plan, other_states, metadata, digest, force, progress)
     return ConversionResult(layout.main_file, config, det, metadata, notes)

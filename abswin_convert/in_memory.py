@@ -17,8 +17,11 @@ import torch
 
 from . import families
 from .errors import AbswinError
+from .evaluation import window_effect
+from .families import window_change
 from .families.base import ConvertRequest, Detection
 from .families.overrides import Overrides
+from .families.window_change import WindowChange
 from .io.checkpoint import Checkpoint
 from .io.tensors import RawTensor
 from .io.torch_bridge import TorchTensor, dtype_name, from_torch, to_torch
@@ -43,7 +46,7 @@ class ConvertedStateDict(dict):
 
 def convert_state_dict(
     state_dict: Mapping[str, torch.Tensor],
-    img_size: int | str | Size,
+    img_size: int | str | Size | None = None,
     *,
     target: str = "baked",
     global_size: int | str | Size | None = "full",
@@ -54,20 +57,34 @@ def convert_state_dict(
     window: int | str | Size | None = None,
     patch_stride: int | None = None,
     recipe: str | None = None,
+    window_size: int | str | tuple[int, ...] | None = None,
+    relpos_resize: str | None = None,
+    window_part: str | None = None,
+    measure: bool = True,
 ) -> ConvertedStateDict:
     """``convert`` in memory: the state dict for ``img_size``; the input is not modified.
 
     ``config`` is the model's config.json as a dict (transformers and timm hub folders need it to be recognised);
     ``key``/``layout``/``window``/``patch_stride``/``recipe`` are the CLI's ``--key``/``--layout``/``--window``/
-    ``--patch-stride``/``--recipe``. Prefixed names (DDP's ``module.``, ...) are seen through and kept.
+    ``--patch-stride``/``--recipe``; ``window_size``/``relpos_resize``/``window_part`` change the attention window
+    as ``convert`` does (the notes then end with the measured change; ``measure=False`` skips the two encoder forwards
+    that measuring takes, for a caller that measures on its own). Prefixed names (DDP's ``module.``, ...) are
+    seen through and kept.
     """
     originals = _tensors(state_dict)
     ckpt = Checkpoint(IN_MEMORY, "torch", {name: TorchTensor(value) for name, value in originals.items()}, config)
-    window_size = as_size(window) if isinstance(window, int) else window
-    overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
+    source_window = as_size(window) if isinstance(window, int) else window
+    overrides = Overrides.parse(key, layout, source_window, patch_stride, recipe)
+    change = WindowChange.parse(window_size, relpos_resize, window_part)
+    if img_size is None and change is None:
+        raise AbswinError("nothing to convert for: pass img_size (a new input size), window_size, or both")
+    asked = ConvertRequest.parse(img_size, target, global_size, change) if img_size is not None else None
     ckpt, det = families.recognise(ckpt, family, overrides)
-    request = ConvertRequest.parse(img_size, target, global_size)
+    request = asked or ConvertRequest.parse(families.run_input(ckpt, det), target, global_size, change)
     plan = families.plan(ckpt, det, request)
+    if change is not None:
+        effect = window_effect.measure(ckpt, det, request) if measure else "not measured: measure=False"
+        plan.notes.append(window_change.record_effect(plan, effect))
     # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
     applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])
     state = {name: value if isinstance(value, torch.Tensor) else to_torch(value) for name, value in applied.items()}

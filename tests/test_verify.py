@@ -245,3 +245,12 @@ def test_the_hook_as_the_issue_ran_it_reads_the_pth_sidecar(sam_output):
     metrics = run_hook("verify", output, {"measure": False})
     assert (metrics["verdict"], metrics["img_size"], metrics["source"]) == ("verified", "384x384", "sam.pth")
     assert converted_size(output) == 384  # what eval and finetune default to, from the same sidecar
+
+
+@pytest.mark.parametrize("options", [dict(window_size=16), dict(img_size=384, window_size=16, window_part="rewindow",
+                                                                 relpos_resize="align-corners")])
+def test_a_window_change_is_recomputed_with_the_recorded_window(sam_output, tmp_path, options):
+    source, _ = sam_output
+    convert(source, tmp_path / "w16.pth", **options)
+    report = abswin_convert.verify(tmp_path / "w16.pth", source=source, measure=False)
+    assert (report["verdict"], report["problems"]) == ("verified", [])

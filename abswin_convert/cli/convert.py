@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..vocabulary import TARGETS
+from ..vocabulary import DEFAULT_RELPOS_RESIZE, DEFAULT_WINDOW_PART, RELPOS_RESIZES, TARGETS, WINDOW_PARTS
 from .push import push_lines
 from .support import (
     SIZE_METAVAR,
@@ -35,7 +35,8 @@ TARGET_HELP = (
 @click.argument("source")
 @click.option("-o", "--output", required=True, metavar="PATH",
               help="Output weight file, or a folder (model.safetensors, and config.json when the source had one).")
-@click.option("--img-size", required=True, metavar=SIZE_METAVAR, help="Target input size in pixels, e.g. 448 or 448x640.")
+@click.option("--img-size", default=None, metavar=SIZE_METAVAR,
+              help="Target input size in pixels, e.g. 448 or 448x640 (default with --window-size: the model's own).")
 @renamed_option("--target", old=("--to",), param="target", type=click.Choice(TARGETS), default="baked",
                 show_default=True, help=TARGET_HELP)
 @click.option("--global-size", default="full", show_default=True, metavar="full|GHxGW",
@@ -45,6 +46,15 @@ TARGET_HELP = (
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--ema/--no-ema", default=None,
               help="Training checkpoints with an EMA copy: which one a safetensors output holds (default: EMA, as timm).")
+@click.option("--window-size", default=None, metavar="N|8,4,16,8",
+              help="Change the attention window (SAM, ViTDet: N tokens; SAM2: one per stage). Changes what the model "
+                   "computes at its own size; the measured change is recorded.")
+@click.option("--relpos-resize", type=click.Choice(RELPOS_RESIZES), default=None,
+              help=f"With --window-size: resize the windowed blocks' relative-position tables as get_rel_pos does, or "
+                   f"with align_corners=True as segment-anything PR 594 does [default: {DEFAULT_RELPOS_RESIZE}].")
+@click.option("--window-part", type=click.Choice(WINDOW_PARTS), default=None,
+              help=f"With --window-size: keep the embedding's window part where it is (PR 594), or rewindow it (resized "
+                   f"to the new window and tiled with it) [default: {DEFAULT_WINDOW_PART}].")
 @click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
 @override_options
@@ -52,8 +62,9 @@ TARGET_HELP = (
 @json_option
 @user_errors
 def convert_command(
-    source: str, output: str, img_size: str, target: str, global_size: str, fmt: str | None, force: bool,
-    family: str | None, as_json: bool, quiet: bool, push_to: str | None, ema: bool | None, **overrides: object,
+    source: str, output: str, img_size: str | None, target: str, global_size: str, fmt: str | None, force: bool,
+    family: str | None, as_json: bool, quiet: bool, push_to: str | None, ema: bool | None, window_size: str | None,
+    relpos_resize: str | None, window_part: str | None, **overrides: object,
 ) -> None:
     """Rewrite SOURCE's position embedding for --img-size and write it to --output.
 
@@ -67,6 +78,7 @@ def convert_command(
       abswin-convert convert timm/hiera_tiny_224.mae_in1k_ft_in1k -o hiera-448/ --img-size 448
       abswin-convert convert ./hiera-folder/ -o hiera-abswin/ --img-size 448x640 --target timm-abswin
       abswin-convert convert sam_vit_b_01ec64.pth -o sam_vit_b_1536.pth --img-size 1536
+      abswin-convert convert sam_vit_l_0b3195.pth -o sam_vit_l_w16.pth --window-size 16
     """
     from ..api import convert
 
@@ -79,7 +91,7 @@ def convert_command(
         check_push_target(push_to)
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
                      family=family, overrides=Overrides.parse(**overrides), ema=ema,  # type: ignore[arg-type]
-                     progress=not quiet)
+                     progress=not quiet, window_size=window_size, relpos_resize=relpos_resize, window_part=window_part)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         _what_was_done(result.provenance),
@@ -103,8 +115,10 @@ def _what_was_done(record: Provenance) -> str:
     assert done is not None and record.img_size is not None  # a conversion records both
     global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
     energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
+    new_window = f" -> {record.others['window_size']}" if "window_size" in record.others else ""  # --window-size
     return (f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
-            f"window {format_size(done.window)}, global {global_size}, residual {done.residual:.2e}, window energy {energy}")
+            f"window {format_size(done.window)}{new_window}, global {global_size}, residual {done.residual:.2e}, "
+            f"window energy {energy}")
 
 
 def _load_lines(config_path: Path | None, provenance: Provenance) -> list[str]:

@@ -25,6 +25,7 @@ from .. import families
 from ..errors import AbswinError
 from ..families.base import ConvertRequest, Detection, native_grid, output_grid, read_position, read_window
 from ..families.overrides import TILE, Overrides
+from ..families.window_change import WindowChange
 from ..hub.locations import open_source
 from ..io.checkpoint import Checkpoint, open_checkpoint
 from ..io.outputs import config_beside, provenance_of, weights_in
@@ -128,7 +129,19 @@ def recorded_conversion(provenance: Provenance) -> tuple[str, Overrides, Convert
         key=conversion.position_key if generic else None, layout=provenance.layout if generic else None,
         window=conversion.window if generic or recipe else None, recipe=None if generic else recipe,
     )
-    return conversion.family, overrides, ConvertRequest(provenance.img_size, conversion.target, conversion.global_size)
+    request = ConvertRequest(provenance.img_size, conversion.target, conversion.global_size, _window_change(provenance))
+    return conversion.family, overrides, request
+
+
+def _window_change(provenance: Provenance) -> WindowChange | None:
+    """The ``--window-size`` change a conversion recorded (``none (...)`` where an option did not apply)."""
+    recorded = provenance.others
+
+    def given(name: str) -> str | None:
+        value = recorded.get(name)
+        return None if value is None or value.startswith("none") else value
+
+    return WindowChange.parse(recorded.get("window_size"), given("relpos_resize"), given("window_part"))
 
 
 def _size_free_config(src: Checkpoint | None) -> dict | None:

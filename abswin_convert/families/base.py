@@ -23,9 +23,11 @@ from ..maths.grid import PositionGrid, as_size, format_size, layout_buffer, to_g
 from ..maths.resize import Resize, Size
 from ..plan import Plan
 from ..vocabulary import BAKED, SAM2_TRUNK, SAM2_WINDOW_KEY, TIMM_ABSWIN, TIMM_WINDOW_KEY
+from . import window_change
 
 if TYPE_CHECKING:
     from .overrides import Overrides
+    from .window_change import WindowChange
 
 # The Hub library that runs each target other than ``baked``, and each source spelling whose runtime loads a baked
 # output as it is; any other output is run by its family's own library.
@@ -94,15 +96,16 @@ class ConvertRequest:
     img_size: Size
     target: str = BAKED
     global_size: Size | None = None  # None: the full grid (exact)
+    window_change: WindowChange | None = None  # --window-size: the one change to what the model computes
 
     @classmethod
-    def parse(cls, img_size: int | str | Size, target: str = BAKED,
-              global_size: int | str | Size | None = None) -> ConvertRequest:
+    def parse(cls, img_size: int | str | Size, target: str = BAKED, global_size: int | str | Size | None = None,
+              window_change: WindowChange | None = None) -> ConvertRequest:
         """As a caller writes it: sizes as ``448``, ``"448x640"`` or ``(448, 640)``; ``global_size`` also ``"full"``."""
         size = as_size(img_size)
         if size is None:
             raise AbswinError("the input size to convert for must be a size such as 448 or 448x640, not 'full'")
-        return cls(size, target, as_size(global_size))
+        return cls(size, target, as_size(global_size), window_change)
 
 
 Planner = Callable[[Checkpoint, Detection, ConvertRequest], Plan]
@@ -309,6 +312,7 @@ def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Pla
     require_target(det, request.target)
     out_grid = output_grid(det, request.img_size)
     parts, prefix = read_parts(ckpt, det, request.global_size)  # the source grid is freed once split
+    parts = window_change.rewindowed(parts, det, request.window_change)
     result = Plan(stats=decomposition_stats(det, parts, request))
     result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, prefix, out_grid), ckpt.dtype(det.pos_key))
     return result

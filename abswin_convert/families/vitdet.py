@@ -33,7 +33,7 @@ from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
 from ..vocabulary import BAKED, VITDET
-from . import base, relpos
+from . import base, relpos, window_change
 from .base import ConvertRequest, Decomposition, Detection, Family, from_checkpoint_alone
 
 NAME = VITDET
@@ -135,17 +135,55 @@ def recipe(grid: np.ndarray, det: Detection, global_size: Size | None) -> Decomp
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
-    """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
+    """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match. With a
+    window change (``--window-size``) the windowed blocks' tables follow the new window, and the embedding's window
+    part is kept (a change of window alone then leaves the embedding as it is) or re-windowed."""
     base.require_target(det, request.target)
+    change = request.window_change
+    if change is not None and det.global_attention:
+        raise AbswinError(
+            f"{det.pos_key} belongs to a plain global-attention ViT ({det.spelling}): it has no windows to change; "
+            f"{RECIPE_FLAG} --window N tiles it into N x N windows ({RECIPE_HELP})"
+        )
     refuse_plain(det)
     if det.spelling in _SQUARE_ONLY:
         base.require_square(request.img_size, _SQUARE_ONLY[det.spelling])
     out_grid = base.output_grid(det, request.img_size)
+    window = window_change.require_planar(change, det, out_grid) if change else det.window
     pos = base.read_position(ckpt, det)
-    runs_at = _interpolated_size(ckpt, det)
+    runs_at = interpolated_size(ckpt, det)
+    if window_change.leaves_position(change, request.img_size, (runs_at,) * 2 if runs_at else det.native_input):
+        result = Plan(stats=base.decomposition_stats(det, recipe(pos.grid, det, det.grid), request))
+        result.stats["recipe"] = "none: the embedding is kept as it is"
+    else:
+        result = _position_plan(ckpt, det, request, pos, runs_at, out_grid)
+    relpos.resize_tables(ckpt, det.global_blocks, window, out_grid, result, bool(change and change.align_corners))
+    if MAE_DECODER_KEY in ckpt:
+        _resize_decoder(ckpt, det, out_grid, result)
+    pos_changed = det.pos_key in result.replace
+    new_window = window[0] if change else None
+    if det.spelling == "transformers":
+        result.config = _updated_config(ckpt.config, request.img_size[0] if pos_changed else None, new_window)
+    if pos_changed:
+        result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
+    if change is not None:
+        result.notes.append(_window_note(det, window[0], result.config is not None))
+        window_change.record(result, format_size(det.window), change, result.config is not None)
+    if pos_changed and request.global_size is None and det.spelling in _SQUARE_ONLY:
+        g = f"{det.grid[0]}x{det.grid[1]}"
+        result.notes.append(
+            f"a finetuned ViTDet learned with the interpolated embedding: --global-size {g} keeps exactly that, "
+            "the default tiles the pretrained grid (the paper's recipe for starting a finetune)"
+        )
+    return result
+
+
+def _position_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest, pos: PositionGrid, runs_at: int | None,
+                   out_grid: Size) -> Plan:
+    """The embedding baked for ``out_grid`` by the recipe (or, for a finetuned ViTDet, the interpolation it ran with)."""
     if runs_at and request.global_size is None and not det.tile_requested:
         request = replace(request, global_size=det.grid)  # keep the interpolation it was finetuned with
-    parts = recipe(pos.grid, det, request.global_size)
+    parts = window_change.rewindowed(recipe(pos.grid, det, request.global_size), det, request.window_change)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.stats["recipe"] = "vitdet: pretrained grid tiled per window" + ("" if request.global_size else ", global part zero")
     if request.global_size is None:
@@ -157,18 +195,6 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
             f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
         )
     result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
-    relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
-    if MAE_DECODER_KEY in ckpt:
-        _resize_decoder(ckpt, det, out_grid, result)
-    if det.spelling == "transformers":
-        result.config = _updated_config(ckpt.config, request.img_size[0])
-    result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
-    if request.global_size is None and det.spelling in _SQUARE_ONLY:
-        g = f"{det.grid[0]}x{det.grid[1]}"
-        result.notes.append(
-            f"a finetuned ViTDet learned with the interpolated embedding: --global-size {g} keeps exactly that, "
-            "the default tiles the pretrained grid (the paper's recipe for starting a finetune)"
-        )
     return result
 
 
@@ -182,7 +208,7 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
     )
 
 
-def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
+def interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
     """The image size a finetuned ViTDet runs at, when its runtime interpolates the stored grid: a transformers
     config's ``image_size``, or the span of a detectron2 checkpoint's global relative-position tables."""
     size = None
@@ -196,13 +222,25 @@ def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
     return size
 
 
-def _updated_config(config: dict | None, img_size: int) -> dict | None:
+def _updated_config(config: dict | None, img_size: int | None, window: int | None = None) -> dict | None:
+    """A transformers ``VitDetConfig`` for an embedding baked for ``img_size`` (None: kept) and a new ``window``."""
     if not config:
         return None
     updated = copy.deepcopy(config)
-    updated["pretrain_image_size"] = img_size
-    updated["image_size"] = img_size
+    if img_size is not None:
+        updated["pretrain_image_size"] = img_size
+        updated["image_size"] = img_size
+    if window is not None:
+        updated["window_size"] = window
     return updated
+
+
+def _window_note(det: Detection, window: int, wrote_config: bool) -> str:
+    """The one setting that builds the windowed blocks with the new window."""
+    if det.spelling == "transformers":
+        return f"transformers: window_size={window} ({'written to config.json' if wrote_config else 'set it in VitDetConfig'})"
+    where = {"detectron2": "model.backbone.net.window_size", "mmdet": "model.backbone.window_size"}.get(det.spelling)
+    return f"{det.spelling}: set window_size={window} on the ViT backbone" + (f" ({where})" if where else "")
 
 
 def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | None) -> str:

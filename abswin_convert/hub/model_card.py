@@ -7,6 +7,7 @@ nothing on the Hub.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
@@ -42,6 +43,10 @@ _PROVENANCE_ROWS = (
     ("resize", "global resize"),
     ("residual", "residual of the global fit"),
     ("window_energy", "window energy (normalised)"),
+    ("window_size", "new attention window (tokens)"),
+    ("relpos_resize", "windowed relative-position tables resized"),
+    ("window_part", "window part of the embedding"),
+    ("window_change_effect", "relative change of the encoder output at the native size"),
     ("version", "abswin-convert version"),
 )
 
@@ -128,6 +133,11 @@ def reproduce_command(p: Provenance) -> str:
                     f"--window {format_size(done.window)}")
     if done and done.global_size is not None:  # the recorded size: the full grid gives itself back exactly
         args.append(f"--global-size {format_size(done.global_size)}")
+    window = p.others  # --window-size (families/window_change.py)
+    if "window_size" in window:
+        args.append(f"--window-size {window['window_size']}")
+        args += [f"--{flag.replace('_', '-')} {window[flag]}" for flag in ("relpos_resize", "window_part")
+                 if window.get(flag, "none").split(" ")[0] != "none"]
     return " ".join(args)
 
 
@@ -150,7 +160,19 @@ def _summary(p: Provenance) -> str:
         f"{p.version} for {_size(p.img_size)} input. The learned embedding was split into a window "
         f"part ({entries.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
         f"({entries.get('global_size', '?')} tokens, resized with {entries.get('resize', '?')}), the \"absolute win\" form of "
-        f"{PAPER}; {_target_sentence(p)} Every other tensor is copied unchanged."
+        f"{PAPER}; {_target_sentence(p)} " + (_window_sentence(p.others, entries) if "window_size" in p.others else
+                                                "Every other tensor is copied unchanged.")
+    )
+
+
+def _window_sentence(window: Mapping[str, str], conversion: Mapping[str, str]) -> str:
+    """A window change (``--window-size``) changes what the model computes at its own size: the card says so."""
+    return (
+        f"The attention window was changed to {window['window_size']} (from {conversion.get('window', '?')}; "
+        f"relative-position tables: {window.get('relpos_resize', '?')}, window part: {window.get('window_part', '?')}), "
+        "which changes what the model computes at its own size: the relative difference of the image encoder's output "
+        f"against the original at the native size is {window.get('window_change_effect', 'not recorded')}. Every other "
+        "tensor is copied unchanged."
     )
 
 

@@ -18,6 +18,7 @@ from ..errors import AbswinError
 from ..evaluation.hooks import BUILTIN_HOOKS
 from ..families import NAMES as FAMILY_NAMES
 from ..families.overrides import RECIPES, TILE, Overrides
+from ..families.window_change import WindowChange
 from ..hub.locations import is_repo_id, parse_hub_source
 from ..io.outputs import WEIGHT_SUFFIXES
 from ..io.provenance import public_name
@@ -33,9 +34,10 @@ else:  # pragma: no cover - Python 3.10
 FORMATS = ("safetensors", "pt")
 PUSH_PLACEHOLDERS = ("size", "target", "name")
 OVERRIDE_KEYS = ("key", "layout", "window", "patch_stride", "recipe")
+WINDOW_KEYS = ("window_size", "relpos_resize", "window_part")  # convert --window-size ... (families/window_change.py)
 _MODEL_KEYS = {
     "source", "name", "img_size", "target", "to", "global_size", "format", "family", "push_to", "private", "hooks", "resources",
-    *OVERRIDE_KEYS,
+    *OVERRIDE_KEYS, *WINDOW_KEYS,
 }
 _DEFAULT_KEYS = (_MODEL_KEYS - {"source", "name"}) | {"out"}
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -74,6 +76,7 @@ class OutputJob:
     hooks: tuple[HookSpec, ...]
     overrides: Overrides = field(default_factory=Overrides)
     resources: dict[str, float] = field(default_factory=dict)  # what a Ray task asks for; the local executor ignores it
+    window_change: WindowChange | None = None
 
     @property
     def size(self) -> str:
@@ -94,6 +97,9 @@ class OutputJob:
             value = getattr(self.overrides, key)
             if value is not None:
                 options[key] = format_size(value) if key == "window" else value
+        if self.window_change is not None:  # only when given, as the overrides
+            options.update(window_size=self.window_change.spelled, relpos_resize=self.window_change.relpos_resize,
+                           window_part=self.window_change.window_part)
         return json.dumps(options, sort_keys=True, separators=(",", ":"))
 
 
@@ -180,6 +186,7 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
         "hooks": tuple(_hook(spec, where) for spec in _list(entry.get("hooks", []), "hooks", where)),
         "overrides": _overrides(entry, where),
         "resources": _resources(entry.get("resources", {}), where),
+        "window_change": _window_change(entry, where),
     }
     return [
         OutputJob(img_size=size, folder=out / f"{name}-{target}-{format_size(size)}", push_to=repo, **common)
@@ -308,6 +315,14 @@ def _overrides(entry: dict, where: str) -> Overrides:
         patch_stride=stride,
         recipe=recipe,
     )
+
+
+def _window_change(entry: dict, where: str) -> WindowChange | None:
+    """``window_size`` (``16``, ``"16x16"``, ``[8, 4, 16, 8]``), ``relpos_resize``, ``window_part``: as ``convert`` takes them."""
+    try:
+        return WindowChange.parse(*(entry.get(k) for k in WINDOW_KEYS))
+    except AbswinError as exc:
+        raise AbswinError(f"{where}: {exc}") from None
 
 
 def _resources(value: object, where: str) -> dict[str, float]:

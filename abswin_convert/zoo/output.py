@@ -111,12 +111,21 @@ def _build(job: OutputJob) -> None:
             family=job.family,
             overrides=job.overrides,
             provenance={"zoo_options": job.options()},
+            **_window_options(job),
         )
         if job.hooks:
             write_hooks(staging, _run_hooks(job.hooks, result.output, job.location))
         _install(staging, job.folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _window_options(job: OutputJob) -> dict:
+    """``convert``'s window-change arguments for the job's ``window_size`` (none when it has none)."""
+    change = job.window_change
+    if change is None:
+        return {}
+    return {"window_size": change.window, "relpos_resize": change.relpos_resize, "window_part": change.window_part}
 
 
 def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path, source: str) -> dict[str, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import families
+from . import families, residual
 from .errors import AbswinError
 from .evaluation import window_effect
 from .families import window_change
@@ -33,6 +33,15 @@ class ConversionResult:
     detection: Detection
     metadata: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a --global-size that loses much of the global part
+    model_config: dict | None = None  # config.json for the new size; written only into a folder (``config``)
+
+    @property
+    def residual(self) -> float:
+        """The relative residual of the global part's refit (0: exact; see ``abswin_convert.residual``)."""
+        done = self.provenance.conversion
+        assert done is not None  # every conversion records what it did
+        return done.residual
 
     @property
     def provenance(self) -> Provenance:
@@ -49,6 +58,7 @@ class ConversionResult:
             "format": self.detection.spelling,
             "metadata": self.metadata,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -179,9 +189,21 @@ def convert(
         notes.append(f"converted the same way: {', '.join(other_states)} (kept beside {ckpt.wrapper})")
     if change is not None:  # measured on the state dict the output's provenance describes
         notes.append(window_change.record_effect(plan, window_effect.measure(ckpt, det, request)))
-    metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=False)  # the writers add the sha256
+    also = sorted(ckpt.stored_name(plan.output_key(key)) for key in plan.replace if key != det.pos_key)
+    if also:  # resized beside the embedding (relative-position tables, ...): the model card lists them
+        plan.stats["also_rewritten"] = ", ".join(also)
+    metadata = output_metadata(source, ckpt.path, {**_config_license(ckpt.config), **plan.stats}, extra,
+                               hash_now=False)  # the writers add the sha256
     config = write_output(layout, ckpt, plan, other_states, metadata, digest, force, progress)
-    return ConversionResult(layout.main_file, config, det, metadata, notes)
+    warned = residual.warning(float(plan.stats["residual"]), plan.stats["global_size"])
+    return ConversionResult(layout.main_file, config, det, metadata, notes, [warned] if warned else [], plan.config)
+
+
+def _config_license(config: dict | None) -> dict[str, str]:
+    """The license a source's config.json names (top level, or timm's ``pretrained_cfg``), as provenance."""
+    config = config or {}
+    named = config.get("license") or (config.get("pretrained_cfg") or {}).get("license")
+    return {"source_license": named} if isinstance(named, str) and named else {}
 
 
 def _planned_other_states(

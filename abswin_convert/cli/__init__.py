@@ -40,6 +40,14 @@ def main() -> None:
     `convert`; `abswin-convert COMMAND --help` shows examples. SOURCE may be a file, a folder or a Hub name.
 
     \b
+    Words:
+      window part:   the embedding's mean over its windows, the pattern every window repeats; tiled, never resized
+      global part:   the rest (the embedding minus its tiled window part), a smooth image-wide field; resized
+      baked:         both parts composed for the new size and stored as the source stored its embedding
+      window energy: how much of the embedding the window part explains, normalised: 0 as in noise (naive
+                     resizing is harmless), 1 a pure window pattern (naive resizing breaks it)
+
+    \b
     Examples:
       abswin-convert inspect facebook/sam-vit-base --plot sam.png --img-size 1536
       abswin-convert convert facebook/sam-vit-base -o sam-1536/ --img-size 1536

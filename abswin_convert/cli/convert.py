@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .. import residual
 from ..vocabulary import DEFAULT_RELPOS_RESIZE, DEFAULT_WINDOW_PART, RELPOS_RESIZES, TARGETS, WINDOW_PARTS
 from .push import push_lines
 from .support import (
@@ -15,6 +16,7 @@ from .support import (
     family_option,
     json_option,
     override_options,
+    printable,
     quiet_downloads,
     quiet_option,
     renamed_option,
@@ -22,6 +24,7 @@ from .support import (
 )
 
 if TYPE_CHECKING:
+    from ..api import ConversionResult
     from ..io.provenance import Provenance
 
 TARGET_HELP = (
@@ -95,7 +98,9 @@ def convert_command(
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         _what_was_done(result.provenance),
-    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, result.provenance)
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result)
+    for warning in result.warnings:
+        click.echo(printable(f"abswin-convert: warning: {warning}"), err=True)
     report = result.to_json()
     if push_to:
         from ..hub.push import push
@@ -117,16 +122,29 @@ def _what_was_done(record: Provenance) -> str:
     energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
     new_window = f" -> {record.others['window_size']}" if "window_size" in record.others else ""  # --window-size
     return (f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
-            f"window {format_size(done.window)}{new_window}, global {global_size}, residual {done.residual:.2e}, "
+            f"window {format_size(done.window)}{new_window}, global {global_size}, residual {residual.in_words(done.residual)}, "
             f"window energy {energy}")
 
 
-def _load_lines(config_path: Path | None, provenance: Provenance) -> list[str]:
-    """For a folder with config.json: the line that loads it as it is (timm local-dir:, transformers from_pretrained)."""
-    if config_path is None:
-        return []
-    from ..hub.model_card import loading_code
-    from ..io.jsonfile import read_json_object
+def _load_lines(result: ConversionResult) -> list[str]:
+    """The line that loads the output as it is (timm ``local-dir:`` or the file named, transformers
+    ``from_pretrained``), where one works; a single file says what it leaves out of a folder's config.json."""
+    from ..hub.model_card import loading_code, timm_file_code
+    from ..maths.grid import format_size
 
-    code = loading_code(provenance, str(config_path.parent), on_hub=False, config=read_json_object(config_path))
-    return [f"  load: {code.splitlines()[-1]}"] if code else []
+    provenance = result.provenance
+    if result.config is not None:
+        code = loading_code(provenance, str(result.config.parent), on_hub=False, config=result.model_config,
+                            weights_name=result.output.name)
+        return [f"  load: {_one_line(code)}"] if code else []
+    if result.model_config is None:
+        return []
+    code = timm_file_code(provenance, result.model_config, str(result.output))
+    size = format_size(provenance.img_size) if provenance.img_size else "the new size"
+    lines = [f"  note: config.json (for {size}) is written only when -o names a folder"]
+    return lines + ([f"  load: {_one_line(code)}"] if code else [])
+
+
+def _one_line(code: str) -> str:
+    """Python code as one line a user can paste (its imports included)."""
+    return "; ".join(line for line in code.splitlines() if line.strip())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .support import SIZE_METAVAR, emit, json_option, quiet_option, renamed_option, user_errors
+from .support import emit, json_option, quiet_option, renamed_option, user_errors
 
 DATA_HELP = (
     "fashion-mnist[:PATH] (the idx files; default /usr/share/datasets/fashion-mnist) or imagefolder:PATH "
@@ -35,8 +35,8 @@ def square_size(checkpoint: str, img_size: str | None) -> int:
 @click.argument("checkpoint")
 @click.option("--data", required=True, metavar="SPEC", help=DATA_HELP + " For SAM and SAM2: coco:ANNOTATIONS.json[:IMAGES_DIR] "
               "(instance masks; images default to the JSON's folder).")
-@click.option("--img-size", default=None, metavar=SIZE_METAVAR,
-              help="Input size in pixels (square); default: the size the checkpoint was converted for "
+@click.option("--img-size", default=None, metavar="N",
+              help="Side of the square input in pixels; default: the size the checkpoint was converted for "
                    "(a SAM or SAM2 source: the size its weights are for).")
 @click.option("--prompt", type=click.Choice(["box", "point"]), default=None,
               help="SAM/SAM2: one box per instance (default), or one point inside it (the farthest from its edge).")
@@ -91,8 +91,8 @@ def _percent(value: float | None) -> str:
 @click.command("finetune", short_help="Finetune a timm Hiera at a new size (naive or absolute win), evaluate, save.")
 @click.argument("checkpoint")
 @click.option("--data", required=True, metavar="SPEC", help=DATA_HELP)
-@click.option("--img-size", default=None, metavar=SIZE_METAVAR,
-              help="Input size in pixels (square); default: the size the checkpoint was converted for.")
+@click.option("--img-size", default=None, metavar="N",
+              help="Side of the square input in pixels; default: the size the checkpoint was converted for.")
 @click.option("--steps", required=True, type=click.IntRange(min=0), help="Optimizer steps.")
 @click.option("--pos", type=click.Choice(["naive", "abswin"]), required=True,
               help="Start from the naive-resized embedding, or from absolute win (window and global trained apart).")

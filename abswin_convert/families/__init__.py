@@ -76,9 +76,12 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
         return _within_budget(ckpt, _with_extra_targets(overrides.apply(found[0])))
     if not found:
         named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
+        other_family = "" if family else "pass --family if it is one of these, or "
+        flags = "--family generic --key/--layout/--window" if family else "--key/--layout/--window"
         raise NotRecognised(
             f"{ckpt.path.name}: no position embedding recognised {named}; {generic.position_candidates(ckpt)}; "
-            "pass --family, or --key/--layout/--window for a family we do not know"
+            f"{other_family}describe it with {flags} (and --patch-stride when no patch convolution shows it), as for "
+            "a family we do not know"
         )
     names = ", ".join(f"{det.family} ({det.spelling})" for det in found)
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 TARGET_LIBRARIES = {TIMM_ABSWIN: "timm", SAM2_TRUNK: "sam2"}
 SPELLING_LIBRARIES = {"timm": "timm", TIMM_ABSWIN: "timm", "transformers": "transformers"}
 TARGET_TASKS = {SAM2_TRUNK: "mask-generation"}  # a target whose models do another task than the family's own
+UNKNOWN_STRIDE = 0  # a patch embedding that does not show its patch size (a Linear): --patch-stride must say it
 
 
 def holds_window_part(ckpt: Checkpoint) -> bool:
@@ -307,6 +308,17 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
     }
 
 
+def is_identity(det: Detection, out_grid: Size, request: ConvertRequest) -> bool:
+    """Whether baking for ``out_grid`` gives back the source embedding: one embedding (not split) baked at its own
+    grid with its global part at its own size, its window part not re-windowed. The source tensor then passes
+    through as it is, the same bits: the float64 split and sum would round (a row of float32-max values moves the
+    values beside it)."""
+    native = tuple(det.grid)
+    rewindowed = window_change.rewindowed_part(request.window_change)
+    return (det.window_key is None and not rewindowed and tuple(out_grid) == native
+            and tuple(request.global_size or native) == native)
+
+
 def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """Split, fit the global part, and bake the embedding for ``request.img_size`` under the same key."""
     require_target(det, request.target)
@@ -314,5 +326,6 @@ def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Pla
     parts, prefix = read_parts(ckpt, det, request.global_size)  # the source grid is freed once split
     parts = window_change.rewindowed(parts, det, request.window_change)
     result = Plan(stats=decomposition_stats(det, parts, request))
-    result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, prefix, out_grid), ckpt.dtype(det.pos_key))
+    if not is_identity(det, out_grid, request):
+        result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, prefix, out_grid), ckpt.dtype(det.pos_key))
     return result

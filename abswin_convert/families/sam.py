@@ -72,7 +72,7 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     window = window_change.require_planar(change, det, out_grid) if change else det.window
     result = base.baked_plan(ckpt, det, request)
     if window_change.leaves_position(change, request.img_size, det.native_input):
-        del result.replace[det.pos_key]  # PR 594: the embedding stays exactly as it was
+        result.replace.pop(det.pos_key, None)  # PR 594: the embedding stays exactly as it was
     relpos.resize_tables(ckpt, det.global_blocks, window, out_grid, result, bool(change and change.align_corners))
     new_window = window[0] if change else None
     if det.spelling == "transformers":

@@ -33,6 +33,7 @@ from .base import SAM2_WINDOW_KEY, ConvertRequest, Detection, Family, from_check
 
 NAME = SAM2
 PATCH_STRIDE = 4
+IMAGE_CHANNELS = 3  # SAM2's Hiera stem reads RGB (its constructor has no in_chans)
 SAM2_PREFIX = "image_encoder.trunk."
 SAM2_WRAPPER = "model"
 NATIVE_INPUT = 1024  # SAM2 trains at 1024 px, and SAM2ImagePredictor hard-codes its feature sizes for it; a

@@ -119,10 +119,15 @@ def require_planar(change: WindowChange, det: Detection, grid: Size) -> Size:
     return window
 
 
+def rewindowed_part(change: WindowChange | None) -> bool:
+    """Whether ``change`` resizes the window part (``--window-part rewindow``)."""
+    return change is not None and change.window_part == REWINDOW
+
+
 def rewindowed(parts: Decomposition, det: Detection, change: WindowChange | None) -> Decomposition:
     """``parts`` with the window part resized to the new window (``--window-part rewindow``), with the family's own
     resize; as they are otherwise, so that composing tiles the old window (``keep``)."""
-    if change is None or change.window_part != REWINDOW:
+    if change is None or not rewindowed_part(change):
         return parts
     return replace(parts, window=det.resize.apply(parts.window, change.size))
 

@@ -19,7 +19,7 @@ from .provenance import Provenance
 from .safetensors_header import read_header
 
 WEIGHTS_FILE = "model.safetensors"
-TORCH_WEIGHTS_FILE = "model.pt"
+TORCH_WEIGHTS_FILE = "pytorch_model.bin"  # the name timm (local-dir:) and transformers look for
 CONFIG_FILE = "config.json"
 HOOKS_FILE = "abswin-hooks.json"
 SIDECAR_SUFFIX = ".abswin.json"
@@ -88,7 +88,7 @@ def output_format(output: Path, fmt: str | None) -> str:
 
 def output_paths(output: Path, fmt: str, torch_source_name: str | None) -> tuple[Path, Path | None]:
     """``-o`` names a weight file, or a folder that gets the weights plus ``config.json``. A torch output in a
-    folder keeps the name of a torch source (``torch_source_name``), else ``model.pt``."""
+    folder keeps the name of a torch source (``torch_source_name``), else ``pytorch_model.bin``."""
     if output.suffix in SUFFIX_FORMATS and not output.is_dir():
         return output, None
     name = WEIGHTS_FILE if fmt == "safetensors" else (torch_source_name or TORCH_WEIGHTS_FILE)

@@ -3,7 +3,9 @@ bare ``.pth`` is built from its shapes. The shape reading is shared with timm's 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..errors import AbswinError
@@ -26,7 +28,7 @@ def is_hiera_config(config: dict) -> bool:
 
 def create(config: dict, img_size: int) -> torch.nn.Module:
     """``hiera.Hiera`` for square ``img_size`` images, random weights."""
-    import hiera
+    hiera = import_hiera()
 
     if len(config.get("input_size", (224, 224))) != 2:
         raise AbswinError("this official Hiera config is for video; eval and finetune take image classifiers")
@@ -63,3 +65,12 @@ def encoder(config: dict | None, shapes: Mapping[str, tuple[int, ...]], img_size
     model = create(config, img_size).eval()
     what = f"{package_version('hiera-transformer')} Hiera(input_size=({img_size}, {img_size}), embed_dim={config['embed_dim']})"
     return Encoder(model, what + note, lambda x: model(x, return_intermediates=True)[1][-1])
+
+
+def import_hiera() -> ModuleType:
+    """The ``hiera`` package, without the FutureWarning timm raises at its import of ``timm.models.layers`` (the
+    package's, not the user's, to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Importing from timm.models.layers is deprecated", FutureWarning)
+        import hiera
+    return hiera

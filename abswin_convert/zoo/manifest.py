@@ -6,8 +6,11 @@ cannot name a function, a resource that is not a number) is a one-line AbswinErr
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import re
+import reprlib
 import string
 import sys
 from dataclasses import dataclass, field
@@ -41,6 +44,8 @@ _MODEL_KEYS = {
 }
 _DEFAULT_KEYS = (_MODEL_KEYS - {"source", "name"}) | {"out"}
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_MANIFEST_BYTES = 16 << 20  # thousands of entries take kilobytes
+_MAX_FOLDER_NAME = 255  # bytes in one name, on the common file systems
 _HOOK_FUNCTION = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 
 
@@ -122,12 +127,18 @@ class Manifest:
 def load_manifest(path: str | Path, out: str | Path | None = None) -> Manifest:
     """The manifest at ``path``, checked completely (``out`` replaces its ``out``); AbswinError for a bad one."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a pipe would block, a device never end
+        raise AbswinError(f"{path}: not a regular file; give the path of a manifest (.toml)")
+    if path.is_file() and path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise AbswinError(f"{path}: {path.stat().st_size:,} bytes, too large for a manifest (at most 16 MiB)")
     try:
         data = tomllib.loads(path.read_text())
     except OSError as error:
         raise AbswinError(f"{path}: cannot read the manifest ({error.strerror})") from error
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise AbswinError(f"{path}: not valid TOML ({error})") from error
+    except RecursionError as error:  # arrays or tables nested thousands deep
+        raise AbswinError(f"{path}: nested too deeply to be a manifest") from error
     unknown = sorted(set(data) - {"defaults", "model"})
     if unknown:
         raise AbswinError(f"{path}: unknown table(s) {', '.join(unknown)}; a manifest has [defaults] and [[model]]")
@@ -172,6 +183,10 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
         raise AbswinError(f"{where}: private must be true or false")
     sizes = _sizes(entry.get("img_size"), where)
     name = _NAME_UNSAFE.sub("_", str(entry.get("name") or _default_name(entry["source"])))
+    longest = max(len(f"{name}-{target}-{format_size(size)}".encode()) for size in sizes)
+    if longest > _MAX_FOLDER_NAME:
+        raise AbswinError(f"{where}: name is {len(name)} characters, which makes output folder names of {longest} "
+                          f"bytes, over the {_MAX_FOLDER_NAME} a file system allows; give a shorter name")
     repos = _push_repos(entry.get("push_to"), [format_size(s) for s in sizes], target, name, where)
     common = {
         "entry": index,
@@ -228,15 +243,23 @@ def _sizes(value: object, where: str) -> list[Size]:
     sizes = []
     for item in values:
         if isinstance(item, bool) or not isinstance(item, (int, str)):
-            raise AbswinError(f"{where}: img_size {item!r} is neither a number nor \"HxW\"")
+            raise AbswinError(f"{where}: img_size {_shown(item)} is neither a number nor \"HxW\"")
         sizes.append(_size(str(item), "img_size", where))
+    repeated = next((size for i, size in enumerate(sizes) if size in sizes[:i]), None)
+    if repeated is not None:
+        raise AbswinError(f"{where}: img_size lists {format_size(repeated)} twice; give each size once")
     return sizes
+
+
+def _shown(value: object) -> str:
+    """A value as the user wrote it, cut short (a list nested thousands deep, a long string)."""
+    return reprlib.repr(value)
 
 
 def _global_size(value: object, where: str) -> str:
     """As written (the provenance records it so), once it is known to be ``full`` or a size."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise AbswinError(f"{where}: global_size {value!r} is neither \"full\" nor a size such as \"28x28\"")
+        raise AbswinError(f"{where}: global_size {_shown(value)} is neither \"full\" nor a size such as \"28x28\"")
     if value != "full":
         _size(str(value), "global_size", where)
     return str(value)
@@ -276,12 +299,24 @@ def _hook(spec: object, where: str) -> HookSpec:
     elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
         hook = HookSpec(spec["name"], {k: v for k, v in spec.items() if k != "name"})
     else:
-        raise AbswinError(f"{where}: hook {spec!r} is neither a name nor a table with name = ...")
+        raise AbswinError(f"{where}: hook {_shown(spec)} is neither a name nor a table with name = ...")
     if hook.name not in BUILTIN_HOOKS and not _HOOK_FUNCTION.fullmatch(hook.name):
         raise AbswinError(
             f"{where}: unknown hook {hook.name!r}; use one of {', '.join(BUILTIN_HOOKS)} or package.module:function"
         )
+    module = hook.name.partition(":")[0]
+    if hook.name not in BUILTIN_HOOKS and not _importable(module):
+        raise AbswinError(f"{where}: hook {hook.name!r}: no module {module} is installed here; install it (on every "
+                          "node of a cluster) or fix the name")
     return hook
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found (its parent packages are imported to look, as ``import`` would)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _new_spelling(table: dict, where: str) -> dict:
@@ -303,9 +338,9 @@ def _overrides(entry: dict, where: str) -> Overrides:
     if layout is not None and layout not in LAYOUTS:
         raise AbswinError(f"{where} has layout = {layout!r}; use one of {', '.join(LAYOUTS)}")
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, str))):
-        raise AbswinError(f"{where}: window {window!r} is neither a number nor \"HxW\"")
+        raise AbswinError(f"{where}: window {_shown(window)} is neither a number nor \"HxW\"")
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0):
-        raise AbswinError(f"{where}: patch_stride must be a positive number of pixels, found {stride!r}")
+        raise AbswinError(f"{where}: patch_stride must be a positive number of pixels, found {_shown(stride)}")
     if recipe is not None and recipe not in RECIPES:
         raise AbswinError(f"{where} has recipe = {recipe!r}; the one recipe is {TILE!r}")
     return Overrides.parse(
@@ -332,8 +367,8 @@ def _resources(value: object, where: str) -> dict[str, float]:
     for name, amount in value.items():
         if name in ("CPU", "GPU"):
             raise AbswinError(f"{where}: resources.{name}: write num_{name.lower()}s, as Ray's task options do")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-            raise AbswinError(f"{where}: resources.{name} must be a number >= 0, found {amount!r}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < math.inf:
+            raise AbswinError(f"{where}: resources.{name} must be a finite number >= 0, found {_shown(amount)}")
     return {name: float(amount) for name, amount in value.items()}
 
 

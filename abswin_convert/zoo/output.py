@@ -22,6 +22,7 @@ from ..evaluation.hooks import run_hook
 from ..hub.locations import open_source
 from ..io.outputs import read_output, write_hooks
 from ..io.provenance import public_name, sha256_of
+from ..io.staging import forget_claim
 from .manifest import HookSpec, OutputJob
 from .report import OutputRow
 
@@ -100,6 +101,7 @@ def _build(job: OutputJob) -> None:
     """Convert into a hidden staging folder, run the hooks there, then rename it into place."""
     staging = staging_folder(job.folder, "partial")
     shutil.rmtree(staging, ignore_errors=True)
+    forget_claim(staging)  # a lost attempt's (its worker on another node, maybe): this path is this output's alone
     try:
         result = convert(
             source=job.location,

@@ -22,6 +22,7 @@ _LAZY_EXPORTS = {
     "convert_state_dict": ".in_memory",
     "interpolate_pos_embed": ".in_memory",
     "resample_abswin_pos_embed": ".in_memory",
+    "verify": ".evaluation.verify",
     "bake": ".patching",
     "patch": ".patching",
     "unpatch": ".patching",
@@ -31,6 +32,7 @@ __all__ = ["__version__", *_LAZY_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers
     from .api import ConversionResult, InspectReport, convert, inspect  # noqa: F401
+    from .evaluation.verify import verify  # noqa: F401
     from .in_memory import (  # noqa: F401
         ConvertedStateDict,
         convert_state_dict,

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import families
+from . import families, residual
 from .errors import AbswinError
+from .evaluation import window_effect
+from .families import window_change
 from .families.base import ConvertRequest, Detection, native_grid
 from .families.overrides import Overrides
+from .families.window_change import WindowChange
 from .hub.locations import ResolvedHubFile, open_source
 from .io.checkpoint import EMA_KEYS, Checkpoint
 from .io.dtypes import TORCH_NAMES
@@ -30,6 +33,15 @@ class ConversionResult:
     detection: Detection
     metadata: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a --global-size that loses much of the global part
+    model_config: dict | None = None  # config.json for the new size; written only into a folder (``config``)
+
+    @property
+    def residual(self) -> float:
+        """The relative residual of the global part's refit (0: exact; see ``abswin_convert.residual``)."""
+        done = self.provenance.conversion
+        assert done is not None  # every conversion records what it did
+        return done.residual
 
     @property
     def provenance(self) -> Provenance:
@@ -46,6 +58,7 @@ class ConversionResult:
             "format": self.detection.spelling,
             "metadata": self.metadata,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -125,7 +138,7 @@ def inspect(source: str | Path, family: str | None = None, overrides: Overrides 
 def convert(
     source: str | Path,
     output: str | Path,
-    img_size: int | str | Size,
+    img_size: int | str | Size | None = None,
     *,
     target: str = "baked",
     global_size: int | str | Size | None = None,
@@ -136,6 +149,9 @@ def convert(
     provenance: dict[str, str] | None = None,
     ema: bool | None = None,
     progress: bool = True,
+    window_size: int | str | tuple[int, ...] | None = None,
+    relpos_resize: str | None = None,
+    window_part: str | None = None,
 ) -> ConversionResult:
     """Convert ``source`` for ``img_size`` and write it to ``output`` (a weight file, or a folder);
     ``provenance`` adds ``abswin.*`` entries to the output's metadata (the zoo records its options there).
@@ -143,12 +159,20 @@ def convert(
     Every state dict of a training checkpoint (EMA copies too) is converted; a torch output keeps them all, a
     safetensors output holds one: the EMA copy when there is one, as timm loads it (``ema=False``: the plain one).
     ``progress``: a bar on stderr while a large file is written (only on a terminal). The output is written as one
-    unit: every file is checked first, staged, and moved into place together."""
+    unit: every file is checked first, staged, and moved into place together.
+    ``window_size`` (with ``relpos_resize`` and ``window_part``) changes the attention window of a SAM, ViTDet or
+    SAM2 (``families/window_change.py``): the one conversion that changes what the model computes at its own size;
+    ``img_size`` then defaults to the size the model runs at, and the measured change is recorded."""
     if not str(output).strip():
         raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     output_format(Path(output), fmt)  # a wrong --format is refused before the source is opened
-    request = ConvertRequest.parse(img_size, target, global_size)
+    change = WindowChange.parse(window_size, relpos_resize, window_part)
+    if img_size is None and change is None:
+        raise AbswinError("nothing to convert for: pass --img-size N (a new input size), --window-size N, or both")
+    # a wrong size is refused before the source is opened; without one, the size the model runs at (a window change)
+    asked = ConvertRequest.parse(img_size, target, global_size, change) if img_size is not None else None
     ckpt, det, hub_file = load(source, family, overrides)
+    request = asked or ConvertRequest.parse(families.run_input(ckpt, det), target, global_size, change)
     layout = OutputLayout.of(Path(output), fmt, ckpt)
     layout.check(inputs_of(ckpt), force)  # refused now, not after the plan's work
     # The source's sha256 (a Hub file's is checked against the Hub's LFS metadata) is hashed in a thread started now,
@@ -163,9 +187,23 @@ def convert(
         notes += chosen_note
     elif other_states:
         notes.append(f"converted the same way: {', '.join(other_states)} (kept beside {ckpt.wrapper})")
-    metadata = output_metadata(source, ckpt.path, plan.stats, extra, hash_now=False)  # the writers add the sha256
+    if change is not None:  # measured on the state dict the output's provenance describes
+        notes.append(window_change.record_effect(plan, window_effect.measure(ckpt, det, request)))
+    also = sorted(ckpt.stored_name(plan.output_key(key)) for key in plan.replace if key != det.pos_key)
+    if also:  # resized beside the embedding (relative-position tables, ...): the model card lists them
+        plan.stats["also_rewritten"] = ", ".join(also)
+    metadata = output_metadata(source, ckpt.path, {**_config_license(ckpt.config), **plan.stats}, extra,
+                               hash_now=False)  # the writers add the sha256
     config = write_output(layout, ckpt, plan, other_states, metadata, digest, force, progress)
-    return ConversionResult(layout.main_file, config, det, metadata, notes)
+    warned = residual.warning(float(plan.stats["residual"]), plan.stats["global_size"])
+    return ConversionResult(layout.main_file, config, det, metadata, notes, [warned] if warned else [], plan.config)
+
+
+def _config_license(config: dict | None) -> dict[str, str]:
+    """The license a source's config.json names (top level, or timm's ``pretrained_cfg``), as provenance."""
+    config = config or {}
+    named = config.get("license") or (config.get("pretrained_cfg") or {}).get("license")
+    return {"source_license": named} if isinstance(named, str) and named else {}
 
 
 def _planned_other_states(

@@ -21,6 +21,7 @@ ENV_VAR = "ABSWIN_MAX_MEMORY"
 # float64 copies of the output grid reserved while it is split, composed and rounded (about 1.5 measured: k = 3)
 WORK_BUFFERS = 4
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+_MAX_BYTES = 2.0**63  # what a 64-bit size can say
 
 
 def budget() -> int:
@@ -33,9 +34,10 @@ def budget() -> int:
         value = float(text[: len(text) - len(unit)])
     except ValueError as exc:
         raise AbswinError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a size; write bytes or e.g. 8G") from exc
-    if not math.isfinite(value) or value <= 0:
-        raise AbswinError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a positive size")
-    return int(value * _UNITS[unit])
+    nbytes = value * _UNITS[unit]
+    if not math.isfinite(nbytes) or nbytes <= 0 or nbytes >= _MAX_BYTES:
+        raise AbswinError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a positive size below 8 EiB")
+    return int(nbytes)
 
 
 def human(nbytes: int) -> str:

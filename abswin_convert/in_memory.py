@@ -8,6 +8,7 @@ edits ``checkpoint_model`` in place for the grid of the built model.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import families
-from .errors import AbswinError
+from . import families, residual
+from .errors import AbswinError, in_python_words
+from .evaluation import window_effect
+from .families import window_change
 from .families.base import ConvertRequest, Detection
 from .families.overrides import Overrides
+from .families.window_change import WindowChange
 from .io.checkpoint import Checkpoint
 from .io.tensors import RawTensor
 from .io.torch_bridge import TorchTensor, dtype_name, from_torch, to_torch
@@ -27,23 +31,30 @@ from .maths.grid import PositionGrid, as_size, format_size, from_grid, to_grid
 from .maths.resize import BICUBIC, BICUBIC_ANTIALIAS, Size
 from .vocabulary import BAKED, TIMM_ABSWIN, TIMM_WINDOW_KEY
 
+# interpolate_pos_embed says what it did here, one INFO record per call (a training script's logging shows it).
+log = logging.getLogger("abswin_convert")
+
 IN_MEMORY = Path("state_dict")  # what error messages call a state dict that has no file name
 
 
 class ConvertedStateDict(dict):
     """The converted state dict (a plain ``dict`` of tensors), plus what ``convert`` would write beside it:
-    ``config`` (the updated config.json, or None), ``notes`` (what the user must change) and ``detection``."""
+    ``config`` (the updated config.json, or None), ``notes`` (what the user must change), ``detection``, the
+    ``residual`` of the global part's refit (0: exact; ``abswin_convert.residual``) and its ``warnings``."""
 
-    def __init__(self, state: dict[str, torch.Tensor], config: dict | None, notes: list[str], detection: Detection):
+    def __init__(self, state: dict[str, torch.Tensor], config: dict | None, notes: list[str], detection: Detection,
+                 residual: float = 0.0, warnings: list[str] | None = None):
         super().__init__(state)
         self.config = config
         self.notes = notes
         self.detection = detection
+        self.residual = residual
+        self.warnings = warnings or []
 
 
 def convert_state_dict(
     state_dict: Mapping[str, torch.Tensor],
-    img_size: int | str | Size,
+    img_size: int | str | Size | None = None,
     *,
     target: str = "baked",
     global_size: int | str | Size | None = "full",
@@ -54,24 +65,44 @@ def convert_state_dict(
     window: int | str | Size | None = None,
     patch_stride: int | None = None,
     recipe: str | None = None,
+    window_size: int | str | tuple[int, ...] | None = None,
+    relpos_resize: str | None = None,
+    window_part: str | None = None,
+    measure: bool = True,
 ) -> ConvertedStateDict:
     """``convert`` in memory: the state dict for ``img_size``; the input is not modified.
 
     ``config`` is the model's config.json as a dict (transformers and timm hub folders need it to be recognised);
     ``key``/``layout``/``window``/``patch_stride``/``recipe`` are the CLI's ``--key``/``--layout``/``--window``/
-    ``--patch-stride``/``--recipe``. Prefixed names (DDP's ``module.``, ...) are seen through and kept.
+    ``--patch-stride``/``--recipe``; ``window_size``/``relpos_resize``/``window_part`` change the attention window
+    as ``convert`` does (the notes then end with the measured change; ``measure=False`` skips the two encoder forwards
+    that measuring takes, for a caller that measures on its own). Prefixed names (DDP's ``module.``, ...) are
+    seen through and kept.
     """
     originals = _tensors(state_dict)
     ckpt = Checkpoint(IN_MEMORY, "torch", {name: TorchTensor(value) for name, value in originals.items()}, config)
-    window_size = as_size(window) if isinstance(window, int) else window
-    overrides = Overrides.parse(key, layout, window_size, patch_stride, recipe)
-    ckpt, det = families.recognise(ckpt, family, overrides)
-    request = ConvertRequest.parse(img_size, target, global_size)
-    plan = families.plan(ckpt, det, request)
+    source_window = as_size(window) if isinstance(window, int) else window
+    try:
+        overrides = Overrides.parse(key, layout, source_window, patch_stride, recipe)
+        change = WindowChange.parse(window_size, relpos_resize, window_part)
+        if img_size is None and change is None:
+            raise AbswinError("nothing to convert for: pass img_size (a new input size), window_size, or both")
+        asked = ConvertRequest.parse(img_size, target, global_size, change) if img_size is not None else None
+        ckpt, det = families.recognise(ckpt, family, overrides)
+        request = asked or ConvertRequest.parse(families.run_input(ckpt, det), target, global_size, change)
+        plan = families.plan(ckpt, det, request)
+    except AbswinError as error:  # the families speak the command line's flags; a caller here passed arguments
+        error.args = (in_python_words(str(error)),)
+        raise
+    if change is not None:
+        effect = window_effect.measure(ckpt, det, request) if measure else "not measured: measure=False"
+        plan.notes.append(window_change.record_effect(plan, effect))
     # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
     applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])
     state = {name: value if isinstance(value, torch.Tensor) else to_torch(value) for name, value in applied.items()}
-    return ConvertedStateDict(state, plan.config, plan.notes, det)
+    fit = float(plan.stats["residual"])
+    warned = residual.warning(fit, plan.stats["global_size"])
+    return ConvertedStateDict(state, plan.config, plan.notes, det, fit, [warned] if warned else [])
 
 
 def _tensors(state_dict: Mapping[str, object]) -> dict[str, torch.Tensor]:
@@ -114,7 +145,8 @@ def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, to
     """MAE's ``interpolate_pos_embed``, same arguments, same in-place edit of ``checkpoint_model``, for the grid of
     the built ``model``: absolute win where the model attends in windows (timm/official Hiera, timm SAM ViT; a timm
     absolute-win Hiera gets its ``pos_embed``/``pos_embed_win`` filled), MAE's own bicubic resize where it does not.
-    Prints one line saying which; prints nothing and changes nothing when the sizes already agree."""
+    Logs one line saying which (logger ``abswin_convert``, INFO; nothing on stdout); logs nothing and changes
+    nothing when the sizes already agree."""
     if "pos_embed" not in checkpoint_model or not hasattr(model, "pos_embed"):
         return
     built: Any = model  # models of several libraries, read by attribute name
@@ -134,9 +166,9 @@ def interpolate_pos_embed(model: torch.nn.Module, checkpoint_model: dict[str, to
         del checkpoint_model[name]
     checkpoint_model.update(converted)
     det = converted.detection
-    print(f"abswin-convert: {det.pos_key} {format_size(det.grid)} -> {format_size(_grid_of(img_size, det))} tokens "
-          f"by absolute win ({det.family}, windows of {format_size(det.window)} tokens"
-          f"{', split into pos_embed + pos_embed_win' if split_global else ''})")
+    log.info(f"abswin-convert: {det.pos_key} {format_size(det.grid)} -> {format_size(_grid_of(img_size, det))} tokens "
+             f"by absolute win ({det.family}, windows of {format_size(det.window)} tokens"
+             f"{', split into pos_embed + pos_embed_win' if split_global else ''})")
 
 
 def _windowed_input(model: Any) -> tuple[Size, Size | None] | None:
@@ -170,8 +202,8 @@ def _plain_resize(model: Any, checkpoint_model: dict[str, torch.Tensor]) -> None
         return
     resized = PositionGrid(aw.naive(pos.grid, new_grid, BICUBIC), pos.prefix)
     checkpoint_model["pos_embed"] = _like(posemb, from_grid(resized, layout))
-    print(f"abswin-convert: pos_embed {format_size(pos.size)} -> {format_size(new_grid)} tokens "
-          "by plain bicubic resize (the model has no windows, so no window pattern to keep)")
+    log.info(f"abswin-convert: pos_embed {format_size(pos.size)} -> {format_size(new_grid)} tokens "
+             "by plain bicubic resize (the model has no windows, so no window pattern to keep)")
 
 
 def _like(reference: torch.Tensor, values: np.ndarray) -> torch.Tensor:

@@ -6,7 +6,7 @@ this module writes it. The names of the files are in ``io/outputs.py``, which re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from .io.provenance import SOURCE_SHA256, SourceDigest
 from .io.shards import SAFETENSORS_INDEX, ShardIndex, output_shard_name, write_index
 from .io.staging import output_unit
 from .io.tensors import FileTensor, StoredTensor
+from .io.torch_zip import TensorRef
 from .io.torch_zip_writer import SourceStorages, TorchZip
 from .io.writer import OutputTensor, RawBytes, check_destination, write_safetensors
 from .plan import Plan
@@ -70,9 +71,10 @@ class OutputLayout:
 
 def inputs_of(ckpt: Checkpoint) -> list[Path]:
     """The files a conversion reads, which it must never write over: every shard, or the one file, and the config
-    beside them (read too)."""
+    beside them when there is one (read too)."""
     files = [ckpt.path, *(ckpt.path.parent / name for name in ckpt.shards.files)] if ckpt.shards else [ckpt.path]
-    return [*files, ckpt.path.parent / CONFIG_FILE]
+    beside = ckpt.path.parent / CONFIG_FILE
+    return [*files, *([beside] if beside.is_file() else [])]
 
 
 def write_output(layout: OutputLayout, ckpt: Checkpoint, plan: Plan, other_states: PlannedStates,
@@ -140,14 +142,13 @@ def _write_torch_output(dest: Path, ckpt: Checkpoint, plan: Plan, other_states: 
     converted state dict (EMA copies too) put back where it sat, and its other entries (optimizer, epoch, args, ...)
     kept, their tensors copied from their storages."""
     wrapper = plan.wrapper if plan.wrapper is not None and plan.wrapper != ckpt.wrapper else None
-    storages = None
+    storages = SourceStorages(ckpt.path, ckpt.storage_starts) if _source_state(ckpt) is not None else None
     if wrapper is not None:
         obj: Any = {wrapper: _output_state(ckpt, plan)}
     elif not ckpt.wrapper_path:
         obj = _output_state(ckpt, plan)
     else:  # the object the file held, read when it was opened: its tensors are references to their storages
         obj = ckpt.source_object
-        storages = SourceStorages(ckpt.path, ckpt.storage_starts) if ckpt.container == "torch" else None
         for source, source_plan in [(ckpt, plan), *other_states.values()]:
             obj = _placed(obj, source.wrapper_path, _output_state(source, source_plan))
     archive = TorchZip(obj, storages)
@@ -155,10 +156,40 @@ def _write_torch_output(dest: Path, ckpt: Checkpoint, plan: Plan, other_states: 
         archive.write(dest, progress=advance)
 
 
-def _output_state(ckpt: Checkpoint, plan: Plan) -> dict[str, OutputTensor]:
-    return {tensor.name: tensor for tensor in output_tensors(ckpt, plan)}
+def _source_state(ckpt: Checkpoint) -> Mapping | None:
+    """The state dict as a torch file held it (its tensors references to their storages), or None (other files)."""
+    if ckpt.container != "torch" or ckpt.shards is not None or ckpt.source_object is None:
+        return None
+    state = ckpt.source_object
+    for key in ckpt.wrapper_path:
+        state = state[key]
+    return state
 
 
-def _placed(obj: dict, path: tuple[str, ...], value: object) -> dict:
-    """A copy of the nested dict ``obj`` with ``value`` at the key ``path``."""
-    return {**obj, path[0]: _placed(obj[path[0]], path[1:], value) if len(path) > 1 else value}
+def _output_state(ckpt: Checkpoint, plan: Plan) -> Mapping[str, Any]:
+    """The converted state dict for a torch file, kept as ``torch.save`` stored it: an ``OrderedDict`` with its
+    ``_metadata`` (the module versions ``load_state_dict`` passes on), and each untouched tensor as the source's own
+    reference, so views stay views and tensors sharing a storage (or one tensor under two names) still share it."""
+    state: dict[str, Any] = {tensor.name: tensor for tensor in output_tensors(ckpt, plan)}
+    source = _source_state(ckpt)
+    if source is None:
+        return state
+    for key in ckpt.keys():
+        kept = source.get(ckpt.stored_name(key))
+        if key not in plan.drop and key not in plan.replace and isinstance(kept, TensorRef):
+            state[ckpt.stored_name(plan.output_key(key))] = kept
+    return _like(source, state)
+
+
+def _like(original: Mapping, items: dict) -> Mapping:
+    """``items`` in a mapping of ``original``'s kind (dict, OrderedDict, argparse data), with its attributes."""
+    if type(original) is dict:
+        return items
+    mapping: Any = type(original)(items)  # type: ignore[call-arg]
+    vars(mapping).update(vars(original))
+    return mapping
+
+
+def _placed(obj: Mapping, path: tuple[str, ...], value: object) -> Mapping:
+    """A copy of the nested mapping ``obj`` with ``value`` at the key ``path``."""
+    return _like(obj, {**obj, path[0]: _placed(obj[path[0]], path[1:], value) if len(path) > 1 else value})

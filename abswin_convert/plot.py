@@ -9,6 +9,7 @@ Needs matplotlib (``pip install 'abswin-convert[plot]'``).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +49,19 @@ def to_rgb(grids: list[np.ndarray]) -> list[np.ndarray]:
     return images
 
 
-def draw_panels(ax_row, panels: list[tuple[str, np.ndarray]], window: Size, captions: list[str] | None = None) -> None:
-    """Draw ``(title, grid)`` panels on a row of axes, window boundaries as thin white lines; under each, its
-    caption (default: its normalised window energy)."""
-    captions = captions or [f"window energy {aw.normalized_window_energy(g, window):.2f}" for _, g in panels]
+def draw_panels(ax_row, panels: list[tuple[str, np.ndarray]], window: Size | None,
+                captions: list[str] | None = None) -> None:
+    """Draw ``(title, grid)`` panels on a row of axes, window boundaries as thin white lines (none for a model
+    without windows: ``window`` None); under each, its caption (default: its normalised window energy)."""
+    if captions is None:
+        assert window is not None
+        captions = [f"window energy {aw.normalized_window_energy(g, window):.2f}" for _, g in panels]
     for ax, (title, grid), image, caption in zip(ax_row, panels, to_rgb([g for _, g in panels]), captions):
         ax.imshow(image, interpolation="nearest")
         h, w = grid.shape[:2]
-        for y in range(window[0], h, window[0]):
+        for y in range(window[0], h, window[0]) if window else ():
             ax.axhline(y - 0.5, color="white", linewidth=0.5, alpha=0.7)
-        for x in range(window[1], w, window[1]):
+        for x in range(window[1], w, window[1]) if window else ():
             ax.axvline(x - 0.5, color="white", linewidth=0.5, alpha=0.7)
         ax.set_title(title, fontsize=9.5)
         ax.set_xlabel(caption, fontsize=9)
@@ -102,8 +106,9 @@ def plot_embedding(grid: np.ndarray, window: Size, output: str | Path, title: st
 COLOUR_KEY = (
     "Colour: each token's position vector, its channels projected onto their three main directions (PCA) as red, "
     "green, blue; one mapping for all panels, so equal colours mean equal vectors. White lines: the attention windows. "
-    "Window pattern strength: 0 = no pattern shared by the windows, 1 = every window the same."
+    "Window energy (normalised): 0 = no pattern shared by the windows (as noise), 1 = every window the same."
 )
+NO_WINDOWS = "window energy undefined (no windows)"
 
 
 def plot_checkpoint(source: str | Path, output: str | Path, family: str | None = None, overrides=None,
@@ -122,45 +127,53 @@ def plot_checkpoint(source: str | Path, output: str | Path, family: str | None =
     parts, _ = base.read_parts(ckpt, det, None)
     naive = aw.naive(native, out_grid, det.resize)
     abswin = aw.compose(parts.window, parts.global_, out_grid, det.resize)
-    strength = [max(0.0, aw.normalized_window_energy(g, det.window)) for g in (native, naive, abswin)]  # < 0: chance
     size = f"{format_size(target)} px ({format_size(out_grid)} tokens)"
-    panels = [
-        (f"as trained: {format_size(det.native_input)} px ({format_size(det.grid)} tokens)", native),
-        (f"naive interpolation ({det.resize.name.replace('-antialias', ', antialiased')}) to {size}", naive),
-        (f"absolute win to {size}", abswin),
-    ]
-    captions = [f"window pattern strength {e:.2f}" for e in strength]
     name = f"{public_name(source)}: {det.family} ({det.spelling}), {det.pos_key}, windows of {format_size(det.window)} tokens"
-    windows = -(-det.grid[0] // det.window[0]) * -(-det.grid[1] // det.window[1])
-    return save_figure(panels, captions, det.window, output, name, verdict(strength, naive, abswin, windows))
+    naive_title = f"naive interpolation ({det.resize.name.replace('-antialias', ', antialiased')}) to {size}"
+    native_title = f"as trained: {format_size(det.native_input)} px ({format_size(det.grid)} tokens)"
+    if det.tiles < 2:  # a plain ViT: one window is the whole grid, the model has no windows to draw or protect
+        panels = [(native_title, native), (naive_title, naive), (f"--recipe tile (ViTDet tiling) to {size}", abswin)]
+        name = f"{public_name(source)}: {det.family} ({det.spelling}), {det.pos_key}, no windows (global attention)"
+        return save_figure(panels, [NO_WINDOWS] * 3, None, output, name, PLAIN_VERDICT)
+    energy = [max(0.0, aw.normalized_window_energy(g, det.window)) for g in (native, naive, abswin)]  # < 0: chance
+    panels = [(native_title, native), (naive_title, naive), (f"absolute win to {size}", abswin)]
+    captions = [f"window energy {e:.2f}" for e in energy]
+    return save_figure(panels, captions, det.window, output, name, verdict(energy, naive, abswin, det.tiles))
 
 
-def verdict(strength: list[float], naive: np.ndarray, abswin: np.ndarray, windows: int) -> str:
-    """One sentence on the figure: does the choice of interpolation matter for this checkpoint?"""
-    native, after_naive, after_abswin = strength
+PLAIN_VERDICT = ("Plain ViT, no windows: keep the runtime's interpolation (middle); "
+                 "convert refuses it without --recipe tile, which tiles it for a ViTDet finetune (right).")
+
+
+def verdict(energy: list[float], naive: np.ndarray, abswin: np.ndarray, windows: int) -> str:
+    """One sentence on the figure: does the choice of interpolation matter for this checkpoint, and what to do."""
+    native, after_naive, after_abswin = energy
     if native > 0.2:
-        return (f"Window-periodic: naive interpolation breaks it (pattern strength {native:.2f} -> {after_naive:.2f}); "
-                f"absolute win keeps it ({after_abswin:.2f}).")
+        return (f"Window-periodic: naive interpolation breaks it (window energy {native:.2f} -> {after_naive:.2f}); "
+                f"convert it: absolute win keeps it ({after_abswin:.2f}).")
     differ = aw.relative_error(naive, abswin)
     if native > 0.05:
-        return (f"Partly window-periodic (strength {native:.2f}): naive interpolation weakens it to {after_naive:.2f}, "
-                f"absolute win keeps {after_abswin:.2f}; the two differ by {differ:.0%}.")
+        return (f"Partly window-periodic (window energy {native:.2f}): naive interpolation weakens it to "
+                f"{after_naive:.2f}, absolute win keeps {after_abswin:.2f}; the two differ by {differ:.0%}: convert it.")
     if differ < 0.1:
-        return f"No window pattern (strength {native:.2f}): naive interpolation and absolute win agree (within {differ:.0%})."
-    return (f"No window pattern (strength {native:.2f}), yet the two differ by {differ:.0%}: "
-            f"absolute win repeats what its {windows} windows share by chance.")
+        return (f"No window pattern (window energy {native:.2f}): naive interpolation and absolute win agree "
+                f"(within {differ:.0%}); either will do.")
+    return (f"No window pattern (window energy {native:.2f}), yet the two differ by {differ:.0%}: absolute win "
+            f"repeats what the {windows} windows share by chance; only a finetune will tell which is better.")
 
 
-def save_figure(panels: list[tuple[str, np.ndarray]], captions: list[str], window: Size, output: str | Path,
+def save_figure(panels: list[tuple[str, np.ndarray]], captions: list[str], window: Size | None, output: str | Path,
                 name: str, headline: str) -> Path:
     """Panels in a row under a bold ``headline`` and a ``name`` line, each with its caption, the colour key below."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 5.6), squeeze=False)
     draw_panels(axes[0], panels, window, captions)
-    fig.suptitle(headline, fontsize=12, fontweight="bold", y=0.975)
-    fig.text(0.5, 0.905, name, ha="center", fontsize=9, color="dimgray")
+    lines = textwrap.wrap(headline, 21 * len(panels) + 40)  # what fits the figure's width in bold 12 pt
+    below = 0.035 * (len(lines) - 1)  # the name line and the panels move down one step per extra headline line
+    fig.suptitle("\n".join(lines), fontsize=12, fontweight="bold", y=0.975)
+    fig.text(0.5, 0.905 - below, name, ha="center", fontsize=9, color="dimgray")
     fig.text(0.5, 0.01, COLOUR_KEY, ha="center", va="bottom", fontsize=8.5, wrap=True, color="dimgray")
-    fig.tight_layout(rect=(0, 0.11, 1, 0.89))
+    fig.tight_layout(rect=(0, 0.11, 1, 0.89 - below))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)

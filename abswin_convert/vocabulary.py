@@ -21,3 +21,11 @@ EXECUTORS = ("local", "ray")  # where the zoo runs its outputs (zoo/executors.py
 # reads a tensor the user describes and is never auto-detected.
 HIERA, SAM, VITDET, SAM2, GENERIC = "hiera", "sam", "vitdet", "sam2", "generic"
 FAMILY_NAMES = (HIERA, SAM, VITDET, SAM2, GENERIC)
+# --window-size: how the windowed blocks' relative-position tables are resized, and what becomes of the embedding's
+# window-periodic part (families/window_change.py)
+RELPOS_RESIZES = ("get-rel-pos", "align-corners")
+WINDOW_PARTS = ("keep", "rewindow")
+# The defaults: the choices that changed the original model's output least at its own size
+# (scripts/sam_window.py effect; README "Changing the attention window" has the figures).
+DEFAULT_RELPOS_RESIZE = "get-rel-pos"
+DEFAULT_WINDOW_PART = "keep"

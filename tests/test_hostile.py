@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from abswin_convert.demo import example_path
 from abswin_convert.errors import AbswinError
-from abswin_convert.io.staging import LOCK_MARK, _exclusive
+from abswin_convert.io.staging import LOCK_MARK, locked
 from abswin_convert.io.writer import TEMP_MARK
 from tests import hiera_models as hm
 from tests.cli_forkserver import ForkServer, cli_env
@@ -276,7 +276,7 @@ def test_a_file_size_limit_is_one_line_and_leaves_nothing(work, output, expected
 
 def test_a_destination_another_conversion_holds_is_refused(work, forkserver):
     """The lock a running conversion holds, taken here by the test itself so that the overlap is certain."""
-    with _exclusive(work, (work / "out" / "model.safetensors")):
+    with locked(work, ["out/"]):  # the lock of a new output folder, in its parent
         before = snapshot(work)
         for force in ([], ["--force"]):
             run = run_forked(forkserver, ["convert", "model", "-o", "out", "--img-size", "448", *force], work)
@@ -402,25 +402,27 @@ def test_a_long_output_name_still_fits_its_temp_names(work, forkserver):
 
 def test_lock_helpers_are_exclusive_within_one_process_too(tmp_path):
     """Two threads of one zoo writing one destination: flock locks open files, not processes."""
-    lock = _exclusive(tmp_path, tmp_path / "model.safetensors")
-    with lock, pytest.raises(AbswinError, match="another conversion"), _exclusive(tmp_path, tmp_path / "model.safetensors"):
+    lock = locked(tmp_path, ["model.safetensors"])
+    with lock, pytest.raises(AbswinError, match="another conversion"), locked(tmp_path, ["model.safetensors"]):
         pass
-    with _exclusive(tmp_path, tmp_path / "model.safetensors"):  # released: free again
+    with locked(tmp_path, ["model.safetensors"]):  # released: free again
         pass
     assert list(tmp_path.iterdir()) == []
 
 
-def test_force_replaces_an_existing_output_folder_in_one_swap_keeping_its_other_files(tmp_path, cli):
+def test_force_replaces_the_files_of_an_existing_output_folder_and_keeps_the_folder(tmp_path, cli):
     source = example_path()  # weights + config.json: an output of two files
     out = tmp_path / "out"
     assert cli("convert", source, "-o", out, "--img-size", 128).exit_code == 0
     (out / "notes.txt").write_text("the user's own file")
-    old_folder, old_weights = os.stat(out).st_ino, (out / "model.safetensors").read_bytes()
+    out.chmod(0o2750)  # setgid, no access for others: what the user set stays
+    before, old_weights = os.stat(out), (out / "model.safetensors").read_bytes()
     assert cli("convert", source, "-o", out, "--img-size", 256, "--force").exit_code == 0
-    assert os.stat(out).st_ino != old_folder  # a new folder swapped in whole (renameat2), not files moved one by one
+    after = os.stat(out)
+    assert (after.st_ino, after.st_mode, after.st_gid) == (before.st_ino, before.st_mode, before.st_gid)
     assert (out / "notes.txt").read_text() == "the user's own file"
     assert (out / "model.safetensors").read_bytes() != old_weights
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no stage, no lock left
+    assert leftovers(tmp_path) == []  # no stage, no lock left, inside the folder or beside it
 
 
 def test_a_one_file_output_is_renamed_into_place_and_leaves_the_folders_other_files_alone(tmp_path, cli):

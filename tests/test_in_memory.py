@@ -146,7 +146,15 @@ def mae_interpolate_pos_embed(model, checkpoint_model):
     checkpoint_model["pos_embed"] = torch.cat([pos[:, :extra], grid], dim=1)
 
 
-def test_interpolate_pos_embed_on_a_plain_vit_is_maes_resize(capsys):
+def logged(caplog) -> list[str]:
+    """What interpolate_pos_embed said (INFO records of the ``abswin_convert`` logger), read and cleared."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "abswin_convert"]
+    caplog.clear()
+    return lines
+
+
+def test_interpolate_pos_embed_on_a_plain_vit_is_maes_resize(caplog):
+    caplog.set_level("INFO", logger="abswin_convert")
     state = randomize(test_vitdet.vit(224), seed=2).state_dict()
     model = test_vitdet.vit(320)
     reference = dict(state)
@@ -156,13 +164,14 @@ def test_interpolate_pos_embed_on_a_plain_vit_is_maes_resize(capsys):
     # MAE resizes in float32, we in float64 rounded once: the same values to float32 precision
     torch.testing.assert_close(state["pos_embed"], reference["pos_embed"], rtol=1e-6, atol=1e-7)
     model.load_state_dict(state, strict=True)
-    assert capsys.readouterr().out == (
+    assert logged(caplog) == [
         "abswin-convert: pos_embed 14x14 -> 20x20 tokens by plain bicubic resize (the model has no windows, "
-        "so no window pattern to keep)\n"
-    )
+        "so no window pattern to keep)"
+    ]
 
 
-def test_interpolate_pos_embed_uses_absolute_win_for_timm_hiera(tmp_path, capsys):
+def test_interpolate_pos_embed_uses_absolute_win_for_timm_hiera(tmp_path, caplog):
+    caplog.set_level("INFO", logger="abswin_convert")
     model_224, _ = hm.save_timm(tmp_path)
     state = model_224.state_dict()
     model = hm.timm_model(img_size=448)
@@ -174,12 +183,11 @@ def test_interpolate_pos_embed_uses_absolute_win_for_timm_hiera(tmp_path, capsys
     naive = aw.naive(hm.planted()[0].reshape(56, 56, -1).numpy(), (112, 112), BICUBIC_ANTIALIAS)
     assert not np.allclose(state["pos_embed"][0].reshape(112, 112, -1).numpy(), naive, atol=1e-3)
     model.load_state_dict(state, strict=True)
-    assert capsys.readouterr().out == (
-        "abswin-convert: pos_embed 56x56 -> 112x112 tokens by absolute win (hiera, windows of 8x8 tokens)\n"
-    )
+    assert logged(caplog) == ["abswin-convert: pos_embed 56x56 -> 112x112 tokens by absolute win (hiera, windows of 8x8 tokens)"]
 
 
-def test_interpolate_pos_embed_fills_the_split_parameters_of_timm_abswin_hiera(tmp_path, capsys):
+def test_interpolate_pos_embed_fills_the_split_parameters_of_timm_abswin_hiera(tmp_path, caplog):
+    caplog.set_level("INFO", logger="abswin_convert")
     model_224, _ = hm.save_timm(tmp_path)
     state = model_224.state_dict()
     model = hm.timm_model(abs_win_pos_embed=True, global_pos_size=(14, 14), img_size=448)
@@ -188,10 +196,11 @@ def test_interpolate_pos_embed_fills_the_split_parameters_of_timm_abswin_hiera(t
 
     model.load_state_dict(state, strict=True)
     assert state["pos_embed"].shape == (1, hm.EMBED_DIM, 14, 14) and state["pos_embed_win"].shape == (1, hm.EMBED_DIM, 8, 8)
-    assert capsys.readouterr().out.endswith("split into pos_embed + pos_embed_win)\n")
+    assert logged(caplog)[0].endswith("split into pos_embed + pos_embed_win)")
 
 
-def test_interpolate_pos_embed_uses_absolute_win_for_timm_sam_vit(capsys):
+def test_interpolate_pos_embed_uses_absolute_win_for_timm_sam_vit(caplog):
+    caplog.set_level("INFO", logger="abswin_convert")
     source = test_sam.plant_window_pattern("timm", randomize(test_sam.timm_model(1024)))
     state = source.state_dict()
     model = test_sam.timm_model(512)
@@ -200,20 +209,21 @@ def test_interpolate_pos_embed_uses_absolute_win_for_timm_sam_vit(capsys):
 
     assert torch.equal(state["pos_embed"], convert_state_dict(source.state_dict(), 512)["pos_embed"])
     model.load_state_dict(state, strict=True)
-    assert "pos_embed 64x64 -> 32x32 tokens by absolute win (sam, windows of 14x14 tokens)" in capsys.readouterr().out
+    assert "pos_embed 64x64 -> 32x32 tokens by absolute win (sam, windows of 14x14 tokens)" in logged(caplog)[0]
 
 
-def test_interpolate_pos_embed_at_the_models_own_size_changes_nothing_and_says_nothing(capsys):
+def test_interpolate_pos_embed_at_the_models_own_size_changes_nothing_and_says_nothing(caplog):
+    caplog.set_level("INFO", logger="abswin_convert")
     model = test_vitdet.vit(224)
     state = model.state_dict()
     same = dict(state)
     interpolate_pos_embed(model, state)
-    assert all(state[k] is same[k] for k in same) and capsys.readouterr().out == ""
+    assert all(state[k] is same[k] for k in same) and logged(caplog) == []
     hiera = hm.timm_model()
     state = hiera.state_dict()
     interpolate_pos_embed(hiera, state)
     assert torch.equal(state["pos_embed"], hiera.pos_embed) and "pos_embed_win" not in state
-    assert capsys.readouterr().out == ""
+    assert logged(caplog) == []
 
 
 

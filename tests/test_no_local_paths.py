@@ -26,7 +26,7 @@ def deep_source(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pt"])
 def test_outputs_name_the_source_without_its_folder(deep_source, tmp_path, fmt):
-    out = tmp_path / "out" / ("model.safetensors" if fmt == "safetensors" else "model.pt")
+    out = tmp_path / "out" / ("model.safetensors" if fmt == "safetensors" else "pytorch_model.bin")
     result = convert(deep_source, out, 128, fmt=fmt)
     if fmt == "safetensors":
         with safe_open(result.output, "pt") as f:

@@ -37,7 +37,7 @@ def test_the_folder_line_names_timm_local_dir(cli, tmp_path):
     out = tmp_path / "h"
     text = cli("convert", example_path(), "-o", out, "--img-size", 128).output
     line = next(line for line in text.splitlines() if line.startswith("  load: "))
-    assert line == f'  load: model = timm.create_model("local-dir:{out}", pretrained=True)  # built for 128x128'
+    assert line == f'  load: import timm; model = timm.create_model("local-dir:{out}", pretrained=True)  # built for 128x128'
     model = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert tuple(model.pos_embed.shape) == (1, 32 * 32, 16)
 

@@ -127,8 +127,9 @@ EXPECTED: dict[str, dict[str, str]] = {  # printed by `python tests/test_output_
         "out.pt.abswin.json": "1bb53fbd81b2ebf2a219185bfe20445bfd114bbd08e4061d8f5397c321f73794",
     },
     "hiera-pt": {
-        "out/model.pt": "2760904ed2d9113a663e79b76e78b29655b9c9e90b512c0073ca3167ea3b5ade",
-        "out/model.pt.abswin.json": "4b40d266d2963c221b142f87e5adb6210a7d9f1615e2b687fa49248c1c8db234",
+        # the same bytes as before issue 25; a --format pt output in a folder is named pytorch_model.bin since (timm finds it)
+        "out/pytorch_model.bin": "2760904ed2d9113a663e79b76e78b29655b9c9e90b512c0073ca3167ea3b5ade",
+        "out/pytorch_model.bin.abswin.json": "4b40d266d2963c221b142f87e5adb6210a7d9f1615e2b687fa49248c1c8db234",
     },
     "sam": {"out.safetensors": "881e4401c1fd71b66e3876330e459c3d1b2750743a251819c3fa07395e352a90"},
     "sam-pt": {
@@ -137,8 +138,9 @@ EXPECTED: dict[str, dict[str, str]] = {  # printed by `python tests/test_output_
     },
     "sam2-baked": {"out.safetensors": "95cf872b1cb4414ea2828e1d2f6af61a34c9fdd4568aebaaa77ce6dfe4ca3669"},
     "sam2-sam2": {"out.safetensors": "f027da8461606fdc15dbb3a3b9a06ce784e10a4271cd9ace9146208af505096e"},
-    "vitdet": {"out.safetensors": "e1a1bf3bd5cdc7b2ef65da1f4e2d033dba4bb12c184b1a1381f2e6b0000c8c1c"},
-    "vitdet-global": {"out.safetensors": "7cdcca7c47acacad060113c6398e1a7546870d98253ef461512a53fe1872d140"},
+    # the same tensors as before issue 25; the header now also lists the relative-position tables resized (abswin.also_rewritten)
+    "vitdet": {"out.safetensors": "236e4bbe65e06bf5d541dfad95c069a348d8c4c864824687ebdf1533cdec8774"},
+    "vitdet-global": {"out.safetensors": "8b0f3eb5e38408760fb91685f1a5781fa74989ef38cb68bb0de94dbea9d09552"},
     "vitdet-tile": {"out.safetensors": "4620385d192d592d474638912da778779b42e72073707aba2f521dc33b7412c8"},
     "generic": {"out.safetensors": "e7366833a55b8a8538c5a715a826d7c73973096f75f8a295a0e69e8ab4b09b72"},
     "sharded": {

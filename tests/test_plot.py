@@ -64,7 +64,7 @@ def test_the_verdict_names_what_naive_interpolation_does():
     naive, abswin = aw.naive(grid, (64, 64), BICUBIC), aw.compose(*aw.split(grid, (8, 8)), (64, 64), BICUBIC)
     assert verdict([0.83, 0.13, 0.83], naive, abswin, 16).startswith("Window-periodic: naive interpolation breaks it")
     assert verdict([0.02, 0.0, 0.02], naive, naive, 16) == (
-        "No window pattern (strength 0.02): naive interpolation and absolute win agree (within 0%).")
+        "No window pattern (window energy 0.02): naive interpolation and absolute win agree (within 0%); either will do.")
     assert "yet the two differ by" in verdict([0.02, 0.0, 0.29], naive, abswin, 4)
 
 

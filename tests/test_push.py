@@ -15,7 +15,9 @@ from huggingface_hub.repocard import metadata_load
 from safetensors.torch import load_file
 from transformers import HieraForImageClassification
 
+from abswin_convert import residual
 from abswin_convert.cli import main
+from abswin_convert.hub.model_card import ENERGY_SCALE
 from abswin_convert.io.outputs import read_output
 from tests import hiera_models as hm
 from tests import test_sam2 as sam2_tests
@@ -167,8 +169,8 @@ def test_timm_round_trip_push_download_load_strict(local_hub, timm_repo, tmp_pat
         ("target input", "448x448"),
         ("window (tokens)", "8x8"),
         ("global size (tokens)", "56x56"),
-        ("residual of the global fit", provenance["residual"]),
-        ("window energy (normalised)", provenance["window_energy"]),
+        ("residual of the global fit", residual.in_words(float(provenance["residual"]))),
+        (f"window energy (normalised: {ENERGY_SCALE})", f"{float(provenance['window_energy']):.3f}"),
     ]:
         assert f"| {label} | `{value}` |" in card
     assert float(provenance["window_energy"]) > 0.5  # the planted window pattern is seen
@@ -223,7 +225,7 @@ def test_sam2_pt_round_trip_with_its_provenance_sidecar(local_hub, tmp_path):
     )
     front, card = card_of(back)
     assert front["library_name"] == "sam2" and front["base_model"] == "test-org/sam2.1-hiera-tiny"
-    assert f"| residual of the global fit | `{provenance['residual']}` |" in card
+    assert f"| residual of the global fit | `{residual.in_words(float(provenance['residual']))}` |" in card
 
 
 def test_dry_run_lists_exactly_what_would_be_uploaded_and_sends_nothing(local_hub, tmp_path):

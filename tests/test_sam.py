@@ -26,13 +26,13 @@ FORMATS = ["segment-anything", "transformers", "timm"]
 POS_KEY = {"segment-anything": "image_encoder.pos_embed", "transformers": "vision_encoder.pos_embed", "timm": "pos_embed"}
 
 
-def sa_model(img_size: int = 1024) -> Sam:
+def sa_model(img_size: int = 1024, window: int = 14) -> Sam:
     """segment-anything's Sam with tiny dims, built like sam_model_registry's builders but for ``img_size``."""
     g = img_size // 16
     encoder = ImageEncoderViT(
         img_size=img_size, patch_size=16, embed_dim=DIM, depth=DEPTH, num_heads=HEADS, mlp_ratio=2, out_chans=16,
         qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-        global_attn_indexes=GLOBAL, window_size=14,
+        global_attn_indexes=GLOBAL, window_size=window,
     )
     prompt = PromptEncoder(embed_dim=16, image_embedding_size=(g, g), input_image_size=(img_size, img_size), mask_in_chans=4)
     decoder = MaskDecoder(
@@ -42,26 +42,26 @@ def sa_model(img_size: int = 1024) -> Sam:
     return Sam(encoder, prompt, decoder)
 
 
-def hf_config(img_size: int = 1024) -> SamConfig:
+def hf_config(img_size: int = 1024, window: int = 14) -> SamConfig:
     return SamConfig(
         vision_config=dict(hidden_size=DIM, num_hidden_layers=DEPTH, num_attention_heads=HEADS, global_attn_indexes=list(GLOBAL),
-                           output_channels=16, mlp_dim=64, image_size=img_size),
+                           output_channels=16, mlp_dim=64, image_size=img_size, window_size=window),
         prompt_encoder_config=dict(hidden_size=16, mask_input_channels=4, image_size=img_size),
         mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=16),
     )
 
 
-def timm_model(img_size: int | tuple[int, int] = 1024) -> torch.nn.Module:
+def timm_model(img_size: int | tuple[int, int] = 1024, window: int = 14) -> torch.nn.Module:
     return timm.create_model("samvit_base_patch16", pretrained=False, img_size=img_size, embed_dim=DIM, depth=DEPTH,
-                             num_heads=HEADS, global_attn_indexes=GLOBAL, neck_chans=16).eval()
+                             num_heads=HEADS, global_attn_indexes=GLOBAL, neck_chans=16, window_size=window).eval()
 
 
-def build(fmt: str, img_size: int | tuple[int, int]) -> torch.nn.Module:
+def build(fmt: str, img_size: int | tuple[int, int], window: int = 14) -> torch.nn.Module:
     if fmt == "segment-anything":
-        return sa_model(img_size).eval()
+        return sa_model(img_size, window).eval()
     if fmt == "transformers":
-        return SamModel(hf_config(img_size)).eval()
-    return timm_model(img_size)
+        return SamModel(hf_config(img_size, window)).eval()
+    return timm_model(img_size, window)
 
 
 @torch.no_grad()
@@ -102,7 +102,7 @@ def save(fmt: str, model: torch.nn.Module, folder: Path) -> Path:
     return path
 
 
-def load_converted(fmt: str, out: Path, size: int | tuple[int, int]) -> torch.nn.Module:
+def load_converted(fmt: str, out: Path, size: int | tuple[int, int], window: int = 14) -> torch.nn.Module:
     """The upstream model built for ``size``, loaded strictly from a converted output folder. transformers
     leaves tied weights out of its files, so there its own loader is the strict check: nothing missing,
     unexpected or mismatched."""
@@ -110,7 +110,7 @@ def load_converted(fmt: str, out: Path, size: int | tuple[int, int]) -> torch.nn
         model, info = SamModel.from_pretrained(out, output_loading_info=True)
         assert all(not v for v in info.values()), info
         return model.eval()
-    model = build(fmt, size)
+    model = build(fmt, size, window)
     model.load_state_dict(load_file(out / "model.safetensors"), strict=True)
     return model
 
@@ -118,6 +118,11 @@ def load_converted(fmt: str, out: Path, size: int | tuple[int, int]) -> torch.nn
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """``saved(fmt)``: (original model at 1024, the path it was saved to natively), built once per format."""
+    return saved_models(tmp_path_factory)
+
+
+def saved_models(tmp_path_factory):
+    """What the ``saved`` fixture gives (tests/test_window_change.py takes it too)."""
     cache: dict[str, tuple[torch.nn.Module, Path]] = {}
 
     def get(fmt: str) -> tuple[torch.nn.Module, Path]:

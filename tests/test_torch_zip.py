@@ -148,9 +148,10 @@ def test_expanded_tensor_refused_not_materialised(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "new_shape, message",
     [
-        (b"J" + struct.pack("<i", -2) + b"K\x03\x86", "non-negative integer"),
+        (b"J" + struct.pack("<i", -2) + b"K\x03\x86", r"an integer from 0 to 2\*\*63 - 1"),
         (b"\x8a\x06" + (2**40).to_bytes(6, "little") + b"K\x03\x86", "reaches byte"),
-        (b"G" + struct.pack(">d", 2.0) + b"K\x03\x86", "non-negative integer"),
+        (b"G" + struct.pack(">d", 2.0) + b"K\x03\x86", r"an integer from 0 to 2\*\*63 - 1"),
+        (b"\x8a\x09" + (2**64).to_bytes(9, "little") + b"K\x03\x86", r"from 0 to 2\*\*63 - 1, found 18446744073709551616"),
     ],
 )
 def test_bad_shapes_refused(plain: Path, tmp_path: Path, new_shape: bytes, message: str) -> None:

@@ -23,9 +23,11 @@ from .evaluate import eval_command, finetune_command
 from .inspect import inspect_command
 from .push import push_command
 from .support import CommandGroup
+from .verify import verify_command
 from .zoo import zoo_command
 
-COMMANDS = (inspect_command, convert_command, demo_command, eval_command, finetune_command, push_command, zoo_command)
+COMMANDS = (inspect_command, convert_command, verify_command, demo_command, eval_command, finetune_command, push_command,
+            zoo_command)
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -38,9 +40,18 @@ def main() -> None:
     `convert`; `abswin-convert COMMAND --help` shows examples. SOURCE may be a file, a folder or a Hub name.
 
     \b
+    Words:
+      window part:   the embedding's mean over its windows, the pattern every window repeats; tiled, never resized
+      global part:   the rest (the embedding minus its tiled window part), a smooth image-wide field; resized
+      baked:         both parts composed for the new size and stored as the source stored its embedding
+      window energy: how much of the embedding the window part explains, normalised: 0 as in noise (naive
+                     resizing is harmless), 1 a pure window pattern (naive resizing breaks it)
+
+    \b
     Examples:
       abswin-convert inspect facebook/sam-vit-base --plot sam.png --img-size 1536
       abswin-convert convert facebook/sam-vit-base -o sam-1536/ --img-size 1536
+      abswin-convert verify sam-1536/
       abswin-convert demo
     """
 

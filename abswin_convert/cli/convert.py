@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..vocabulary import TARGETS
+from .. import residual
+from ..vocabulary import DEFAULT_RELPOS_RESIZE, DEFAULT_WINDOW_PART, RELPOS_RESIZES, TARGETS, WINDOW_PARTS
 from .push import push_lines
 from .support import (
     SIZE_METAVAR,
@@ -15,6 +16,7 @@ from .support import (
     family_option,
     json_option,
     override_options,
+    printable,
     quiet_downloads,
     quiet_option,
     renamed_option,
@@ -22,6 +24,7 @@ from .support import (
 )
 
 if TYPE_CHECKING:
+    from ..api import ConversionResult
     from ..io.provenance import Provenance
 
 TARGET_HELP = (
@@ -35,7 +38,8 @@ TARGET_HELP = (
 @click.argument("source")
 @click.option("-o", "--output", required=True, metavar="PATH",
               help="Output weight file, or a folder (model.safetensors, and config.json when the source had one).")
-@click.option("--img-size", required=True, metavar=SIZE_METAVAR, help="Target input size in pixels, e.g. 448 or 448x640.")
+@click.option("--img-size", default=None, metavar=SIZE_METAVAR,
+              help="Target input size in pixels, e.g. 448 or 448x640 (default with --window-size: the model's own).")
 @renamed_option("--target", old=("--to",), param="target", type=click.Choice(TARGETS), default="baked",
                 show_default=True, help=TARGET_HELP)
 @click.option("--global-size", default="full", show_default=True, metavar="full|GHxGW",
@@ -45,6 +49,15 @@ TARGET_HELP = (
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--ema/--no-ema", default=None,
               help="Training checkpoints with an EMA copy: which one a safetensors output holds (default: EMA, as timm).")
+@click.option("--window-size", default=None, metavar="N|8,4,16,8",
+              help="Change the attention window (SAM, ViTDet: N tokens; SAM2: one per stage). Changes what the model "
+                   "computes at its own size; the measured change is recorded.")
+@click.option("--relpos-resize", type=click.Choice(RELPOS_RESIZES), default=None,
+              help=f"With --window-size: resize the windowed blocks' relative-position tables as get_rel_pos does, or "
+                   f"with align_corners=True as segment-anything PR 594 does [default: {DEFAULT_RELPOS_RESIZE}].")
+@click.option("--window-part", type=click.Choice(WINDOW_PARTS), default=None,
+              help=f"With --window-size: keep the embedding's window part where it is (PR 594), or rewindow it (resized "
+                   f"to the new window and tiled with it) [default: {DEFAULT_WINDOW_PART}].")
 @click.option("--push-to", default=None, metavar="ORG/NAME", help="Then push the output to this Hub repo (see `push`).")
 @family_option
 @override_options
@@ -52,8 +65,9 @@ TARGET_HELP = (
 @json_option
 @user_errors
 def convert_command(
-    source: str, output: str, img_size: str, target: str, global_size: str, fmt: str | None, force: bool,
-    family: str | None, as_json: bool, quiet: bool, push_to: str | None, ema: bool | None, **overrides: object,
+    source: str, output: str, img_size: str | None, target: str, global_size: str, fmt: str | None, force: bool,
+    family: str | None, as_json: bool, quiet: bool, push_to: str | None, ema: bool | None, window_size: str | None,
+    relpos_resize: str | None, window_part: str | None, **overrides: object,
 ) -> None:
     """Rewrite SOURCE's position embedding for --img-size and write it to --output.
 
@@ -67,6 +81,7 @@ def convert_command(
       abswin-convert convert timm/hiera_tiny_224.mae_in1k_ft_in1k -o hiera-448/ --img-size 448
       abswin-convert convert ./hiera-folder/ -o hiera-abswin/ --img-size 448x640 --target timm-abswin
       abswin-convert convert sam_vit_b_01ec64.pth -o sam_vit_b_1536.pth --img-size 1536
+      abswin-convert convert sam_vit_l_0b3195.pth -o sam_vit_l_w16.pth --window-size 16
     """
     from ..api import convert
 
@@ -79,11 +94,13 @@ def convert_command(
         check_push_target(push_to)
     result = convert(source, output, img_size, target=target, global_size=global_size, fmt=fmt, force=force,
                      family=family, overrides=Overrides.parse(**overrides), ema=ema,  # type: ignore[arg-type]
-                     progress=not quiet)
+                     progress=not quiet, window_size=window_size, relpos_resize=relpos_resize, window_part=window_part)
     lines = [
         f"wrote {result.output}" + (f" and {result.config}" if result.config else ""),
         _what_was_done(result.provenance),
-    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result.config, result.provenance)
+    ] + [f"  note: {n}" for n in result.notes] + _load_lines(result)
+    for warning in result.warnings:
+        click.echo(printable(f"abswin-convert: warning: {warning}"), err=True)
     report = result.to_json()
     if push_to:
         from ..hub.push import push
@@ -103,16 +120,31 @@ def _what_was_done(record: Provenance) -> str:
     assert done is not None and record.img_size is not None  # a conversion records both
     global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
     energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
+    new_window = f" -> {record.others['window_size']}" if "window_size" in record.others else ""  # --window-size
     return (f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
-            f"window {format_size(done.window)}, global {global_size}, residual {done.residual:.2e}, window energy {energy}")
+            f"window {format_size(done.window)}{new_window}, global {global_size}, residual {residual.in_words(done.residual)}, "
+            f"window energy {energy}")
 
 
-def _load_lines(config_path: Path | None, provenance: Provenance) -> list[str]:
-    """For a folder with config.json: the line that loads it as it is (timm local-dir:, transformers from_pretrained)."""
-    if config_path is None:
+def _load_lines(result: ConversionResult) -> list[str]:
+    """The line that loads the output as it is (timm ``local-dir:`` or the file named, transformers
+    ``from_pretrained``), where one works; a single file says what it leaves out of a folder's config.json."""
+    from ..hub.model_card import loading_code, timm_file_code
+    from ..maths.grid import format_size
+
+    provenance = result.provenance
+    if result.config is not None:
+        code = loading_code(provenance, str(result.config.parent), on_hub=False, config=result.model_config,
+                            weights_name=result.output.name)
+        return [f"  load: {_one_line(code)}"] if code else []
+    if result.model_config is None:
         return []
-    from ..hub.model_card import loading_code
-    from ..io.jsonfile import read_json_object
+    code = timm_file_code(provenance, result.model_config, str(result.output))
+    size = format_size(provenance.img_size) if provenance.img_size else "the new size"
+    lines = [f"  note: config.json (for {size}) is written only when -o names a folder"]
+    return lines + ([f"  load: {_one_line(code)}"] if code else [])
 
-    code = loading_code(provenance, str(config_path.parent), on_hub=False, config=read_json_object(config_path))
-    return [f"  load: {code.splitlines()[-1]}"] if code else []
+
+def _one_line(code: str) -> str:
+    """Python code as one line a user can paste (its imports included)."""
+    return "; ".join(line for line in code.splitlines() if line.strip())

@@ -17,6 +17,8 @@ from .support import emit, json_option, renamed_option, user_errors
 def demo_command(out_dir: str | None, as_json: bool) -> None:
     """Run the whole path on the example checkpoint that ships with the package: inspect it, convert it both ways,
     check the split output against the source at the native size, load both in timm, and compare accuracy.
+    Needs torch and timm (pip install 'abswin-convert[torch]' timm); the accuracy, the Fashion-MNIST files
+    (apt-get install dataset-fashion-mnist).
 
     \b
     Examples:

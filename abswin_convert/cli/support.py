@@ -146,7 +146,8 @@ def override_options(func: Callable) -> Callable:
         click.option("--patch-stride", type=int, default=None, metavar="PIXELS",
                      help="Pixels per token (overrides the family's)."),
         click.option("--recipe", type=click.Choice(["tile"]), default=None,
-                     help="Plain global-attention ViT: tile its pretrained grid into ViTDet windows (not the identity)."),
+                     help="Plain global-attention ViT: tile its pretrained grid into ViTDet windows (the ViTDet "
+                          "recipe: a different model from the one its runtime's interpolation gives, for a finetune)."),
     ]
     for option in reversed(options):
         func = option(func)

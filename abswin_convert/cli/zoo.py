@@ -36,6 +36,29 @@ def zoo_command(
     Outputs already there with the same source and options are skipped, so a rerun finishes what an interrupted
     run left. With --executor ray each output is a Ray task; the output folder must then be storage every node
     of the cluster shares. Exits 1 if any output failed.
+
+    \b
+    The manifest (every entry key but source and img_size is optional; [defaults] holds any of them):
+      [defaults]
+      target = "baked"                  # baked | timm-abswin | sam2
+      out = "converted"                 # the output folder
+      [[model]]
+      source = "org/repo@main"          # a Hub name, hf://org/repo@rev/file, or a local path
+      name = "hiera"                    # the output folders' prefix (default: from the source)
+      img_size = [448, "448x640"]       # one output per size
+      global_size = "full"              # or "GHxGW"
+      format = "safetensors"            # or "pt"
+      push_to = "org/{name}_{size}"     # {size}, {target}, {name} are filled in; private = true
+      hooks = ["verify", {name = "eval", data = "fashion-mnist"}]  # or "package.module:function"
+      family, key, layout, window, patch_stride, recipe = "tile"  # as convert's flags
+      window_size = 16                  # --window-size; relpos_resize, window_part as convert's flags
+      resources = {num_gpus = 1}        # --executor ray: num_cpus, num_gpus, memory, custom
+
+    \b
+    Examples:
+      abswin-convert zoo zoo.toml --dry-run
+      abswin-convert zoo zoo.toml -o converted/ --jobs 4
+      abswin-convert zoo zoo.toml --executor ray --ray-address HEAD:6379 -o /shared/converted --jobs 16
     """
     from ..zoo import load_manifest, run_zoo
     from .zoo_progress import terminal_progress

@@ -53,7 +53,7 @@ def parse_spec(spec: str) -> DataSpec:
     if not sep or kind not in ("fashion-mnist", "imagefolder") or not path:
         raise AbswinError(
             f"cannot read data spec {spec!r}; write fashion-mnist:PATH (idx files) or imagefolder:PATH "
-            f"(one folder per class), e.g. fashion-mnist:{FASHION_MNIST_DIR}"
+            f"(one folder per class), e.g. fashion-mnist:{FASHION_MNIST_DIR}; for SAM and SAM2 coco:ANNOTATIONS.json[:IMAGES_DIR]"
         )
     if not Path(path).is_dir():
         hint = " (apt-get install dataset-fashion-mnist installs it)" if kind == "fashion-mnist" else ""

@@ -30,8 +30,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def make_loader(dataset, batch_size: int, device: torch.device, *, shuffle: bool = False, seed: int = 0,
-                limit: int | None = None, workers: int | None = None) -> DataLoader:
-    """A loader of uint8 batches; pinned memory and worker processes on CUDA, none on CPU."""
+                limit: int | None = None, workers: int | None = None, collate_fn=None) -> DataLoader:
+    """A loader of uint8 batches (``collate_fn`` makes them); pinned memory and worker processes on CUDA, none on
+    CPU."""
     if limit is not None:
         if limit <= 0:
             raise AbswinError(f"--eval-limit must be positive, got {limit}")
@@ -41,7 +42,7 @@ def make_loader(dataset, batch_size: int, device: torch.device, *, shuffle: bool
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=shuffle,
-        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
+        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, collate_fn=collate_fn,
     )
 
 
@@ -96,13 +97,28 @@ def _check_classes(logits: torch.Tensor, max_label: int) -> None:
         )
 
 
-def run_eval(checkpoint: str | Path, data: str, img_size: int, device: str = "auto", batch_size: int = 64,
-             limit: int | None = None, workers: int | None = None, progress: bool = True) -> dict:
-    """``abswin-convert eval``: build the checkpoint's model at ``img_size`` and evaluate it on ``data``."""
+def run_eval(checkpoint: str | Path, data: str, img_size: int | None = None, device: str = "auto",
+             batch_size: int | None = None, limit: int | None = None, workers: int | None = None, progress: bool = True,
+             prompt: str | None = None) -> dict:
+    """``abswin-convert eval``: a classifier's top-1 on ``fashion-mnist:``/``imagefolder:`` data (``batch_size``
+    images per batch, default 64), or a SAM/SAM2 checkpoint's mask mIoU on ``coco:`` data (``prompt`` box or point;
+    ``batch_size`` prompts per batch, default all of an image's). ``img_size`` defaults to the size the checkpoint
+    was converted for (a SAM source: the size its weights are for)."""
+    from .coco import is_coco_spec
+    from .hooks import converted_size, recorded_size
+
+    if is_coco_spec(data):
+        from .masks import run_mask_eval
+
+        size = img_size if img_size is not None else recorded_size(checkpoint)
+        return run_mask_eval(checkpoint, data, size, prompt or "box", device, batch_size, limit, workers, progress)
+    if prompt is not None:
+        raise AbswinError("--prompt is for the mask eval of SAM and SAM2 (--data coco:ANNOTATIONS.json)")
+    size = img_size if img_size is not None else converted_size(checkpoint)
     dev = resolve_device(device)
-    classifier = prepare(load_classifier(checkpoint, img_size), dev)
+    classifier = prepare(load_classifier(checkpoint, size), dev)
     dataset = open_dataset(data, "eval", classifier.preprocess.geometry)
-    loader = make_loader(dataset, batch_size, dev, limit=limit, workers=workers)
+    loader = make_loader(dataset, batch_size or 64, dev, limit=limit, workers=workers)
     metrics = evaluate(classifier, loader, dev, progress)
-    return {"checkpoint": str(checkpoint), "data": data, "img_size": img_size, "device": str(dev),
+    return {"checkpoint": str(checkpoint), "data": data, "img_size": size, "device": str(dev),
             "runtime": classifier.runtime, **metrics}

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import AbswinError
 from ..io.checkpoint import open_checkpoint
-from ..io.outputs import finetune_folder
+from ..io.outputs import WEIGHT_SUFFIXES, finetune_folder, read_metadata
 from ..io.provenance import Provenance
 
 Hook = Callable[[Path, dict], dict]
@@ -65,13 +65,14 @@ def _builtins() -> dict[str, Hook]:
 
 
 def call_with_options(func: Callable[..., dict], name: str, path: Path, options: dict[str, Any]) -> dict:
-    """Call ``func(path, **options)``; ``img_size`` defaults to the size the checkpoint was converted for."""
+    """Call ``func(path, **options)``; a required ``img_size`` defaults to the size the checkpoint was converted for
+    (a hook with a default of its own, such as verify's, reads the provenance itself)."""
     params = inspect.signature(func).parameters
     accepted = [p for p in params if p != "checkpoint"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise AbswinError(f"hook {name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(accepted)}")
-    if "img_size" in params and "img_size" not in options:
+    if "img_size" in params and params["img_size"].default is inspect.Parameter.empty and "img_size" not in options:
         options = {**options, "img_size": converted_size(path)}
     missing = [p for p, v in params.items() if p != "checkpoint" and v.default is inspect.Parameter.empty and p not in options]
     if missing:
@@ -82,9 +83,21 @@ def call_with_options(func: Callable[..., dict], name: str, path: Path, options:
 def converted_size(path: str | Path) -> int:
     """The input size recorded in a converted checkpoint's provenance (square sizes only): what eval and finetune
     use when no size is given."""
-    provenance = Provenance.from_metadata(open_checkpoint(path).metadata, str(path))
-    if provenance is None or provenance.img_size is None:
+    size = recorded_size(path)
+    if size is None:
         raise AbswinError(f"{path}: no abswin.img_size in its metadata to default to; pass --img-size (img_size in a hook)")
+    return size
+
+
+def recorded_size(path: str | Path) -> int | None:
+    """The square input size a converted checkpoint's provenance records (a ``.pt`` output's in its sidecar), or
+    None for a checkpoint without one."""
+    path = Path(path)
+    weight_file = path.is_file() and path.name.lower().endswith(WEIGHT_SUFFIXES)
+    metadata = read_metadata(path) if weight_file else open_checkpoint(path).metadata
+    provenance = Provenance.from_metadata(metadata, str(path))
+    if provenance is None or provenance.img_size is None:
+        return None
     h, w = provenance.img_size
     if h != w:
         raise AbswinError(

@@ -23,6 +23,8 @@ ALL: dict[str, Family] = {f.name: f for f in (
 )}
 FAMILIES: dict[str, Family] = {name: f for name, f in ALL.items() if f.auto_detected}
 NAMES = tuple(ALL)
+# The families whose attention window --window-size can change (families/window_change.py).
+WINDOW_CHANGEABLE = (sam.NAME, vitdet.NAME, sam2.NAME)
 
 
 class NotRecognised(AbswinError):
@@ -74,9 +76,12 @@ def detect(ckpt: Checkpoint, family: str | None = None, overrides: Overrides | N
         return _within_budget(ckpt, _with_extra_targets(overrides.apply(found[0])))
     if not found:
         named = f"as {family}" if family else f"as any of {', '.join(FAMILIES)}"
+        other_family = "" if family else "pass --family if it is one of these, or "
+        flags = "--family generic --key/--layout/--window" if family else "--key/--layout/--window"
         raise NotRecognised(
             f"{ckpt.path.name}: no position embedding recognised {named}; {generic.position_candidates(ckpt)}; "
-            "pass --family, or --key/--layout/--window for a family we do not know"
+            f"{other_family}describe it with {flags} (and --patch-stride when no patch convolution shows it), as for "
+            "a family we do not know"
         )
     names = ", ".join(f"{det.family} ({det.spelling})" for det in found)
     raise AbswinError(f"{ckpt.path.name}: ambiguous checkpoint, it fits {names}; pass --family to choose")
@@ -104,6 +109,14 @@ def _with_extra_targets(det: Detection) -> Detection:
     return replace(det, targets=(*det.targets, *extra)) if extra else det
 
 
+def run_input(ckpt: Checkpoint, det: Detection) -> Size:
+    """The input size the model runs at as it is: a finetuned ViTDet's (its runtime interpolates the stored grid),
+    else its native size. A change of window alone (``--window-size`` without ``--img-size``) keeps it."""
+    if det.family == vitdet.NAME and (size := vitdet.interpolated_size(ckpt, det)):
+        return (size, size)
+    return det.native_input
+
+
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The tensor edits that convert ``ckpt`` (detected as ``det``) for ``request``."""
     if request.img_size is not None:
@@ -111,6 +124,12 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         _require_memory(ckpt, det, grid, f"--img-size {format_size(request.img_size)}")
     if request.global_size is not None:
         _require_memory(ckpt, det, request.global_size, f"--global-size {format_size(request.global_size)}")
+    if request.window_change is not None and det.family not in WINDOW_CHANGEABLE:
+        raise AbswinError(
+            f"--window-size changes the attention window of {', '.join(WINDOW_CHANGEABLE)} checkpoints; {det.family} "
+            f"({det.spelling}) is not one of them" + (" (its windows are the mask units its embedding is laid out on)"
+                                                      if det.family == hiera.NAME else "")
+        )
     family = ALL[det.family]
     extra = family.extra_target(det, request.target)
     return (extra.plan if extra else family.plan)(ckpt, det, request)

@@ -23,15 +23,18 @@ from ..maths.grid import PositionGrid, as_size, format_size, layout_buffer, to_g
 from ..maths.resize import Resize, Size
 from ..plan import Plan
 from ..vocabulary import BAKED, SAM2_TRUNK, SAM2_WINDOW_KEY, TIMM_ABSWIN, TIMM_WINDOW_KEY
+from . import window_change
 
 if TYPE_CHECKING:
     from .overrides import Overrides
+    from .window_change import WindowChange
 
 # The Hub library that runs each target other than ``baked``, and each source spelling whose runtime loads a baked
 # output as it is; any other output is run by its family's own library.
 TARGET_LIBRARIES = {TIMM_ABSWIN: "timm", SAM2_TRUNK: "sam2"}
 SPELLING_LIBRARIES = {"timm": "timm", TIMM_ABSWIN: "timm", "transformers": "transformers"}
 TARGET_TASKS = {SAM2_TRUNK: "mask-generation"}  # a target whose models do another task than the family's own
+UNKNOWN_STRIDE = 0  # a patch embedding that does not show its patch size (a Linear): --patch-stride must say it
 
 
 def holds_window_part(ckpt: Checkpoint) -> bool:
@@ -94,15 +97,16 @@ class ConvertRequest:
     img_size: Size
     target: str = BAKED
     global_size: Size | None = None  # None: the full grid (exact)
+    window_change: WindowChange | None = None  # --window-size: the one change to what the model computes
 
     @classmethod
-    def parse(cls, img_size: int | str | Size, target: str = BAKED,
-              global_size: int | str | Size | None = None) -> ConvertRequest:
+    def parse(cls, img_size: int | str | Size, target: str = BAKED, global_size: int | str | Size | None = None,
+              window_change: WindowChange | None = None) -> ConvertRequest:
         """As a caller writes it: sizes as ``448``, ``"448x640"`` or ``(448, 640)``; ``global_size`` also ``"full"``."""
         size = as_size(img_size)
         if size is None:
             raise AbswinError("the input size to convert for must be a size such as 448 or 448x640, not 'full'")
-        return cls(size, target, as_size(global_size))
+        return cls(size, target, as_size(global_size), window_change)
 
 
 Planner = Callable[[Checkpoint, Detection, ConvertRequest], Plan]
@@ -304,11 +308,24 @@ def decomposition_stats(det: Detection, parts: Decomposition, request: ConvertRe
     }
 
 
+def is_identity(det: Detection, out_grid: Size, request: ConvertRequest) -> bool:
+    """Whether baking for ``out_grid`` gives back the source embedding: one embedding (not split) baked at its own
+    grid with its global part at its own size, its window part not re-windowed. The source tensor then passes
+    through as it is, the same bits: the float64 split and sum would round (a row of float32-max values moves the
+    values beside it)."""
+    native = tuple(det.grid)
+    rewindowed = window_change.rewindowed_part(request.window_change)
+    return (det.window_key is None and not rewindowed and tuple(out_grid) == native
+            and tuple(request.global_size or native) == native)
+
+
 def baked_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """Split, fit the global part, and bake the embedding for ``request.img_size`` under the same key."""
     require_target(det, request.target)
     out_grid = output_grid(det, request.img_size)
     parts, prefix = read_parts(ckpt, det, request.global_size)  # the source grid is freed once split
+    parts = window_change.rewindowed(parts, det, request.window_change)
     result = Plan(stats=decomposition_stats(det, parts, request))
-    result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, prefix, out_grid), ckpt.dtype(det.pos_key))
+    if not is_identity(det, out_grid, request):
+        result.replace[det.pos_key] = RawTensor.encode(bake(parts, det, prefix, out_grid), ckpt.dtype(det.pos_key))
     return result

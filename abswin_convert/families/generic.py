@@ -14,18 +14,21 @@ from ..maths.resize import BICUBIC
 from ..plan import Plan
 from ..vocabulary import BAKED, GENERIC
 from .base import ConvertRequest, Detection, Family, baked_plan, require_window_within_grid
-from .overrides import Overrides
+from .overrides import RECIPE_FLAG, TILE, Overrides, refuse_plain
 
 NAME = GENERIC
 
 
 def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
-    """The position tensor the user named, read as they said. Never guesses."""
+    """The position tensor the user named, read as they said. Never guesses; every flag still missing is named in
+    one line. A grid that is one window is a plain ViT: converting it asks for ``--recipe tile``."""
     missing = [flag for flag, value in (("--key", overrides.key), ("--layout", overrides.layout),
                                         ("--window", overrides.window)) if value is None]
+    stride = overrides.patch_stride or _patch_stride(ckpt)
     if missing:
+        also = "" if stride else " and --patch-stride (no patch convolution shows it)"
         raise AbswinError(
-            f"a checkpoint of a family we do not know needs --key, --layout and --window; missing {', '.join(missing)}"
+            f"a checkpoint of a family we do not know needs --key, --layout and --window; missing {', '.join(missing)}{also}"
         )
     assert overrides.key is not None and overrides.layout is not None and overrides.window is not None
     if overrides.key not in ckpt:
@@ -34,20 +37,22 @@ def detect(ckpt: Checkpoint, overrides: Overrides) -> Detection:
         raise AbswinError(f"unknown layout {overrides.layout!r}; use one of {', '.join(LAYOUTS)}")
     prefix = 1 if overrides.layout == "flat_cls" else 0
     grid = grid_size_of(ckpt.shape(overrides.key), overrides.layout, prefix)
-    stride = overrides.patch_stride or _patch_stride(ckpt)
+    one_window = tuple(overrides.window) == tuple(grid)
+    if not stride:
+        recipe = f", and {RECIPE_FLAG} to convert it (its grid is one window)" if one_window and not overrides.recipe else ""
+        raise AbswinError(f"cannot read the patch stride from the checkpoint; pass --patch-stride (e.g. 16){recipe}")
     # We cannot know whether the runtime pads to whole windows, so the output grid must be whole windows.
     det = Detection(NAME, "override", overrides.key, overrides.layout, grid, overrides.window, stride, BICUBIC,
-                    (BAKED,), prefix_tokens=prefix)
+                    (BAKED,), prefix_tokens=prefix, global_attention=one_window,
+                    tile_requested=overrides.recipe == TILE)
     return require_window_within_grid(det)
 
 
-def _patch_stride(ckpt: Checkpoint) -> int:
+def _patch_stride(ckpt: Checkpoint) -> int | None:
     """The kernel of the patch embedding (a ViT's stride), when there is exactly one square patch conv."""
     kernels = {ckpt.shape(k)[-1] for k in ckpt.keys()
                if "patch" in k and k.endswith("weight") and len(ckpt.shape(k)) == 4 and ckpt.shape(k)[-1] == ckpt.shape(k)[-2]}
-    if len(kernels) != 1:
-        raise AbswinError("cannot read the patch stride from the checkpoint; pass --patch-stride (e.g. 16)")
-    return kernels.pop()
+    return kernels.pop() if len(kernels) == 1 else None
 
 
 def position_candidates(ckpt: Checkpoint, limit: int = 6) -> str:
@@ -61,6 +66,7 @@ def position_candidates(ckpt: Checkpoint, limit: int = 6) -> str:
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     """The embedding baked for the new size; nothing else in the checkpoint is touched."""
+    refuse_plain(det)
     result = baked_plan(ckpt, det, request)
     result.stats["layout"] = det.layout  # what the user said, for the reproduce command of a model card
     result.notes.append(

@@ -108,7 +108,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     if request.target == BAKED:
         # A split timm abswin source bakes into plain timm Hiera: one flat pos_embed, no pos_embed_win.
         layout = "flat" if det.window_key else det.layout
-        result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, prefix, out_grid, layout), dtype)
+        if not base.is_identity(det, out_grid, request):
+            result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, prefix, out_grid, layout), dtype)
         if det.window_key:
             result.drop.add(det.window_key)
         _resize_decoder(ckpt, det, out_grid, result)

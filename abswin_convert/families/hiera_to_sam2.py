@@ -56,6 +56,14 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
         )
     background: Size = tuple(sam2_parts.global_.shape[:2])
     result.notes.append(_trunk_note(ckpt, det, timm_names, request.img_size, background))
+    stem = {v: k for k, v in timm_names.items()}["patch_embed.proj.weight"]
+    channels = ckpt.shape(stem)[1]
+    if channels != sam2.IMAGE_CHANNELS:
+        result.notes.append(
+            f"the source's stem takes {channels} input channel{'s' if channels > 1 else ''}, SAM2's Hiera always "
+            f"{sam2.IMAGE_CHANNELS} (it has no in_chans): a strict load fails on patch_embed.proj.weight "
+            f"{list(ckpt.shape(stem))}; adapt that weight to {sam2.IMAGE_CHANNELS} channels before loading"
+        )
     return result
 
 
@@ -75,13 +83,15 @@ def _trunk_note(ckpt: Checkpoint, det: Detection, timm_names: dict[str, str], im
     depth = 1 + max(int(n.split(".")[1]) for n in by_name if n.startswith("blocks."))
     starts = [0] + [i for i in range(1, depth) if f"blocks.{i}.proj.weight" in by_name] + [depth]
     stages = tuple(b - a for a, b in zip(starts, starts[1:]))
-    config = ckpt.config or {}
+    config = {**(ckpt.config or {}), **(ckpt.config or {}).get("model_args", {})}  # official, or timm's model_args
     heads = config.get("num_heads", _STAGE1_HEADS.get(embed_dim, 1))
     heads = heads[0] if isinstance(heads, list) else heads
     q_pool = config.get("q_pool", config.get("num_query_pool", len(stages) - 1))
     grid = (img_size[0] // sam2.PATCH_STRIDE, img_size[1] // sam2.PATCH_STRIDE)
     window = det.window[0]
-    spec = tuple(window >> s for s in range(2)) + tuple(grid[0] >> s for s in range(2, len(stages)))
+    # a stage's tokens shrink once per pooling before it: the first two stages' windows, the later stages' grids
+    pooled = [min(s, q_pool) for s in range(len(stages))]
+    spec = tuple(window >> p for p in pooled[:2]) + tuple(grid[0] >> p for p in pooled[2:])
     square = "" if grid[0] == grid[1] else f" (windows are square: at {format_size(img_size)} stages 3-4 are not global)"
     return (
         f"sam2.modeling.backbones.hieradet.Hiera(embed_dim={embed_dim}, num_heads={heads}, stages={stages}, "

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import AbswinError
-from ..maths.grid import parse_size
+from ..maths.grid import format_size, parse_size
 from ..maths.resize import Size
-from .base import Detection, require_window_within_grid
+from .base import UNKNOWN_STRIDE, Detection, require_window_within_grid
 
 TILE = "tile"  # the ViTDet recipe: the pretrained grid tiled into the windows of a ViTDet backbone
 RECIPES = (None, TILE)
+RECIPE_FLAG = f"--recipe {TILE}"
+RECIPE_HELP = "README: Which recipe for a plain ViT?"
 
 
 @dataclass(frozen=True)
@@ -52,4 +54,25 @@ class Overrides:
         tiled = self.recipe == TILE or (det.global_attention and self.window is not None)
         det = replace(det, window=self.window or det.window, patch_stride=self.patch_stride or det.patch_stride,
                       tile_requested=tiled)
+        if det.patch_stride == UNKNOWN_STRIDE:
+            recipe = f", and {RECIPE_FLAG} to convert it ({RECIPE_HELP})" if det.global_attention and not tiled else ""
+            raise AbswinError(
+                f"{det.pos_key} is a plain ViT's embedding ({det.grid[0]}x{det.grid[1]} grid) whose patch embedding "
+                f"does not show its patch size; pass --patch-stride PIXELS{recipe}"
+            )
         return require_window_within_grid(det)
+
+
+def refuse_plain(det: Detection) -> None:
+    """A plain ViT attends globally: its runtime's own interpolation of the embedding is right for it. So is any grid
+    that is one window, whoever named it: tiling it is the ViTDet recipe, which must be asked for."""
+    if det.global_attention and not det.tile_requested:
+        g = format_size(det.grid)
+        described = det.spelling == "override"  # --key/--layout/--window: the user's window is the whole grid
+        what = (f"a plain ViT (its {g} grid is one window)" if described
+                else f"a plain global-attention ViT ({det.spelling}, {g} grid)")
+        raise AbswinError(
+            f"{det.pos_key} belongs to {what}: it has no window pattern to protect, and its runtime's own "
+            f"interpolation is right for it; pass {RECIPE_FLAG} to tile the pretrained grid into the windows of a "
+            f"ViTDet backbone ({RECIPE_HELP})"
+        )

@@ -56,15 +56,21 @@ def global_blocks(ckpt: Checkpoint, configured: list[int] | None = None) -> list
     return sorted({block for key, (block, axis) in found.items() if ckpt.shape(key)[0] > 2 * window[axis] - 1})
 
 
-def resize_tables(ckpt: Checkpoint, global_: Sequence[int], window: Size, grid: Size, result: Plan) -> None:
-    """Add to ``result`` every table resized for a model with ``window`` and token ``grid``; note what changed."""
-    changed: dict[tuple[int, int], int] = {}
+def resize_tables(ckpt: Checkpoint, global_: Sequence[int], window: Size, grid: Size, result: Plan,
+                  window_align_corners: bool = False) -> None:
+    """Add to ``result`` every table resized for a model with ``window`` and token ``grid``; note what changed.
+    Global blocks' tables are resized as ``get_rel_pos`` would; windowed blocks' too, or with ``align_corners=True``
+    (segment-anything PR 594's window change) when ``window_align_corners``."""
+    changed: dict[tuple[int, int, bool], int] = {}
     for key, (block, axis) in tables(ckpt).items():
-        span = grid[axis] if block in global_ else window[axis]
+        windowed = block not in global_
+        span = window[axis] if windowed else grid[axis]
         old, new = ckpt.shape(key)[0], 2 * span - 1
         if old != new:
+            aligned = windowed and window_align_corners
             table = ckpt.tensor(key)
-            result.replace[key] = RawTensor.encode(resize_table(table.float64(), new), table.dtype)
-            changed[(old, new)] = changed.get((old, new), 0) + 1
-    for (old, new), count in sorted(changed.items()):
-        result.notes.append(f"{count} relative-position tables resized {old} -> {new} rows (linear, as get_rel_pos does)")
+            result.replace[key] = RawTensor.encode(resize_table(table.float64(), new, aligned), table.dtype)
+            changed[(old, new, aligned)] = changed.get((old, new, aligned), 0) + 1
+    for (old, new, aligned), count in sorted(changed.items()):
+        how = "align_corners=True, as segment-anything PR 594 does" if aligned else "as get_rel_pos does"
+        result.notes.append(f"{count} relative-position tables resized {old} -> {new} rows (linear, {how})")

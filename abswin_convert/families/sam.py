@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 
 from ..io.checkpoint import Checkpoint
+from ..maths.grid import format_size
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
+from ..runtimes import timm as timm_runtime
 from ..vocabulary import BAKED, SAM
-from . import base, relpos
+from . import base, relpos, window_change
 from .base import ConvertRequest, Detection, Family, from_checkpoint_alone
 
 NAME = SAM
@@ -61,24 +63,38 @@ def _vision_config(config: dict | None) -> dict:
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
-    """The NHWC embedding baked for ``img_size``, the global blocks' tables resized to match."""
+    """The NHWC embedding baked for ``img_size``, the global blocks' tables resized to match; with a window change
+    (``--window-size``) the windowed blocks' tables too, and the embedding's window part kept or re-windowed."""
     if det.spelling in _SQUARE_ONLY:
         base.require_square(request.img_size, f"SAM ({det.spelling})")
-    result = base.baked_plan(ckpt, det, request)
+    change = request.window_change
     out_grid = base.output_grid(det, request.img_size)
-    relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
+    window = window_change.require_planar(change, det, out_grid) if change else det.window
+    result = base.baked_plan(ckpt, det, request)
+    if window_change.leaves_position(change, request.img_size, det.native_input):
+        result.replace.pop(det.pos_key, None)  # PR 594: the embedding stays exactly as it was
+    relpos.resize_tables(ckpt, det.global_blocks, window, out_grid, result, bool(change and change.align_corners))
+    new_window = window[0] if change else None
     if det.spelling == "transformers":
-        result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride)
-    result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None, _timm_arch(ckpt, det)))
+        result.config = _updated_config(ckpt.config, request.img_size[0], det.patch_stride, new_window)
+    elif new_window and timm_runtime.is_timm_config(ckpt.config):
+        result.config = timm_runtime.resized_config(ckpt.config, request.img_size, window_size=new_window)  # type: ignore[arg-type]
+    result.notes.append(_build_note(det, request.img_size, out_grid, result.config is not None, _timm_arch(ckpt, det),
+                                    new_window))
+    if change:
+        window_change.record(result, format_size(det.window), change, result.config is not None)
     return result
 
 
-def _updated_config(config: dict | None, img_size: int, patch_stride: int) -> dict | None:
-    """transformers config.json with every record of the input size changed."""
+def _updated_config(config: dict | None, img_size: int, patch_stride: int, window: int | None = None) -> dict | None:
+    """transformers config.json with every record of the input size (and the window, when it changes) changed."""
     if not config:
         return None
     updated = copy.deepcopy(config)
-    _vision_config(updated)["image_size"] = img_size
+    vision = _vision_config(updated)
+    vision["image_size"] = img_size
+    if window is not None:
+        vision["window_size"] = window
     prompt = updated.get("prompt_encoder_config")
     if isinstance(prompt, dict):
         prompt["image_size"] = img_size
@@ -93,18 +109,21 @@ def _timm_arch(ckpt: Checkpoint, det: Detection) -> str:
     return _TIMM_ARCHS.get(ckpt.shape(det.pos_key)[-1], "samvit_base_patch16")
 
 
-def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool, timm_arch: str) -> str:
+def _build_note(det: Detection, img_size: Size, grid: Size, wrote_config: bool, timm_arch: str,
+                window: int | None) -> str:
     """How to build the model that loads the output."""
     n, g = img_size[0], grid[0]
+    win = f", window_size={window}" if window else ""
     if det.spelling == "segment-anything":
         return (
-            f"build ImageEncoderViT(img_size={n}, ...) and PromptEncoder(image_embedding_size=({g}, {g}), "
-            f"input_image_size=({n}, {n}), ...); sam_model_registry's builders fix 1024"
+            f"build ImageEncoderViT(img_size={n}{win}, ...) and PromptEncoder(image_embedding_size=({g}, {g}), "
+            f"input_image_size=({n}, {n}), ...); sam_model_registry's builders fix 1024" + (" and 14" if window else "")
         )
     if det.spelling == "transformers":
         done = "written to config.json" if wrote_config else "set them in the model config"
-        return f"vision_config.image_size={n}, prompt_encoder_config.image_size={n} ({done})"
-    return f"timm.create_model('{timm_arch}', img_size={base.size_arg(img_size)}) loads it with strict=True"
+        window_field = f", vision_config.window_size={window}" if window else ""
+        return f"vision_config.image_size={n}{window_field}, prompt_encoder_config.image_size={n} ({done})"
+    return f"timm.create_model('{timm_arch}', img_size={base.size_arg(img_size)}{win}) loads it with strict=True"
 
 
 FAMILY = Family(NAME, from_checkpoint_alone(detect), plan, library="segment-anything", task="mask-generation")

@@ -28,11 +28,12 @@ from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
 from ..runtimes import timm as timm_runtime
 from ..vocabulary import BAKED, SAM2, SAM2_TRUNK
-from . import base
+from . import base, window_change
 from .base import SAM2_WINDOW_KEY, ConvertRequest, Detection, Family, from_checkpoint_alone
 
 NAME = SAM2
 PATCH_STRIDE = 4
+IMAGE_CHANNELS = 3  # SAM2's Hiera stem reads RGB (its constructor has no in_chans)
 SAM2_PREFIX = "image_encoder.trunk."
 SAM2_WRAPPER = "model"
 NATIVE_INPUT = 1024  # SAM2 trains at 1024 px, and SAM2ImagePredictor hard-codes its feature sizes for it; a
@@ -63,6 +64,7 @@ _SAM2_TRUNK_KEY = re.compile(
     r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|proj|mlp\.layers\.[01])\.(weight|bias)"
 )
 _BACKGROUND_FIELD = "window_positional_embedding_background_size"  # transformers' name for gh x gw
+_SPEC_FIELD = "window_size_per_stage"  # transformers' name for window_spec
 
 
 def detect(ckpt: Checkpoint) -> Detection | None:
@@ -119,9 +121,12 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.replace[det.pos_key] = RawTensor.encode(base.nchw(parts.global_), ckpt.dtype(det.pos_key))
     background: Size = tuple(parts.global_.shape[:2])
+    spec = _window_spec(ckpt, det, request)
     if request.target == BAKED:
-        result.config = _updated_config(ckpt.config, request.img_size, background)
+        result.config = _updated_config(ckpt.config, request.img_size, background, spec)
         result.notes.append(_runtime_note(det.spelling, request.img_size, background, result.config is not None))
+        if request.window_change is not None and spec is not None:
+            _record_window_spec(ckpt, det, request.window_change, result, spec)
         return result
     rename, result.drop = trunk_rename(ckpt.keys(), det.key_prefix, det.spelling)
     result.rename = {k: v for k, v in rename.items() if k != v}
@@ -131,7 +136,77 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
             f"kept the image-encoder trunk only, as image_encoder.trunk.*; dropped {len(result.drop)} other tensors"
         )
     result.notes.append(_runtime_note("sam2", request.img_size, background, False))
+    if request.window_change is not None and spec is not None:
+        _record_window_spec(ckpt, det, request.window_change, result, spec)
     return result
+
+
+def _window_spec(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> tuple[int, ...] | None:
+    """The ``window_spec`` asked for with ``--window-size``, once the trunk's stages can take it: one window per
+    stage, stage 1's the side of ``pos_embed_window`` (a weight), even windows before each pooling (queries are
+    pooled 2x2 inside windows), none larger than its stage's grid at the target size."""
+    change = request.window_change
+    if change is None:
+        return None
+    stages = _stage_count(ckpt, det)
+    spec = change.window
+    example = ",".join(map(str, (det.window[0], 4, 16, 8)[:stages] + (8,) * max(0, stages - 4)))
+    if not change.per_stage or len(spec) != stages:
+        raise AbswinError(
+            f"--window-size {change.spelled}: this SAM2 trunk has {stages} stages, so its window_spec is {stages} "
+            f"windows, one per stage (e.g. --window-size {example})"
+        )
+    if spec[0] != det.window[0] or det.window[0] != det.window[1]:
+        raise AbswinError(
+            f"--window-size {change.spelled}: stage 1's window is the {format_size(det.window)} pos_embed_window, a "
+            f"weight; keep it at {det.window[0]} (e.g. --window-size {example})"
+        )
+    for stage, window in enumerate(spec[:-1], 1):
+        if window % 2:
+            raise AbswinError(
+                f"--window-size {change.spelled}: stage {stage}'s window {window} is odd, and the next stage pools its "
+                f"queries 2x2 inside it; use {window + 1} or {window - 1}"
+            )
+    for stage, window in enumerate(spec, 1):
+        grid = (request.img_size[0] // (PATCH_STRIDE << (stage - 1)), request.img_size[1] // (PATCH_STRIDE << (stage - 1)))
+        if window > min(grid):
+            raise AbswinError(
+                f"--window-size {change.spelled}: stage {stage}'s window {window} is larger than its {format_size(grid)} "
+                f"grid at {format_size(request.img_size)} px; pass {min(grid)} or smaller there"
+            )
+    if spec == _configured_spec(ckpt.config):
+        raise AbswinError(f"--window-size {change.spelled} is the trunk's own window_spec: nothing to change; drop it")
+    return spec
+
+
+def _stage_count(ckpt: Checkpoint, det: Detection) -> int:
+    """Stages of the trunk: every stage after the first opens with a block that projects to a new width."""
+    opening = re.compile(re.escape(det.key_prefix) + r"blocks\.\d+\.proj\.weight")
+    return 1 + sum(1 for key in ckpt.keys() if opening.fullmatch(key))
+
+
+def _configured_spec(config: dict | None) -> tuple[int, ...] | None:
+    """The window spec a config.json records: transformers' ``window_size_per_stage``, timm's ``window_spec``."""
+    spec = (_backbone_config(config) or {}).get(_SPEC_FIELD)
+    if spec is None and timm_runtime.is_timm_config(config):
+        spec = (config or {}).get("model_args", {}).get("window_spec")
+    return tuple(spec) if isinstance(spec, list) else None
+
+
+def _record_window_spec(ckpt: Checkpoint, det: Detection, change: window_change.WindowChange, result: Plan,
+                        spec: tuple[int, ...]) -> None:
+    """The new window_spec: how each runtime takes it, and what a window change records."""
+    shown = ", ".join(map(str, spec))
+    if det.spelling == "transformers" and result.config is not None:
+        how = f"window_size_per_stage [{shown}] written to config.json"
+    elif det.spelling == "timm" and result.wrapper is None:  # the baked target keeps timm's names
+        how = f"timm.create_model(..., window_spec=({shown}))" + (" (written to config.json)" if result.config else "")
+    else:
+        how = f"sam2: build_sam2(CONFIG, CKPT, hydra_overrides_extra=['++model.image_encoder.trunk.window_spec=[{shown}]'])"
+    result.notes.append(f"no weight changes: {how}")
+    old = _configured_spec(ckpt.config)
+    old_text = ",".join(map(str, old)) if old else "its window_spec (not recorded in the checkpoint)"
+    window_change.record(result, old_text, change, result.config is not None)
 
 
 def trunk_rename(keys: list[str], prefix: str, fmt: str) -> tuple[dict[str, str], set[str]]:
@@ -177,9 +252,9 @@ def _runtime_note(fmt: str, img_size: Size, background: Size, config_written: bo
     return note
 
 
-def _updated_config(config: dict | None, img_size: Size, background: Size) -> dict | None:
-    """The source's config.json with the input size, the feature sizes that follow it, and the background size,
-    where it records them (transformers' Sam2 configs, timm's hub config); anything else passes through."""
+def _updated_config(config: dict | None, img_size: Size, background: Size, spec: tuple[int, ...] | None = None) -> dict | None:
+    """The source's config.json with the input size, the feature sizes that follow it, the background size and a new
+    window spec, where it records them (transformers' Sam2 configs, timm's hub config); anything else passes through."""
     if not config:
         return None
     updated = copy.deepcopy(config)
@@ -187,6 +262,8 @@ def _updated_config(config: dict | None, img_size: Size, background: Size) -> di
     if backbone is not None:
         backbone["image_size"] = list(img_size)
         backbone[_BACKGROUND_FIELD] = list(background)
+        if spec is not None:
+            backbone[_SPEC_FIELD] = list(spec)
         vision = updated.get("vision_config", updated)
         if isinstance(vision.get("backbone_feature_sizes"), list):
             levels = len(vision["backbone_feature_sizes"])  # strides 4, 8, 16, ...
@@ -195,7 +272,8 @@ def _updated_config(config: dict | None, img_size: Size, background: Size) -> di
         if isinstance(prompt, dict) and img_size[0] == img_size[1]:
             prompt["image_size"] = img_size[0]  # transformers' prompt encoder takes one side only
     if timm_runtime.is_timm_config(updated) and isinstance(updated.get("model_args"), dict):
-        return timm_runtime.resized_config(updated, img_size, global_pos_size=list(background))
+        extra = {"window_spec": list(spec)} if spec is not None else {}
+        return timm_runtime.resized_config(updated, img_size, global_pos_size=list(background), **extra)
     return updated
 
 

@@ -33,8 +33,9 @@ from ..maths.grid import PositionGrid, format_size, from_grid, to_grid
 from ..maths.resize import BICUBIC, Size
 from ..plan import Plan
 from ..vocabulary import BAKED, VITDET
-from . import base, relpos
+from . import base, relpos, window_change
 from .base import ConvertRequest, Decomposition, Detection, Family, from_checkpoint_alone
+from .overrides import RECIPE_FLAG, RECIPE_HELP, refuse_plain
 
 NAME = VITDET
 WINDOW = (14, 14)  # ViTDet's windowed blocks
@@ -48,9 +49,13 @@ FORMATS = (
     ("timm", "pos_embedding", "patch_embed.proj.weight"),
     ("mmpretrain", "pos_embed", "patch_embed.projection.weight"),
 )
+# A plain ViT under the names people give it (torchvision, transformers ViT, vit-pytorch, their own code): one of
+# these position tensors beside a patch embedding under one of these module names.
+PLAIN_VIT = "vit"
+POSITION_NAMES = ("pos_embed", "pos_embedding", "position_embeddings", "encoder.pos_embedding",
+                  "embeddings.position_embeddings")
+PATCH_MODULES = ("patch_embed", "patch_embedding", "patch_embeddings", "to_patch_embedding", "conv_proj")
 WINDOWED_FORMATS = ("detectron2", "mmdet", "transformers")  # ViTDet backbones: windowed blocks by construction
-RECIPE_FLAG = "--recipe tile"
-RECIPE_HELP = "README: Which recipe for a plain ViT?"
 _SQUARE_ONLY = {
     "detectron2": "detectron2's ViT (pretrain_img_size)",
     "mmdet": "mmdet's ViTDet ViT (pretrain_img_size)",
@@ -61,11 +66,13 @@ _GET_ABS_POS = ("detectron2", "mmdet")  # runtimes that interpolate with get_abs
 
 def detect(ckpt: Checkpoint) -> Detection | None:
     """A flat ``[1, P + H*W, C]`` embedding beside a square, non-overlapping patch embedding."""
-    for fmt, pos_key, patch_key in FORMATS:
+    for fmt, pos_key, patch_key in [*FORMATS, *_usual_names(ckpt)]:
         if pos_key not in ckpt or patch_key not in ckpt:
             continue
         pos_shape, patch_shape = ckpt.shape(pos_key), ckpt.shape(patch_key)
-        if len(pos_shape) != 3 or len(patch_shape) != 4 or patch_shape[-1] == _HIERA_STEM:
+        if len(pos_shape) != 3 or len(patch_shape) not in (2, 4) or patch_shape[-1] == _HIERA_STEM:
+            continue
+        if len(patch_shape) == 2 and fmt != PLAIN_VIT:
             continue
         if fmt == "transformers" and ckpt.config and ckpt.config.get("model_type", "vitdet") != "vitdet":
             continue
@@ -83,7 +90,8 @@ def detect(ckpt: Checkpoint) -> Detection | None:
         # SAM-style windowed blocks carry relative-position tables of the window's length: windowed too.
         plain = fmt not in WINDOWED_FORMATS and not relpos.tables(ckpt)
         return Detection(
-            NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window, patch_shape[-1], BICUBIC,
+            NAME, fmt, pos_key, "flat_cls", (side, side), (side, side) if plain else window,
+            patch_shape[-1] if len(patch_shape) == 4 else base.UNKNOWN_STRIDE, BICUBIC,
             (BAKED,), prefix, pads_windows=True, global_blocks=tuple(relpos.global_blocks(ckpt, configured)),
             rel_pos_tables=len(relpos.tables(ckpt)),
             recipe=(f"none by default (plain global-attention ViT); {RECIPE_FLAG}: " if plain else "")
@@ -93,15 +101,20 @@ def detect(ckpt: Checkpoint) -> Detection | None:
     return None
 
 
-def refuse_plain(det: Detection) -> None:
-    """A plain ViT attends globally: its runtime's own interpolation of the embedding is right for it."""
-    if det.global_attention and not det.tile_requested:
-        g = format_size(det.grid)
-        raise AbswinError(
-            f"{det.pos_key} belongs to a plain global-attention ViT ({det.spelling}, {g} grid): it has no window pattern "
-            f"to protect, and its runtime's own interpolation is right for it; pass {RECIPE_FLAG} to tile the "
-            f"pretrained grid into the windows of a ViTDet backbone ({RECIPE_HELP})"
-        )
+def _usual_names(ckpt: Checkpoint) -> list[tuple[str, str, str]]:
+    """``(PLAIN_VIT, position key, patch weight)`` for each usual position name beside a patch embedding whose
+    weight has the embedding's channels: a convolution (its kernel is the patch size) or a Linear (it is not)."""
+    found = []
+    for pos_key in POSITION_NAMES:
+        if pos_key not in ckpt or len(ckpt.shape(pos_key)) != 3:
+            continue
+        channels = ckpt.shape(pos_key)[-1]
+        patches = [key for key in ckpt.keys() if key.endswith(".weight") and set(key.split(".")) & set(PATCH_MODULES)
+                   and len(ckpt.shape(key)) in (2, 4) and ckpt.shape(key)[0] == channels]
+        convs = [key for key in patches if len(ckpt.shape(key)) == 4 and ckpt.shape(key)[-1] == ckpt.shape(key)[-2]]
+        if len(convs) == 1 or (not convs and len(patches) == 1):
+            found.append((PLAIN_VIT, pos_key, (convs or patches)[0]))
+    return found
 
 
 def _configured(config: dict) -> tuple[Size, list[int] | None]:
@@ -135,17 +148,57 @@ def recipe(grid: np.ndarray, det: Detection, global_size: Size | None) -> Decomp
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
-    """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match."""
+    """The embedding for ``img_size`` as ``[1, P + h*w, C]``; relative-position tables and configs to match. With a
+    window change (``--window-size``) the windowed blocks' tables follow the new window, and the embedding's window
+    part is kept (a change of window alone then leaves the embedding as it is) or re-windowed."""
     base.require_target(det, request.target)
+    change = request.window_change
+    if change is not None and det.global_attention:
+        raise AbswinError(
+            f"{det.pos_key} belongs to a plain global-attention ViT ({det.spelling}): it has no windows to change; "
+            f"{RECIPE_FLAG} --window N tiles it into N x N windows ({RECIPE_HELP})"
+        )
     refuse_plain(det)
-    if det.spelling in _SQUARE_ONLY:
-        base.require_square(request.img_size, _SQUARE_ONLY[det.spelling])
+    if det.spelling in _SQUARE_ONLY or _transformers_vit(ckpt, det):
+        base.require_square(request.img_size, _SQUARE_ONLY.get(det.spelling, "transformers ViT (image_size)"))
     out_grid = base.output_grid(det, request.img_size)
+    window = window_change.require_planar(change, det, out_grid) if change else det.window
     pos = base.read_position(ckpt, det)
-    runs_at = _interpolated_size(ckpt, det)
+    runs_at = interpolated_size(ckpt, det)
+    if window_change.leaves_position(change, request.img_size, (runs_at,) * 2 if runs_at else det.native_input):
+        result = Plan(stats=base.decomposition_stats(det, recipe(pos.grid, det, det.grid), request))
+        result.stats["recipe"] = "none: the embedding is kept as it is"
+    else:
+        result = _position_plan(ckpt, det, request, pos, runs_at, out_grid)
+    relpos.resize_tables(ckpt, det.global_blocks, window, out_grid, result, bool(change and change.align_corners))
+    if MAE_DECODER_KEY in ckpt:
+        _resize_decoder(ckpt, det, out_grid, result)
+    pos_changed = det.pos_key in result.replace
+    new_window = window[0] if change else None
+    if det.spelling == "transformers":
+        result.config = _updated_config(ckpt.config, request.img_size[0] if pos_changed else None, new_window)
+    elif _transformers_vit(ckpt, det) and pos_changed:
+        result.config = {**(ckpt.config or {}), "image_size": request.img_size[0]}
+    if pos_changed:
+        result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
+    if change is not None:
+        result.notes.append(_window_note(det, window[0], result.config is not None))
+        window_change.record(result, format_size(det.window), change, result.config is not None)
+    if pos_changed and request.global_size is None and det.spelling in _SQUARE_ONLY:
+        g = f"{det.grid[0]}x{det.grid[1]}"
+        result.notes.append(
+            f"a finetuned ViTDet learned with the interpolated embedding: --global-size {g} keeps exactly that, "
+            "the default tiles the pretrained grid (the paper's recipe for starting a finetune)"
+        )
+    return result
+
+
+def _position_plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest, pos: PositionGrid, runs_at: int | None,
+                   out_grid: Size) -> Plan:
+    """The embedding baked for ``out_grid`` by the recipe (or, for a finetuned ViTDet, the interpolation it ran with)."""
     if runs_at and request.global_size is None and not det.tile_requested:
         request = replace(request, global_size=det.grid)  # keep the interpolation it was finetuned with
-    parts = recipe(pos.grid, det, request.global_size)
+    parts = window_change.rewindowed(recipe(pos.grid, det, request.global_size), det, request.window_change)
     result = Plan(stats=base.decomposition_stats(det, parts, request))
     result.stats["recipe"] = "vitdet: pretrained grid tiled per window" + ("" if request.global_size else ", global part zero")
     if request.global_size is None:
@@ -156,19 +209,8 @@ def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:
             f"the model runs at {runs_at} px, interpolating the {format_size(det.grid)} grid: kept "
             f"(pass {RECIPE_FLAG} for the tiling recipe, to start a new finetune)"
         )
-    result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
-    relpos.resize_tables(ckpt, det.global_blocks, det.window, out_grid, result)
-    if MAE_DECODER_KEY in ckpt:
-        _resize_decoder(ckpt, det, out_grid, result)
-    if det.spelling == "transformers":
-        result.config = _updated_config(ckpt.config, request.img_size[0])
-    result.notes.append(_config_note(det, request.img_size, result, ckpt.config))
-    if request.global_size is None and det.spelling in _SQUARE_ONLY:
-        g = f"{det.grid[0]}x{det.grid[1]}"
-        result.notes.append(
-            f"a finetuned ViTDet learned with the interpolated embedding: --global-size {g} keeps exactly that, "
-            "the default tiles the pretrained grid (the paper's recipe for starting a finetune)"
-        )
+    if request.global_size is None or not base.is_identity(det, out_grid, request):  # None: tiles only
+        result.replace[det.pos_key] = RawTensor.encode(base.bake(parts, det, pos.prefix, out_grid), ckpt.dtype(det.pos_key))
     return result
 
 
@@ -182,7 +224,7 @@ def _resize_decoder(ckpt: Checkpoint, det: Detection, out_grid: Size, result: Pl
     )
 
 
-def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
+def interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
     """The image size a finetuned ViTDet runs at, when its runtime interpolates the stored grid: a transformers
     config's ``image_size``, or the span of a detectron2 checkpoint's global relative-position tables."""
     size = None
@@ -196,13 +238,30 @@ def _interpolated_size(ckpt: Checkpoint, det: Detection) -> int | None:
     return size
 
 
-def _updated_config(config: dict | None, img_size: int) -> dict | None:
+def _transformers_vit(ckpt: Checkpoint, det: Detection) -> bool:
+    """A transformers ``ViTModel`` folder: its config.json says the image size."""
+    return det.spelling == PLAIN_VIT and (ckpt.config or {}).get("model_type") == "vit"
+
+
+def _updated_config(config: dict | None, img_size: int | None, window: int | None = None) -> dict | None:
+    """A transformers ``VitDetConfig`` for an embedding baked for ``img_size`` (None: kept) and a new ``window``."""
     if not config:
         return None
     updated = copy.deepcopy(config)
-    updated["pretrain_image_size"] = img_size
-    updated["image_size"] = img_size
+    if img_size is not None:
+        updated["pretrain_image_size"] = img_size
+        updated["image_size"] = img_size
+    if window is not None:
+        updated["window_size"] = window
     return updated
+
+
+def _window_note(det: Detection, window: int, wrote_config: bool) -> str:
+    """The one setting that builds the windowed blocks with the new window."""
+    if det.spelling == "transformers":
+        return f"transformers: window_size={window} ({'written to config.json' if wrote_config else 'set it in VitDetConfig'})"
+    where = {"detectron2": "model.backbone.net.window_size", "mmdet": "model.backbone.window_size"}.get(det.spelling)
+    return f"{det.spelling}: set window_size={window} on the ViT backbone" + (f" ({where})" if where else "")
 
 
 def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | None) -> str:
@@ -215,6 +274,8 @@ def _config_note(det: Detection, img_size: Size, result: Plan, config: dict | No
     if det.spelling == "transformers":
         done = "written to config.json" if result.config is not None else "set it in VitDetConfig"
         return f"transformers: pretrain_image_size={n}, image_size={n} ({done})"
+    if result.config is not None and det.spelling == PLAIN_VIT:
+        return f"transformers: image_size={n} (written to config.json)"
     if det.spelling == "mmpretrain":
         return f"mmpretrain: set img_size={n} on the VisionTransformer backbone (model.backbone.img_size in the config)"
     size = base.size_arg(img_size)

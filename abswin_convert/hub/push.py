@@ -113,7 +113,7 @@ def push(
     check_push_target(repo_id, dry_run)
     output = read_output(Path(path))
     config = read_json_object(output.config) if output.config else None
-    card = model_card(output.provenance, output.hooks, repo_id, config)
+    card = model_card(output.provenance, output.hooks, repo_id, config, weights_name=output.weights.name)
     files = upload_files(output, card)
     branch = revision or DEFAULT_REVISION
     if dry_run:

@@ -26,6 +26,7 @@ from .safe_pickle import load_numpy_pickle
 from .safetensors_header import read_header
 from .shards import INDEX_SUFFIX, ShardIndex, index_in, read_weight_map, shard_files
 from .tensors import FileTensor, RawTensor, StoredTensor, StridedTensor
+from .unpickling import UnboundedGraph
 
 # The dict keys a state dict is found under, outermost first; they nest ({'model': {'module': {...}}}).
 WRAPPER_KEYS = ("model_state", "model", "state_dict", "module")
@@ -235,6 +236,8 @@ def _open_pickle(path: Path, config: dict | None) -> Checkpoint:
             obj = load_numpy_pickle(f)
     except pickle.UnpicklingError as exc:
         raise AbswinError(_refused_pickle(path, exc)) from exc
+    except UnboundedGraph as exc:
+        raise AbswinError(f"{path.name}: the pickle holds {exc}; refused, as no checkpoint does") from exc
     except Exception as exc:  # truncated or garbled pickles raise EOFError, ValueError, ...
         raise AbswinError(f"{path.name}: not a readable pickle ({exc.__class__.__name__})") from exc
     return _from_object(path, "pickle", obj, config)

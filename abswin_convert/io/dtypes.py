@@ -24,6 +24,8 @@ RAW_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
+# the largest size, stride or offset a tensor can have: torch keeps them as int64 (safetensors' readers too)
+MAX_SIZE = 2**63 - 1
 FLOAT_NAMES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 # safetensors name -> torch's name for the same dtype (``torch.float32`` -> "float32"), as reports print it
 TORCH_NAMES: dict[str, str] = {

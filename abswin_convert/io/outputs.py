@@ -9,7 +9,7 @@ is already up to date.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from .provenance import Provenance
 from .safetensors_header import read_header
 
 WEIGHTS_FILE = "model.safetensors"
-TORCH_WEIGHTS_FILE = "model.pt"
+TORCH_WEIGHTS_FILE = "pytorch_model.bin"  # the name timm (local-dir:) and transformers look for
 CONFIG_FILE = "config.json"
 HOOKS_FILE = "abswin-hooks.json"
 SIDECAR_SUFFIX = ".abswin.json"
@@ -88,7 +88,7 @@ def output_format(output: Path, fmt: str | None) -> str:
 
 def output_paths(output: Path, fmt: str, torch_source_name: str | None) -> tuple[Path, Path | None]:
     """``-o`` names a weight file, or a folder that gets the weights plus ``config.json``. A torch output in a
-    folder keeps the name of a torch source (``torch_source_name``), else ``model.pt``."""
+    folder keeps the name of a torch source (``torch_source_name``), else ``pytorch_model.bin``."""
     if output.suffix in SUFFIX_FORMATS and not output.is_dir():
         return output, None
     name = WEIGHTS_FILE if fmt == "safetensors" else (torch_source_name or TORCH_WEIGHTS_FILE)
@@ -152,6 +152,13 @@ def read_metadata(weights: Path) -> dict[str, str]:
         return read_header(weights, tensors=False)[1]
     sidecar = sidecar_of(weights)
     return read_json_object(sidecar) if sidecar.is_file() else {}
+
+
+def provenance_of(weights: Path, metadata: Mapping[str, str]) -> Provenance | None:
+    """The provenance of an opened checkpoint (``weights``: its file, or a shard index) whose safetensors metadata
+    is ``metadata``: that, or a torch file's sidecar; None when there is none."""
+    own = metadata or ({} if weights.name.endswith(".json") else read_metadata(weights))
+    return Provenance.from_metadata(own, str(weights))
 
 
 def write_hooks(folder: Path, results: dict[str, dict]) -> Path:

@@ -11,10 +11,10 @@ import struct
 from pathlib import Path
 
 from ..errors import AbswinError
-from .dtypes import RAW_DTYPES
+from .dtypes import MAX_SIZE, RAW_DTYPES
 from .tensors import FileTensor
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit: a longer header is no safetensors file
 
 
 class _DuplicateKey(ValueError):
@@ -22,12 +22,10 @@ class _DuplicateKey(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
+    found = dict(pairs)
+    if len(found) != len(pairs):  # rare: find which key, the slow way
+        raise _DuplicateKey(next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i])))
+    return found
 
 
 def read_header(path: Path, tensors: bool = True) -> tuple[dict[str, FileTensor], dict[str, str]]:
@@ -39,7 +37,10 @@ def read_header(path: Path, tensors: bool = True) -> tuple[dict[str, FileTensor]
         if len(prefix) < 8:
             raise AbswinError(f"{path.name}: too short to be a safetensors file ({file_size} bytes)")
         (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(MAX_HEADER_BYTES, file_size - 8):
+        if header_len > MAX_HEADER_BYTES:
+            raise AbswinError(f"{path.name}: the safetensors header claims {header_len:,} bytes, over safetensors' own "
+                              f"limit of {MAX_HEADER_BYTES:,}; not a safetensors file")
+        if header_len > file_size - 8:
             raise AbswinError(
                 f"{path.name}: the safetensors header claims {header_len} bytes but only {file_size - 8} follow its "
                 "length; the file is truncated or not safetensors"
@@ -75,6 +76,8 @@ def _entry(path: Path, name: str, spec: object, data_start: int) -> FileTensor:
         raise AbswinError(f"{file_name}: header entry {name!r} is malformed or has an unknown dtype") from exc
     if min(shape, default=0) < 0 or begin < 0 or end < begin:
         raise AbswinError(f"{file_name}: header entry {name!r} has negative sizes or offsets")
+    if max(shape, default=0) > MAX_SIZE:
+        raise AbswinError(f"{file_name}: header entry {name!r} has a dimension over 2**63 - 1; the file is corrupt")
     for d in shape:
         expected *= d
     if end - begin != expected:

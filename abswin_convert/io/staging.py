@@ -1,30 +1,43 @@
 """One output, whole: every file a command writes (weights, config, sidecar) is checked before anything is written,
-built in a staging folder, and moved into place together, under a lock that one writer at a time can hold.
+built in a hidden staging folder, and moved into place together, under locks that one writer at a time can hold.
 
 - Nothing is replaced without ``force``, and nothing that is an input of the command is ever written over.
-- A new output folder appears by one rename of the staging folder, and an existing one is swapped with the staging
-  folder in one step (renameat2 RENAME_EXCHANGE, the folder's other files carried over as hard links): a kill at any
-  instant leaves the old state or the new one. Where the system cannot swap (not Linux, or sub-folders in the
-  folder), the files move one rename each, weights last, right after one another.
-- Two writers to one destination: the second is refused at once (``force`` or not), with a line that says so; the
-  lock is an ``flock`` on a small file beside the output folder, so a killed writer's lock goes with its process.
-- A failure (or a signal, see ``cli/signals.py``) removes the staging folder, the lock file and any folders made.
+- A new output folder is built beside its place and appears by one rename. Into a folder that exists (the folder of
+  a one-file output, an output folder replaced with ``force``) the files are staged inside that folder, never above
+  it (a volume's root, a home whose parent is not writable), and moved into place there: the folder keeps its
+  inode, mode, owner, group and other files. Several files move as one unit: the stage is marked ``COMMITTED``
+  first, and if the writer dies while moving them, the next run that writes in that folder finishes the move.
+- Two writers to one destination: the second is refused at once (``force`` or not), with a line that says so. Each
+  file of an output has a lock file in its folder (a new folder: one lock, in its parent), and a writer takes all of
+  its own or none, so two outputs sharing any file (a ``config.json``) cannot both write.
+- A lock names its owner (``owner.Owner``: host, pid, start time) and is created whole (a hard link to a written
+  file). It is stale only when its owner is known dead on its own host; then any later run in that folder removes
+  it, with the killed writer's temp files and staging folders. Another host's locks and stages are never touched.
+- A failure (or a signal, see ``cli/signals.py``) removes the staging folder, the locks and any folders made.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
-import fcntl
 import hashlib
 import os
+import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import AbswinError
-from .writer import check_destination, fsync_folder, make_folders, remove_folders, remove_stale_temps, temp_path
+from .owner import Owner, known_dead, me
+from .writer import (
+    COMMITTED,
+    check_destination,
+    fsync_folder,
+    make_folders,
+    remove_folders,
+    remove_stale_temps,
+    stale_temps,
+    temp_path,
+)
 
 LOCK_MARK = ".abswin-lock-"
 
@@ -47,16 +60,12 @@ def output_unit(files: list[Path], inputs: list[Path], force: bool) -> Iterator[
     folder = _one_folder(files)
     for dest in files:
         check_destination(dest, inputs, force)
-    new_folder = not folder.exists()
     created = make_folders(folder.parent)
     try:
-        with _exclusive(folder.parent, files[0]):
+        with _claimed(folder, files) as new_folder:
             for dest in files:  # again, now that no other conversion can write here
                 check_destination(dest, inputs, force)
-            for place in (folder.parent, folder):  # what killed writers left, in either place a stage goes
-                remove_stale_temps(place)
-            remove_stale_locks(folder.parent)
-            stage = temp_path(folder.parent)  # beside the folder: renamed into it, or swapped with it
+            stage = temp_path(folder.parent if new_folder else folder)
             try:
                 stage.mkdir()
                 yield Staging(folder, stage)
@@ -66,6 +75,8 @@ def output_unit(files: list[Path], inputs: list[Path], force: bool) -> Iterator[
             except AbswinError as exc:  # name the files where they were going, not where they were staged
                 raise AbswinError(str(exc).replace(str(stage), str(folder))) from exc
             finally:
+                if (stage / COMMITTED).exists():  # interrupted while moving its files: they all go
+                    _move_in(stage, folder, _staged(stage))
                 shutil.rmtree(stage, ignore_errors=True)
     except BaseException:
         remove_folders(created)
@@ -79,104 +90,150 @@ def _one_folder(files: list[Path]) -> Path:
     return folders.pop()
 
 
+@contextlib.contextmanager
+def _claimed(folder: Path, files: list[Path]) -> Iterator[bool]:
+    """Hold the locks of an output (its files' in ``folder``, or the folder's own in its parent while it does not
+    exist yet), after removing what killed writers left there; yields whether the folder is new."""
+    while True:
+        new_folder = not folder.is_dir()
+        where, names = (folder.parent, [f"{folder.name}/"]) if new_folder else (folder, [f.name for f in files])
+        with locked(where, names):
+            sweep(where, held=names)
+            if new_folder != folder.is_dir():
+                yield new_folder
+                return
+        # the folder appeared (or went) while we locked: lock where it is now
+
+
 def _commit(stage: Path, folder: Path, files: list[Path], new_folder: bool) -> None:
-    """Move the staged files into place in one step: a new folder by one rename, one file by one rename; several
-    files into an existing folder by swapping it with the stage, once the stage holds (as hard links) everything else
-    the folder holds. Where the system cannot swap (not Linux, or sub-folders in the way), the files move one rename
-    each, weights last."""
+    """Move the staged files into place: a new folder by one rename; into an existing folder one rename per file,
+    the weights last, after marking the stage ``COMMITTED`` when there are several (a move cut short is finished by
+    whoever comes next, see ``sweep``)."""
     fsync_folder(stage)
     if new_folder:
         os.rename(stage, folder)  # fails, rather than merges, if a folder appeared there meanwhile
         fsync_folder(folder.parent)
         return
-    # One file is in place by one rename; several are swapped in with the folder, whose other files are then hard
-    # links (which a single file output should not do to a folder of the user's: it would touch every file there).
-    if len(files) > 1 and _swap_in(stage, folder, {dest.name for dest in files}):
-        return  # the old folder is now at ``stage``, which the caller removes
-    for dest in [*files[1:], files[0]]:
-        os.replace(stage / dest.name, dest)
+    if len(files) > 1:
+        (stage / COMMITTED).touch()
+        fsync_folder(stage)
+    _move_in(stage, folder, [dest.name for dest in [*files[1:], files[0]]])
+
+
+def _staged(stage: Path) -> list[str]:
+    return sorted(p.name for p in stage.iterdir() if p.name != COMMITTED)
+
+
+def _move_in(stage: Path, folder: Path, names: list[str]) -> None:
+    """Rename each of ``names`` still in ``stage`` over its place in ``folder``."""
+    for name in names:
+        if (stage / name).exists():
+            os.replace(stage / name, folder / name)
     fsync_folder(folder)
 
 
-def _swap_in(stage: Path, folder: Path, replaced: set[str]) -> bool:
-    """Give ``stage`` the folder's other files (hard links), then exchange the two; False, undone, where it cannot."""
-    others = [entry for entry in folder.iterdir() if entry.name not in replaced]
-    if any(entry.is_symlink() or not entry.is_file() for entry in others):
-        return False
-    linked = []
-    try:
-        for entry in others:
-            os.link(entry, stage / entry.name)
-            linked.append(stage / entry.name)
-        if _exchange(stage, folder):
-            fsync_folder(folder.parent)
-            return True
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise
-    for link in linked:
-        link.unlink()
-    return False
-
-
-_RENAME_EXCHANGE = 2  # renameat2(2): swap two paths atomically (Linux 3.15+)
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step; False where the system has no such call."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # a file system or kernel that cannot swap
-        return False
-    raise OSError(code, os.strerror(code), str(b))
+def sweep(where: Path, held: Iterable[str] = (), *, owned: bool = False) -> None:
+    """Remove what writers known dead (on this host) left in ``where``: their locks, temp files and staging folders.
+    A staging folder they were moving into place has its move finished first, under its files' locks (``held``:
+    those the caller holds already). ``owned``: the caller holds ``where`` for itself (the zoo's output folder,
+    after its tasks), so whatever is there, from any host, is a leftover."""
+    if not where.is_dir():
+        return
+    for lock in where.glob(f"{LOCK_MARK}*"):
+        if owned:
+            lock.unlink(missing_ok=True)
+        else:
+            _remove_if_stale(lock)
+    for stage in stale_temps(where, any_host=owned):
+        if stage.is_dir() and (stage / COMMITTED).exists():
+            names = _staged(stage)
+            unheld = [name for name in names if name not in set(held)]
+            # a live writer holding one of them refuses us: its own output comes later, this one is left as it is
+            with contextlib.suppress(AbswinError), locked(where, unheld):
+                _move_in(stage, where, names)
+                shutil.rmtree(stage, ignore_errors=True)
+    remove_stale_temps(where, any_host=owned)
 
 
 @contextlib.contextmanager
-def _exclusive(where: Path, dest: Path) -> Iterator[None]:
-    """Hold the lock of ``dest`` (a file in ``where``) or refuse at once: another conversion is writing it."""
-    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:16]
-    lock = where / f"{LOCK_MARK}{key}"
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise AbswinError(f"cannot write in {where}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise AbswinError(f"another conversion is writing {dest} right now; wait for it, or choose another output") from exc
-        # the holder before us may have removed the file after we opened it: then lock the new one instead
-        if _same_inode(fd, lock):
-            break
-        os.close(fd)
+def locked(where: Path, names: list[str]) -> Iterator[None]:
+    """Hold the locks of ``names`` (files in ``where``; ``NAME/`` for a folder) or refuse at once: another conversion
+    is writing one of them."""
+    taken: list[Path] = []
+    mine = f"{me()} {secrets.token_hex(4)}"  # this holder's own (a zoo's threads share the process)
     try:
+        for name in sorted(set(names)):
+            lock = lock_path(where, name)
+            taken.append(lock)  # first: a signal right after the lock is made still releases it (it says whose)
+            if not _take(lock, mine):
+                taken.pop()
+                raise AbswinError(f"another conversion is writing {where / name.rstrip('/')} right now; wait for it, or "
+                                  "choose another output")
         yield
     finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
+        for lock in taken:
+            if _content(lock) == mine:
+                lock.unlink(missing_ok=True)
 
 
-def remove_stale_locks(where: Path) -> None:
-    """Delete the lock files killed writers left in ``where``: those nobody holds now."""
-    for lock in where.glob(f"{LOCK_MARK}*"):
-        with contextlib.suppress(OSError):
-            fd = os.open(lock, os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live writer: BlockingIOError, kept
-                if _same_inode(fd, lock):
-                    lock.unlink()
-            finally:
-                os.close(fd)
+def forget_claim(folder: Path) -> None:
+    """Drop the lock of a new output folder at ``folder``, whoever holds it: for a caller to whom that path belongs
+    alone (the zoo's staging folder of one output, retried after its worker was lost)."""
+    lock_path(folder.parent, f"{folder.name}/").unlink(missing_ok=True)
 
 
-def _same_inode(fd: int, path: Path) -> bool:
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
+def lock_path(where: Path, name: str) -> Path:
+    """The lock file of ``name`` (a file in ``where``, or ``NAME/`` for a folder): short, whatever the name's length."""
+    return where / f"{LOCK_MARK}{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def _take(lock: Path, owner: str) -> bool:
+    """Create ``lock`` holding ``owner``, whole (a link to a written file); a stale one in the way is removed."""
+    for _ in range(3):
+        temp = temp_path(lock.parent)
+        try:
+            temp.write_text(owner)
+            os.link(temp, lock)
+            return True
+        except FileExistsError:
+            if not _remove_if_stale(lock):
+                return False
+        except OSError as exc:
+            raise AbswinError(f"cannot write in {lock.parent}: {exc.strerror or exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+    return False
+
+
+def _remove_if_stale(lock: Path) -> bool:
+    """Remove ``lock`` if its owner is known dead (or it names none: earlier versions left empty ones); True when it
+    is gone. Taken away by a rename first, so that a lock another writer made meanwhile is put back, not lost."""
+    content = _content(lock)
+    holder = Owner.parse(content) if content is not None else None
+    if content is None:
+        return True  # gone already
+    if holder is not None and not known_dead(holder):
         return False
+    grabbed = temp_path(lock.parent)
+    try:
+        os.rename(lock, grabbed)
+    except FileNotFoundError:
+        return True
+    except OSError:  # a folder we may not change: the lock stays, and so does the refusal
+        return False
+    if _content(grabbed) != content:  # a new writer's lock, made after we read the stale one: its again
+        with contextlib.suppress(OSError):
+            os.link(grabbed, lock)
+    grabbed.unlink(missing_ok=True)
+    return True
+
+
+def _content(lock: Path) -> str | None:
+    """What a lock says (None: there is no such lock; "" for one that cannot be read)."""
+    try:
+        with open(lock, "rb") as f:
+            return f.read(200).decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""

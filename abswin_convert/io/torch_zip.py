@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from .dtypes import TORCH_NAMES, itemsize
-from .unpickling import BoundedUnpickler
+from .dtypes import MAX_SIZE, TORCH_NAMES, itemsize
+from .unpickling import BoundedUnpickler, UnboundedGraph
 
 # real data.pkl members are kilobytes (a few MB for thousands of tensors); the pure-Python unpickler's objects
 # take tens of times the pickle's bytes, so this bound also bounds the memory spent reading it
@@ -180,8 +180,9 @@ class TensorInfo:
 # ---- the unpickler -----------------------------------------------------------------------------------------
 
 def _whole(value: Any, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise CheckpointError(f"a tensor's {what} must be a non-negative integer, found {value!r}")
+    if type(value) is not int or not 0 <= value <= MAX_SIZE:
+        shown = repr(value) if type(value) is not int or value.bit_length() < 100 else f"an int of {value.bit_length()} bits"
+        raise CheckpointError(f"a tensor's {what} must be an integer from 0 to 2**63 - 1, found {shown}")
     return value
 
 
@@ -338,6 +339,8 @@ def _unpickle(f: BinaryIO, legacy: bool, what: str) -> tuple[Any, dict[str, Stor
         return unpickler.load(), unpickler.storages
     except (CheckpointError, pickle.UnpicklingError):
         raise
+    except UnboundedGraph as exc:
+        raise CheckpointError(f"{what} holds {exc}; refused, as no checkpoint does") from exc
     except (EOFError, struct.error, IndexError, KeyError, TypeError, ValueError, AttributeError, RecursionError,
             OverflowError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{what} is not a readable pickle ({exc.__class__.__name__}: {str(exc)[:80]})") from exc
@@ -465,24 +468,18 @@ def _open_legacy(path: Path) -> TorchCheckpoint:
 
 
 def _walk(obj: Any) -> list[tuple[tuple[Any, ...], TensorRef]]:
-    """Every tensor in the object with its key path, depth first, in the containers' order (cycles skipped)."""
+    """Every tensor in the object with its key path, depth first, in the containers' order (the reader has made sure
+    that the object, walked as a tree, is small, shallow and without cycles)."""
     found: list[tuple[tuple[Any, ...], TensorRef]] = []
-    stack: list[tuple[tuple[Any, ...], Any, frozenset[int]]] = [((), obj, frozenset())]
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), obj)]
     while stack:
-        path, node, above = stack.pop()
+        path, node = stack.pop()
         if isinstance(node, TensorRef):
             found.append((path, node))
-            continue
-        if isinstance(node, dict):
-            items = list(node.items())
+        elif isinstance(node, dict):
+            stack.extend((path + (k,), v) for k, v in reversed(node.items()))
         elif isinstance(node, (list, tuple)):
-            items = list(enumerate(node))
-        else:
-            continue
-        if id(node) in above:
-            continue
-        inner = above | {id(node)}
-        stack.extend((path + (k,), v, inner) for k, v in reversed(items))
+            stack.extend((path + (i,), v) for i, v in reversed(list(enumerate(node))))
     return found
 
 

@@ -81,19 +81,34 @@ class TorchZip:
 
 
 class _Pickler:
-    """Protocol-2 opcodes for the values a torch file holds (no memo: a storage named twice is one storage to
-    ``torch.load``, which keys storages by name); ``records`` gathers each storage's bytes under its new key, keys
-    numbered in order of first use as torch numbers them."""
+    """Protocol-2 opcodes for the values a torch file holds; ``records`` gathers each storage's bytes under its new
+    key, keys numbered in order of first use as torch numbers them. An object met twice (a tensor under two names,
+    a list the source's pickle named many times) is written once and then named by the memo, as pickle does: a
+    graph of shared references stays as small as the source held it, never expanded into a tree."""
 
     def __init__(self, source: SourceStorages | None) -> None:
         self.source = source
         self.records: dict[str, RawBytes | np.ndarray] = {}
         self._source_keys: dict[str, str] = {}  # a source storage's key -> its key in the output
+        self._memo: dict[int, tuple[int, Any]] = {}  # id -> (memo index, the object, kept alive so its id stays its)
+        self._shared: set[int] = set()  # ids of the objects the dumped object holds more than once
 
     def dump(self, obj: Any) -> bytes:
+        self._shared = _shared_ids(obj)
         return b"\x80\x02" + self._value(obj) + b"."
 
-    def _value(self, value: Any) -> bytes:  # one branch per kind of value a torch file holds
+    def _value(self, value: Any) -> bytes:
+        if id(value) not in self._shared:  # met once: written as it is (a file without sharing has no memo)
+            return self._spelled(value)
+        seen = self._memo.get(id(value))
+        if seen is not None:
+            return _memo_get(seen[0])
+        spelled = self._spelled(value)
+        index = len(self._memo)
+        self._memo[id(value)] = (index, value)
+        return spelled + _memo_put(index)
+
+    def _spelled(self, value: Any) -> bytes:  # one branch per kind of value a torch file holds
         if value is None:
             return b"N"
         if isinstance(value, bool):
@@ -108,7 +123,7 @@ class _Pickler:
             spelled = _global("_codecs", "encode") + _text(bytes(value).decode("latin1")) + _text("latin1") + b"\x86R"
             return spelled if isinstance(value, bytes) else _global("builtins", "bytearray") + spelled + b"\x85R"
         if isinstance(value, np.generic):  # a numpy scalar (a pickle's metrics): the plain number
-            return self._value(value.item())
+            return self._spelled(value.item())
         if isinstance(value, np.ndarray):  # a pickle's array: a tensor of its own
             value = OutputTensor("", _dtype_name(value), tuple(value.shape), value)
         if isinstance(value, OutputTensor):
@@ -124,8 +139,9 @@ class _Pickler:
             return _global("torch.serialization", "_get_layout") + _text(value.name) + b"\x85R"
         if isinstance(value, NamespaceData):  # argparse.Namespace: NEWOBJ, then its attributes by BUILD
             return _global("argparse", "Namespace") + b")\x81" + self._dict(dict(value)) + b"b"
-        if isinstance(value, OrderedDict):
-            return _EMPTY_ORDERED_DICT + self._items(value)
+        if isinstance(value, OrderedDict):  # a module's state dict: its ``_metadata`` (versions) BUILT on after
+            attributes = vars(value)
+            return _EMPTY_ORDERED_DICT + self._items(value) + (self._dict(attributes) + b"b" if attributes else b"")
         if isinstance(value, dict):
             return self._dict(value)
         if isinstance(value, list):
@@ -187,6 +203,27 @@ class _Pickler:
         return b"(" + _text("storage") + storage_class + _text(key) + _text(storage.location) + _int(numel) + b"tQ"
 
 
+def _shared_ids(obj: Any) -> set[int]:
+    """The ids of the objects ``obj`` refers to more than once (numbers aside), each container looked into once."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if node is None or isinstance(node, (bool, int, float, np.generic)):
+            continue
+        if id(node) in seen:
+            shared.add(id(node))
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            stack.extend([*node.keys(), *node.values(), *vars(node).values()] if hasattr(node, "__dict__")
+                         else [*node.keys(), *node.values()])
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            stack.extend(node)
+    return shared
+
+
 def _dtype_name(array: np.ndarray) -> str:
     try:
         return name_of(array.dtype)
@@ -218,7 +255,17 @@ def _int(value: int) -> bytes:
     if -(2**31) <= value < 2**31:
         return b"J" + struct.pack("<i", value)
     data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(data)]) + data  # LONG1
+    if len(data) < 256:
+        return b"\x8a" + bytes([len(data)]) + data  # LONG1
+    return b"\x8b" + struct.pack("<i", len(data)) + data  # LONG4: an int of over 2,000 bits
+
+
+def _memo_put(index: int) -> bytes:
+    return b"q" + bytes([index]) if index < 256 else b"r" + struct.pack("<I", index)
+
+
+def _memo_get(index: int) -> bytes:
+    return b"h" + bytes([index]) if index < 256 else b"j" + struct.pack("<I", index)
 
 
 def _ints(values: tuple[int, ...]) -> bytes:

@@ -25,9 +25,11 @@ import numpy as np
 
 from ..errors import AbswinError
 from .dtypes import RAW_DTYPES
+from .owner import Owner, host_id, known_dead
 from .provenance import SOURCE_SHA256, SourceDigest
 
-TEMP_MARK = ".abswin-tmp-"  # temp files and staging folders: .abswin-tmp-PID-TOKEN
+TEMP_MARK = ".abswin-tmp-"  # temp files and staging folders: .abswin-tmp-HOST-PID-TOKEN
+COMMITTED = ".abswin-committed"  # in a staging folder: its files are being moved into place, all of them
 _COPY_CHUNK = 64 * 1024 * 1024
 _WRITEBACK_STEP = 32 * 1024 * 1024
 # copy_file_range refuses some pairs of files (other file systems, old kernels, sandboxes): copy through a buffer.
@@ -77,34 +79,44 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def temp_path(folder: Path) -> Path:
     """A fresh temp name in ``folder``: short (a long output name must not make it too long), unique within this
-    process (the zoo writes from threads), and naming the writer's pid so that a later run can clean it up."""
-    return folder / f"{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    process (the zoo writes from threads), and naming its owner (host and pid) so that a later run can clean it up."""
+    return folder / f"{TEMP_MARK}{host_id()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temp files and staging folders left in ``folder`` by writers that were killed (their pid is gone)."""
-    removed: list[Path] = []
+def temp_owner(path: Path) -> Owner | None:
+    """Who made a temp name (earlier versions named the pid alone: this host's); None for other names."""
+    fields = path.name[len(TEMP_MARK):].split("-") if path.name.startswith(TEMP_MARK) else []
+    if len(fields) == 2 and fields[0].isdigit():
+        return Owner(host_id(), int(fields[0]))
+    return Owner.parse(f"{fields[0]} {fields[1]} -") if len(fields) == 3 else None
+
+
+def stale_temps(folder: Path, any_host: bool = False) -> list[Path]:
+    """Temp files and staging folders in ``folder`` whose writers are known dead (on this host; ``any_host``: all
+    of them, for a caller that holds the folder for itself)."""
     if not folder.is_dir():
-        return removed
+        return []
+    found = []
     for candidate in folder.glob(f"{TEMP_MARK}*"):
-        pid = candidate.name[len(TEMP_MARK) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            if candidate.is_dir() and not candidate.is_symlink():
-                shutil.rmtree(candidate, ignore_errors=True)
-            else:
-                candidate.unlink(missing_ok=True)
-            removed.append(candidate)
+        owner = temp_owner(candidate)
+        if owner is not None and (any_host or known_dead(owner)):
+            found.append(candidate)
+    return found
+
+
+def remove_stale_temps(folder: Path, any_host: bool = False) -> list[Path]:
+    """Delete temp files and staging folders left in ``folder`` by killed writers; a staging folder whose files were
+    being moved into place when its writer died (``COMMITTED`` in it) is left for ``staging.sweep`` to finish."""
+    removed: list[Path] = []
+    for candidate in stale_temps(folder, any_host):
+        if candidate.is_dir() and not candidate.is_symlink():
+            if (candidate / COMMITTED).exists():
+                continue
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+        removed.append(candidate)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def make_folders(folder: Path) -> list[Path]:

@@ -17,6 +17,8 @@ from ..errors import AbswinError
 from ..vocabulary import LAYOUTS
 from .resize import Size
 
+MAX_SIDE = 1 << 20  # pixels (or tokens) a side: far past any image, far below what overflows a float
+
 
 @dataclass
 class PositionGrid:
@@ -97,26 +99,34 @@ def from_grid(pos: PositionGrid, layout: str) -> np.ndarray:
 def parse_size(text: str) -> Size:
     """``"448"`` -> ``(448, 448)``; ``"448x640"`` -> ``(448, 640)`` (height x width)."""
     parts = text.lower().replace(",", "x").split("x")
+    shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
     try:
         values = tuple(int(p) for p in parts)
     except ValueError as exc:
-        raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640") from exc
+        raise AbswinError(f"cannot read size {shown!r}; write N or HxW, e.g. 448 or 448x640") from exc
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or min(values) <= 0:
-        raise AbswinError(f"cannot read size {text!r}; write N or HxW, e.g. 448 or 448x640")
-    return (values[0], values[1])
+        raise AbswinError(f"cannot read size {shown!r}; write N or HxW, e.g. 448 or 448x640")
+    return checked_size((values[0], values[1]), shown)
+
+
+def checked_size(size: Size, shown: str) -> Size:
+    """``size`` when no side is past ``MAX_SIDE``: a larger number is no image (and overflows the arithmetic that
+    would say how much memory it takes)."""
+    if max(size) > MAX_SIDE:
+        raise AbswinError(f"size {shown} has a side over {MAX_SIDE:,} pixels; no image is that large")
+    return size
 
 
 def as_size(value: int | str | Size | None) -> Size | None:
     """``448``, ``"448x640"``, ``(448, 640)``; None or ``"full"`` stay None (the full grid)."""
     if value is None or value == "full":
         return None
-    if isinstance(value, int):
-        return (value, value)
     if isinstance(value, str):
         return parse_size(value)
-    return (int(value[0]), int(value[1]))
+    size = (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+    return checked_size(size, str(value)[:40])
 
 
 def format_size(size: Size) -> str:

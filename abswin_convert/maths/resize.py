@@ -88,6 +88,22 @@ def linear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return _read_only(out)
 
 
+@functools.cache
+def linear_matrix_aligned(n_in: int, n_out: int) -> np.ndarray:
+    """``F.interpolate(mode="linear", align_corners=True)`` as ``[n_out, n_in]``: the end points map onto each other."""
+    _check_sizes(n_in, n_out)
+    step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    src = np.arange(n_out) * step
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    out = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(out, (rows, i0), 1.0 - lam)
+    np.add.at(out, (rows, i1), lam)
+    return _read_only(out)
+
+
 @dataclass(frozen=True)
 class Resize:
     """Bicubic resize with ``align_corners=False``, with or without antialiasing, in float64."""
@@ -122,12 +138,14 @@ BICUBIC = Resize(antialias=False)
 BICUBIC_ANTIALIAS = Resize(antialias=True)
 
 
-def resize_table(table: np.ndarray, length: int) -> np.ndarray:
-    """A ``[L, D]`` relative-position table resized linearly to ``[length, D]`` (float64), as ``get_rel_pos`` does."""
+def resize_table(table: np.ndarray, length: int, align_corners: bool = False) -> np.ndarray:
+    """A ``[L, D]`` relative-position table resized linearly to ``[length, D]`` (float64): as ``get_rel_pos`` does
+    (``align_corners=False``), or with the end rows kept on the end rows (``align_corners=True``)."""
     table = np.asarray(table, dtype=np.float64)
     if table.shape[0] == length:
         return table.copy()
-    return linear_matrix(table.shape[0], length) @ table
+    matrix = linear_matrix_aligned if align_corners else linear_matrix
+    return matrix(table.shape[0], length) @ table
 
 
-__all__ = ["BICUBIC", "BICUBIC_ANTIALIAS", "Resize", "Size", "linear_matrix", "resize_table"]
+__all__ = ["BICUBIC", "BICUBIC_ANTIALIAS", "Resize", "Size", "linear_matrix", "linear_matrix_aligned", "resize_table"]

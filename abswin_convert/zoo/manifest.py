@@ -6,8 +6,11 @@ cannot name a function, a resource that is not a number) is a one-line AbswinErr
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import re
+import reprlib
 import string
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from ..errors import AbswinError
 from ..evaluation.hooks import BUILTIN_HOOKS
 from ..families import NAMES as FAMILY_NAMES
 from ..families.overrides import RECIPES, TILE, Overrides
+from ..families.window_change import WindowChange
 from ..hub.locations import is_repo_id, parse_hub_source
 from ..io.outputs import WEIGHT_SUFFIXES
 from ..io.provenance import public_name
@@ -33,12 +37,15 @@ else:  # pragma: no cover - Python 3.10
 FORMATS = ("safetensors", "pt")
 PUSH_PLACEHOLDERS = ("size", "target", "name")
 OVERRIDE_KEYS = ("key", "layout", "window", "patch_stride", "recipe")
+WINDOW_KEYS = ("window_size", "relpos_resize", "window_part")  # convert --window-size ... (families/window_change.py)
 _MODEL_KEYS = {
     "source", "name", "img_size", "target", "to", "global_size", "format", "family", "push_to", "private", "hooks", "resources",
-    *OVERRIDE_KEYS,
+    *OVERRIDE_KEYS, *WINDOW_KEYS,
 }
 _DEFAULT_KEYS = (_MODEL_KEYS - {"source", "name"}) | {"out"}
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_MANIFEST_BYTES = 16 << 20  # thousands of entries take kilobytes
+_MAX_FOLDER_NAME = 255  # bytes in one name, on the common file systems
 _HOOK_FUNCTION = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 
 
@@ -74,6 +81,7 @@ class OutputJob:
     hooks: tuple[HookSpec, ...]
     overrides: Overrides = field(default_factory=Overrides)
     resources: dict[str, float] = field(default_factory=dict)  # what a Ray task asks for; the local executor ignores it
+    window_change: WindowChange | None = None
 
     @property
     def size(self) -> str:
@@ -94,6 +102,9 @@ class OutputJob:
             value = getattr(self.overrides, key)
             if value is not None:
                 options[key] = format_size(value) if key == "window" else value
+        if self.window_change is not None:  # only when given, as the overrides
+            options.update(window_size=self.window_change.spelled, relpos_resize=self.window_change.relpos_resize,
+                           window_part=self.window_change.window_part)
         return json.dumps(options, sort_keys=True, separators=(",", ":"))
 
 
@@ -116,12 +127,18 @@ class Manifest:
 def load_manifest(path: str | Path, out: str | Path | None = None) -> Manifest:
     """The manifest at ``path``, checked completely (``out`` replaces its ``out``); AbswinError for a bad one."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a pipe would block, a device never end
+        raise AbswinError(f"{path}: not a regular file; give the path of a manifest (.toml)")
+    if path.is_file() and path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise AbswinError(f"{path}: {path.stat().st_size:,} bytes, too large for a manifest (at most 16 MiB)")
     try:
         data = tomllib.loads(path.read_text())
     except OSError as error:
         raise AbswinError(f"{path}: cannot read the manifest ({error.strerror})") from error
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise AbswinError(f"{path}: not valid TOML ({error})") from error
+    except RecursionError as error:  # arrays or tables nested thousands deep
+        raise AbswinError(f"{path}: nested too deeply to be a manifest") from error
     unknown = sorted(set(data) - {"defaults", "model"})
     if unknown:
         raise AbswinError(f"{path}: unknown table(s) {', '.join(unknown)}; a manifest has [defaults] and [[model]]")
@@ -166,6 +183,10 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
         raise AbswinError(f"{where}: private must be true or false")
     sizes = _sizes(entry.get("img_size"), where)
     name = _NAME_UNSAFE.sub("_", str(entry.get("name") or _default_name(entry["source"])))
+    longest = max(len(f"{name}-{target}-{format_size(size)}".encode()) for size in sizes)
+    if longest > _MAX_FOLDER_NAME:
+        raise AbswinError(f"{where}: name is {len(name)} characters, which makes output folder names of {longest} "
+                          f"bytes, over the {_MAX_FOLDER_NAME} a file system allows; give a shorter name")
     repos = _push_repos(entry.get("push_to"), [format_size(s) for s in sizes], target, name, where)
     common = {
         "entry": index,
@@ -180,6 +201,7 @@ def _entry_jobs(index: int, model: object, defaults: dict, here: Path, out: Path
         "hooks": tuple(_hook(spec, where) for spec in _list(entry.get("hooks", []), "hooks", where)),
         "overrides": _overrides(entry, where),
         "resources": _resources(entry.get("resources", {}), where),
+        "window_change": _window_change(entry, where),
     }
     return [
         OutputJob(img_size=size, folder=out / f"{name}-{target}-{format_size(size)}", push_to=repo, **common)
@@ -221,15 +243,23 @@ def _sizes(value: object, where: str) -> list[Size]:
     sizes = []
     for item in values:
         if isinstance(item, bool) or not isinstance(item, (int, str)):
-            raise AbswinError(f"{where}: img_size {item!r} is neither a number nor \"HxW\"")
+            raise AbswinError(f"{where}: img_size {_shown(item)} is neither a number nor \"HxW\"")
         sizes.append(_size(str(item), "img_size", where))
+    repeated = next((size for i, size in enumerate(sizes) if size in sizes[:i]), None)
+    if repeated is not None:
+        raise AbswinError(f"{where}: img_size lists {format_size(repeated)} twice; give each size once")
     return sizes
+
+
+def _shown(value: object) -> str:
+    """A value as the user wrote it, cut short (a list nested thousands deep, a long string)."""
+    return reprlib.repr(value)
 
 
 def _global_size(value: object, where: str) -> str:
     """As written (the provenance records it so), once it is known to be ``full`` or a size."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise AbswinError(f"{where}: global_size {value!r} is neither \"full\" nor a size such as \"28x28\"")
+        raise AbswinError(f"{where}: global_size {_shown(value)} is neither \"full\" nor a size such as \"28x28\"")
     if value != "full":
         _size(str(value), "global_size", where)
     return str(value)
@@ -269,12 +299,24 @@ def _hook(spec: object, where: str) -> HookSpec:
     elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
         hook = HookSpec(spec["name"], {k: v for k, v in spec.items() if k != "name"})
     else:
-        raise AbswinError(f"{where}: hook {spec!r} is neither a name nor a table with name = ...")
+        raise AbswinError(f"{where}: hook {_shown(spec)} is neither a name nor a table with name = ...")
     if hook.name not in BUILTIN_HOOKS and not _HOOK_FUNCTION.fullmatch(hook.name):
         raise AbswinError(
             f"{where}: unknown hook {hook.name!r}; use one of {', '.join(BUILTIN_HOOKS)} or package.module:function"
         )
+    module = hook.name.partition(":")[0]
+    if hook.name not in BUILTIN_HOOKS and not _importable(module):
+        raise AbswinError(f"{where}: hook {hook.name!r}: no module {module} is installed here; install it (on every "
+                          "node of a cluster) or fix the name")
     return hook
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found (its parent packages are imported to look, as ``import`` would)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _new_spelling(table: dict, where: str) -> dict:
@@ -296,9 +338,9 @@ def _overrides(entry: dict, where: str) -> Overrides:
     if layout is not None and layout not in LAYOUTS:
         raise AbswinError(f"{where} has layout = {layout!r}; use one of {', '.join(LAYOUTS)}")
     if window is not None and (isinstance(window, bool) or not isinstance(window, (int, str))):
-        raise AbswinError(f"{where}: window {window!r} is neither a number nor \"HxW\"")
+        raise AbswinError(f"{where}: window {_shown(window)} is neither a number nor \"HxW\"")
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0):
-        raise AbswinError(f"{where}: patch_stride must be a positive number of pixels, found {stride!r}")
+        raise AbswinError(f"{where}: patch_stride must be a positive number of pixels, found {_shown(stride)}")
     if recipe is not None and recipe not in RECIPES:
         raise AbswinError(f"{where} has recipe = {recipe!r}; the one recipe is {TILE!r}")
     return Overrides.parse(
@@ -310,6 +352,14 @@ def _overrides(entry: dict, where: str) -> Overrides:
     )
 
 
+def _window_change(entry: dict, where: str) -> WindowChange | None:
+    """``window_size`` (``16``, ``"16x16"``, ``[8, 4, 16, 8]``), ``relpos_resize``, ``window_part``: as ``convert`` takes them."""
+    try:
+        return WindowChange.parse(*(entry.get(k) for k in WINDOW_KEYS))
+    except AbswinError as exc:
+        raise AbswinError(f"{where}: {exc}") from None
+
+
 def _resources(value: object, where: str) -> dict[str, float]:
     """What a Ray task asks for: ``num_cpus``, ``num_gpus``, ``memory`` (bytes) or a custom resource name."""
     if not isinstance(value, dict):
@@ -317,8 +367,8 @@ def _resources(value: object, where: str) -> dict[str, float]:
     for name, amount in value.items():
         if name in ("CPU", "GPU"):
             raise AbswinError(f"{where}: resources.{name}: write num_{name.lower()}s, as Ray's task options do")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-            raise AbswinError(f"{where}: resources.{name} must be a number >= 0, found {amount!r}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < math.inf:
+            raise AbswinError(f"{where}: resources.{name} must be a finite number >= 0, found {_shown(amount)}")
     return {name: float(amount) for name, amount in value.items()}
 
 

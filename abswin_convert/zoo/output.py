@@ -22,6 +22,7 @@ from ..evaluation.hooks import run_hook
 from ..hub.locations import open_source
 from ..io.outputs import read_output, write_hooks
 from ..io.provenance import public_name, sha256_of
+from ..io.staging import forget_claim
 from .manifest import HookSpec, OutputJob
 from .report import OutputRow
 
@@ -100,6 +101,7 @@ def _build(job: OutputJob) -> None:
     """Convert into a hidden staging folder, run the hooks there, then rename it into place."""
     staging = staging_folder(job.folder, "partial")
     shutil.rmtree(staging, ignore_errors=True)
+    forget_claim(staging)  # a lost attempt's (its worker on another node, maybe): this path is this output's alone
     try:
         result = convert(
             source=job.location,
@@ -111,20 +113,31 @@ def _build(job: OutputJob) -> None:
             family=job.family,
             overrides=job.overrides,
             provenance={"zoo_options": job.options()},
+            **_window_options(job),
         )
         if job.hooks:
-            write_hooks(staging, _run_hooks(job.hooks, result.output))
+            write_hooks(staging, _run_hooks(job.hooks, result.output, job.location))
         _install(staging, job.folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path) -> dict[str, dict]:
-    """Every hook's metrics; a hook that raises, or says ``ok: false``, fails the output."""
+def _window_options(job: OutputJob) -> dict:
+    """``convert``'s window-change arguments for the job's ``window_size`` (none when it has none)."""
+    change = job.window_change
+    if change is None:
+        return {}
+    return {"window_size": change.window, "relpos_resize": change.relpos_resize, "window_part": change.window_part}
+
+
+def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path, source: str) -> dict[str, dict]:
+    """Every hook's metrics; a hook that raises, or says ``ok: false``, fails the output. ``verify`` is told the
+    source the zoo converted (unless the entry names one), so that it recomputes the conversion from it."""
     results = {}
     for hook in hooks:
+        options = {"source": source, **hook.options} if hook.name == "verify" else hook.options
         try:
-            results[hook.name] = _shareable(run_hook(hook.name, weights, hook.options))
+            results[hook.name] = _shareable(run_hook(hook.name, weights, options))
         except AbswinError as error:
             raise AbswinError(f"hook {hook.name}: {error}") from error
         except Exception as error:  # a hook is somebody's code: its crash fails this output, named as its own

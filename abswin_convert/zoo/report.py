@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, residual
 from ..io.jsonfile import write_json
 from ..io.outputs import read_output
 from ..io.writer import atomic_file
@@ -83,7 +83,7 @@ class ZooReport:
 
     def markdown(self) -> str:
         header = ("output", "source", "size", "target", "status", "seconds", "residual", "window energy", "pushed",
-                  "hooks", "ran on", "error")
+                  "verdict", "native error", "top-1", "mIoU", "other hooks", "ran on", "error")
         rows: list[tuple[str, ...]] = [
             (
                 f"`{r.output}`",
@@ -92,10 +92,10 @@ class ZooReport:
                 r.target,
                 r.status,
                 f"{r.seconds:.1f}",
-                _number(r.residual),
+                "" if r.residual is None else residual.in_words(r.residual),
                 _number(r.window_energy),
                 f"`{r.pushed[:12]}`" if r.pushed else "",
-                _hooks_cell(r.hooks),
+                *_hook_cells(r.hooks),
                 r.ran_on(),
                 " ".join((r.error or "").split()),
             )
@@ -120,10 +120,20 @@ def _number(value: float | None) -> str:
     return "" if value is None else format_value(value)
 
 
-def _hooks_cell(hooks: dict[str, dict]) -> str:
-    parts = []
-    for name in sorted(hooks):
-        metrics = hooks[name] if isinstance(hooks[name], dict) else {"result": hooks[name]}
-        shown = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(metrics.items()) if not isinstance(v, dict))
-        parts.append(f"{name}: {shown}")
-    return "; ".join(parts)
+# The hook results a person reads in report.md (report.json and the model card keep every metric).
+_READ_HOOKS = ("verify", "eval", "finetune")
+
+
+def _hook_cells(hooks: dict[str, dict]) -> tuple[str, str, str, str, str]:
+    """verdict (verify's), native error (verify's max abs error at the native size), top-1 (eval's, and after a
+    finetune), mIoU (any hook's ``miou``), and the other hooks by name with whether they passed."""
+    results = {name: value if isinstance(value, dict) else {"result": value} for name, value in hooks.items()}
+    verify = results.get("verify", {})
+    native = verify.get("native_max_abs_error")
+    top1 = [f"{format_value(results[name]['top1'])}{' (finetuned)' if name == 'finetune' else ''}"
+            for name in ("eval", "finetune") if "top1" in results.get(name, {})]
+    miou = [format_value(value) for metrics in results.values() for key, value in metrics.items() if key.lower() == "miou"]
+    others = [name + {True: " ok", False: " failed"}.get(metrics.get("ok"), "")  # type: ignore[arg-type]
+              for name, metrics in sorted(results.items()) if name not in _READ_HOOKS]
+    return (str(verify.get("verdict", "")), f"{native:.1e}" if isinstance(native, float) else "", ", ".join(top1),
+            ", ".join(miou), ", ".join(others))

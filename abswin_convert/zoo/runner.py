@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AbswinError
+from ..io.staging import sweep
 from .executors import Progress, make_executor
 from .manifest import Manifest
 from .output import remove_staging
@@ -37,8 +38,10 @@ def run_zoo(
     manifest.out.mkdir(parents=True, exist_ok=True)
     with _exclusive(manifest.out):
         remove_staging(manifest.out)  # left by a run that was killed: nobody else holds the folder now
+        sweep(manifest.out, owned=True)  # and the locks and stages of its conversions, whatever this run converts
         rows = runner.run(manifest.entries(), False, progress)
         remove_staging(manifest.out)  # left by Ray workers lost mid-output
+        sweep(manifest.out, owned=True)
         report = ZooReport(manifest.path, manifest.out, rows)
         report.write()
     return report

@@ -22,18 +22,24 @@ _LAZY_EXPORTS = {
     "convert_state_dict": ".in_memory",
     "interpolate_pos_embed": ".in_memory",
     "resample_abswin_pos_embed": ".in_memory",
+    "verify": ".evaluation.verify",
+    "bake": ".patching",
+    "patch": ".patching",
+    "unpatch": ".patching",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers
     from .api import ConversionResult, InspectReport, convert, inspect  # noqa: F401
+    from .evaluation.verify import verify  # noqa: F401
     from .in_memory import (  # noqa: F401
         ConvertedStateDict,
         convert_state_dict,
         interpolate_pos_embed,
         resample_abswin_pos_embed,
     )
+    from .patching import bake, patch, unpatch  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -9,8 +9,9 @@ safetensors file:
 
 - ``naive``: ``--global-size`` equal to the pretrained grid, which is the plain bicubic resize loaders do;
 - ``tiled``: the default ``--window`` recipe, the pretrained grid tiled into every window and baked;
-- ``split``: absolute win as the paper trains it: the tiled output's first window becomes a trainable window part,
-  tiled at run time, plus a trainable global part (the pretrained grid's size, zero-initialised, bicubic-resized).
+- ``split``: absolute win as the paper trains it: ``abswin_convert.patch(model, split=True)`` on the runtime built
+  at the pretrained size turns its embedding (there one window) into a trainable window part, tiled at run time,
+  plus a trainable global part (the pretrained grid's size, zero, bicubic-resized); it composes to ``tiled`` at 2x.
 
 Three data regimes at the larger size: ``content`` (the image upsampled 2x, objects twice as large in pixels),
 ``canvas`` (the native image at a random place on a 2x canvas, same pixel scale) and ``aligned`` (the same, placed
@@ -56,6 +57,8 @@ from replicate_toy import mean_sd, points  # the Hiera arm's table cells (script
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer_sam import VisionTransformerSAM
+
+import abswin_convert
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train statistics
@@ -173,28 +176,13 @@ def plain_vit(args: argparse.Namespace) -> VisionTransformer:
                              fc_norm=False)
 
 
-def windowed_vit(args: argparse.Namespace, setup: Setup, img_size: int, abs_pos: bool) -> VisionTransformerSAM:
+def windowed_vit(args: argparse.Namespace, setup: Setup, img_size: int) -> VisionTransformerSAM:
     """ViTDet-style runtime: windows of the pretrained grid's size, ``setup.global_blocks`` global."""
     return VisionTransformerSAM(
         img_size=img_size, patch_size=args.patch, in_chans=1, num_classes=10, embed_dim=args.dim, depth=args.depth,
         num_heads=args.heads, window_size=args.native // args.patch, global_attn_indexes=setup.global_blocks,
-        use_rel_pos=setup.rel_pos, use_abs_pos=abs_pos, neck_chans=0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=setup.rel_pos, neck_chans=0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
     )
-
-
-class AbsWinPos(torch.nn.Module):
-    """Absolute win as two trainable parts, added to the patch embedding's NHWC output by a forward hook."""
-
-    def __init__(self, window: torch.Tensor, global_size: int) -> None:
-        super().__init__()
-        self.window = torch.nn.Parameter(window.clone())  # [wh, ww, C]
-        self.global_ = torch.nn.Parameter(window.new_zeros(1, window.shape[-1], global_size, global_size))
-
-    def forward(self, size: tuple[int, int]) -> torch.Tensor:
-        wh, ww = self.window.shape[:2]
-        tiled = self.window.repeat(math.ceil(size[0] / wh), math.ceil(size[1] / ww), 1)[: size[0], : size[1]]
-        resized = F.interpolate(self.global_, size=size, mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
-        return tiled + resized
 
 
 def runtime_state(plain: dict[str, torch.Tensor], pos_embed: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -215,9 +203,9 @@ def load_runtime(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
 
 
 def position_grid(model: torch.nn.Module, size: int) -> torch.Tensor:
-    """The embedding the runtime adds, ``[H, W, C]``."""
-    if isinstance(getattr(model, "abswin", None), AbsWinPos):
-        return model.abswin((size, size)).detach()
+    """The embedding the runtime adds on a ``size`` token grid, ``[H, W, C]`` (a patched model's as bake writes it)."""
+    if hasattr(model, "_abswin_patch"):
+        return abswin_convert.bake(model, size * model.patch_embed.patch_size[0])["pos_embed"][0]
     return model.pos_embed.detach()[0]
 
 
@@ -233,7 +221,7 @@ def window_energy(grid: torch.Tensor, window: int) -> float:
 def optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     """AdamW; no weight decay on position parameters (absolute, relative, split parts), norms and biases."""
     params = list(model.named_parameters())
-    decayed = {n for n, p in params if p.ndim > 1 and "pos" not in n and "abswin" not in n}
+    decayed = {n for n, p in params if p.ndim > 1 and "pos" not in n}
     return torch.optim.AdamW([{"params": [p for n, p in params if n in decayed], "weight_decay": 0.05},
                               {"params": [p for n, p in params if n not in decayed], "weight_decay": 0.0}],
                              lr=lr, betas=(0.9, 0.95))
@@ -329,7 +317,7 @@ def pretrain(args: argparse.Namespace, seed: int, data: dict, device: torch.devi
     meta = {"seed": seed, "top1_native": top1(model, normalize(test_images), test_labels, device),
             "seconds": time.perf_counter() - t0}
     # Sanity: the runtime at the native size (one window = the whole grid) without the cls token.
-    runtime = windowed_vit(args, setups(args)["base"], args.native, abs_pos=True).to(device)
+    runtime = windowed_vit(args, setups(args)["base"], args.native).to(device)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     load_runtime(runtime, runtime_state(state, state["pos_embed"]))
     meta["top1_runtime_native"] = top1(runtime, normalize(test_images), test_labels, device)
@@ -342,15 +330,17 @@ def pretrain(args: argparse.Namespace, seed: int, data: dict, device: torch.devi
 def start(args: argparse.Namespace, setup: Setup, init: str, plain: dict, pos: dict, device: torch.device):
     """The windowed runtime at 2x, initialised as ``init`` says."""
     size = 2 * args.native
-    model = windowed_vit(args, setup, size, abs_pos=init != "split")
     if init == "split":
-        grid = args.native // args.patch
-        tiled = pos["tiled"][0, 1:].reshape(2 * grid, 2 * grid, -1)
-        load_runtime(model, runtime_state(plain, None))
-        model.abswin = AbsWinPos(tiled[:grid, :grid], grid)  # the tiled output's first window
-        assert torch.equal(model.abswin((2 * grid, 2 * grid)), tiled), "split init must compose to the tiled one"
-        model.patch_embed.register_forward_hook(lambda module, inputs, out: out + model.abswin(tuple(out.shape[1:3])))
+        # absolute win as the paper trains it: the runtime at the pretrained size, its embedding (one window there)
+        # split by abswin_convert.patch into a window part (tiled at run time) and a zero global part of the
+        # pretrained grid's size (bicubic-resized); the model then runs at 2x
+        model = windowed_vit(args, setup, args.native)
+        load_runtime(model, runtime_state(plain, plain["pos_embed"]))
+        abswin_convert.patch(model, split=True)
+        tiled = pos["tiled"][0, 1:].reshape(1, size // args.patch, size // args.patch, -1)
+        assert torch.equal(abswin_convert.bake(model, size)["pos_embed"], tiled), "split must compose to the tiled one"
     else:
+        model = windowed_vit(args, setup, size)
         load_runtime(model, runtime_state(plain, pos[init]))
     return model.to(device)
 

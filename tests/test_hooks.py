@@ -34,13 +34,13 @@ def test_eval_hook_takes_the_size_from_the_conversion(converted, data):
 
 def test_verify_hook_on_a_split_output(converted):
     metrics = run_hook("verify", converted["split"] / "model.safetensors", {"source": str(example_path())})
-    assert metrics["ok"] is True, metrics
-    assert metrics["native_max_abs_error"] < 1e-5
-    assert metrics["runtime"] == "timm" and metrics["num_classes"] == 10 and metrics["img_size"] == 128
+    assert (metrics["ok"], metrics["verdict"]) == (True, "verified"), metrics
+    assert metrics["native_max_abs_error"] < 1e-5 and metrics["changes"]["at_native_vs_source"] < 1e-5
+    assert metrics["runtime"].startswith("timm ") and metrics["img_size"] == "128x128"
 
 
 def test_verify_hook_reports_a_broken_window_part(converted, tmp_path):
-    """A tampered window part still loads, but no longer composes back to the source: ok is false."""
+    """A tampered window part still loads, but is not what the source converts to: the verdict is failed."""
     ckpt = open_checkpoint(converted["split"])
     tensors = []
     for key in ckpt.keys():
@@ -51,14 +51,15 @@ def test_verify_hook_reports_a_broken_window_part(converted, tmp_path):
     write_safetensors(broken / "model.safetensors", tensors, ckpt.metadata)
     (broken / "config.json").write_bytes((converted["split"] / "config.json").read_bytes())
     metrics = run_hook("verify", broken, {"img_size": 128, "source": str(example_path())})
-    assert metrics["ok"] is False and metrics["native_max_abs_error"] > 1e-3
-    assert any("native size" in p for p in metrics["problems"])
+    assert (metrics["ok"], metrics["verdict"]) == (False, "failed") and metrics["native_max_abs_error"] > 1e-3
+    assert any(p.startswith("native size") for p in metrics["problems"])
+    assert any(p.startswith("position tensors") and "pos_embed_win" in p for p in metrics["problems"])
 
 
 def test_verify_hook_reports_a_size_mismatch(converted):
-    metrics = run_hook("verify", converted["baked"], {"img_size": 256})
-    assert metrics["ok"] is False and metrics["runtime_ok"] is False
-    assert "convert --img-size 256" in metrics["problems"][0]
+    metrics = run_hook("verify", converted["baked"], {"img_size": 256, "source": str(example_path())})
+    assert metrics["verdict"] == "failed" and metrics["checks"]["strict load"]["status"] == "failed"
+    assert "do not load at 256x256" in metrics["problems"][0]
 
 
 def test_finetune_hook_writes_beside_the_checkpoint(converted, data):

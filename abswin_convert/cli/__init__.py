@@ -23,9 +23,11 @@ from .evaluate import eval_command, finetune_command
 from .inspect import inspect_command
 from .push import push_command
 from .support import CommandGroup
+from .verify import verify_command
 from .zoo import zoo_command
 
-COMMANDS = (inspect_command, convert_command, demo_command, eval_command, finetune_command, push_command, zoo_command)
+COMMANDS = (inspect_command, convert_command, verify_command, demo_command, eval_command, finetune_command, push_command,
+            zoo_command)
 
 
 @click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -49,6 +51,7 @@ def main() -> None:
     Examples:
       abswin-convert inspect facebook/sam-vit-base --plot sam.png --img-size 1536
       abswin-convert convert facebook/sam-vit-base -o sam-1536/ --img-size 1536
+      abswin-convert verify sam-1536/
       abswin-convert demo
     """
 

@@ -65,13 +65,14 @@ def _builtins() -> dict[str, Hook]:
 
 
 def call_with_options(func: Callable[..., dict], name: str, path: Path, options: dict[str, Any]) -> dict:
-    """Call ``func(path, **options)``; ``img_size`` defaults to the size the checkpoint was converted for."""
+    """Call ``func(path, **options)``; a required ``img_size`` defaults to the size the checkpoint was converted for
+    (a hook with a default of its own, such as verify's, reads the provenance itself)."""
     params = inspect.signature(func).parameters
     accepted = [p for p in params if p != "checkpoint"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise AbswinError(f"hook {name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(accepted)}")
-    if "img_size" in params and "img_size" not in options:
+    if "img_size" in params and params["img_size"].default is inspect.Parameter.empty and "img_size" not in options:
         options = {**options, "img_size": converted_size(path)}
     missing = [p for p, v in params.items() if p != "checkpoint" and v.default is inspect.Parameter.empty and p not in options]
     if missing:

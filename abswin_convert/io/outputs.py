@@ -9,7 +9,7 @@ is already up to date.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +152,13 @@ def read_metadata(weights: Path) -> dict[str, str]:
         return read_header(weights, tensors=False)[1]
     sidecar = sidecar_of(weights)
     return read_json_object(sidecar) if sidecar.is_file() else {}
+
+
+def provenance_of(weights: Path, metadata: Mapping[str, str]) -> Provenance | None:
+    """The provenance of an opened checkpoint (``weights``: its file, or a shard index) whose safetensors metadata
+    is ``metadata``: that, or a torch file's sidecar; None when there is none."""
+    own = metadata or ({} if weights.name.endswith(".json") else read_metadata(weights))
+    return Provenance.from_metadata(own, str(weights))
 
 
 def write_hooks(folder: Path, results: dict[str, dict]) -> Path:

@@ -89,6 +89,23 @@ def build_sam2(state: Mapping[str, torch.Tensor], img_size: int = NATIVE_SIZE) -
     return load_strict(model, state, f"sam2's {name} at {img_size} px")
 
 
+def build_trunk(state: Mapping[str, torch.Tensor], img_size: int) -> torch.nn.Module:
+    """sam2's Hiera trunk alone (a ``--target sam2`` output of a Hiera: ``image_encoder.trunk.*`` only), its width,
+    stages and heads read as for a Hiera, its background size from ``pos_embed``; loaded strictly, eval mode. The
+    trunk runs at any multiple of 32 px: ``img_size`` is only checked."""
+    from sam2.modeling.backbones.hieradet import Hiera
+
+    from .hiera import args_from_shapes
+
+    if img_size % 32:
+        raise AbswinError(f"sam2 needs an input size that is a multiple of 32 (its windows tile h // 8 tokens), not {img_size}")
+    own = {key[len(TRUNK):]: value for key, value in state.items()}
+    args, _ = args_from_shapes({key: tuple(value.shape) for key, value in own.items()})
+    trunk = Hiera(embed_dim=args["embed_dim"], num_heads=args["num_heads"], stages=args["stages"], q_pool=args["q_pool"],
+                  window_pos_embed_bkg_spatial_size=tuple(own["pos_embed"].shape[-2:]), global_att_blocks=())
+    return load_strict(trunk, own, f"sam2's Hiera trunk at {img_size} px")
+
+
 def version() -> str:
     from importlib.metadata import version as installed
 

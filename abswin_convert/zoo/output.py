@@ -110,7 +110,7 @@ def _build(job: OutputJob) -> None:
             **_window_options(job),
         )
         if job.hooks:
-            write_hooks(staging, _run_hooks(job.hooks, result.output))
+            write_hooks(staging, _run_hooks(job.hooks, result.output, job.location))
 
 
 def _window_options(job: OutputJob) -> dict:
@@ -121,12 +121,14 @@ def _window_options(job: OutputJob) -> dict:
     return {"window_size": change.window, "relpos_resize": change.relpos_resize, "window_part": change.window_part}
 
 
-def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path) -> dict[str, dict]:
-    """Every hook's metrics; a hook that raises, or says ``ok: false``, fails the output."""
+def _run_hooks(hooks: tuple[HookSpec, ...], weights: Path, source: str) -> dict[str, dict]:
+    """Every hook's metrics; a hook that raises, or says ``ok: false``, fails the output. ``verify`` is told the
+    source the zoo converted (unless the entry names one), so that it recomputes the conversion from it."""
     results = {}
     for hook in hooks:
+        options = {"source": source, **hook.options} if hook.name == "verify" else hook.options
         try:
-            results[hook.name] = _shareable(run_hook(hook.name, weights, hook.options))
+            results[hook.name] = _shareable(run_hook(hook.name, weights, options))
         except AbswinError as error:
             raise AbswinError(f"hook {hook.name}: {error}") from error
         except Exception as error:  # a hook is somebody's code: its crash fails this output, named as its own

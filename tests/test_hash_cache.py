@@ -13,7 +13,7 @@ import pytest
 
 from abswin_convert import convert
 from abswin_convert.demo import example_path
-from abswin_convert.io import hash_cache, provenance, writer
+from abswin_convert.io import hash_cache, provenance, safetensors_writer
 from abswin_convert.io.outputs import read_output
 
 
@@ -68,7 +68,7 @@ def test_a_damaged_or_disabled_cache_only_costs_a_hash(tmp_path, monkeypatch, co
 def test_a_hash_still_running_when_the_write_starts_is_patched_into_the_header(tmp_path, monkeypatch):
     # the first conversion of a large file: the header goes out with a placeholder, the hash is written in at the end
     source = _source(tmp_path)
-    hash_now, patch_now = provenance.sha256_of, writer._patch_header
+    hash_now, patch_now = provenance.sha256_of, safetensors_writer._patch_header
     patched = []
 
     def hash_once_the_output_is_being_written(path: Path) -> str:
@@ -82,7 +82,7 @@ def test_a_hash_still_running_when_the_write_starts_is_patched_into_the_header(t
         patch_now(*args)
 
     monkeypatch.setattr(provenance, "sha256_of", hash_once_the_output_is_being_written)
-    monkeypatch.setattr(writer, "_patch_header", patch)
+    monkeypatch.setattr(safetensors_writer, "_patch_header", patch)
     monkeypatch.setenv(hash_cache.ENV_VAR, str(tmp_path / "cache.json"))
     first = tmp_path / "out" / "first.safetensors"  # staged in tmp_path, beside its folder
     convert(source, first, 128, family="hiera")

@@ -76,16 +76,7 @@ def antialias_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
 def linear_matrix(n_in: int, n_out: int) -> np.ndarray:
     """``F.interpolate(mode="linear", align_corners=False)`` as ``[n_out, n_in]``: 2 taps, source clamped at 0."""
     _check_sizes(n_in, n_out)
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.floor(src).astype(np.int64)
-    i0 = np.minimum(i0, n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = src - i0
-    out = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    np.add.at(out, (rows, i0), 1.0 - lam)
-    np.add.at(out, (rows, i1), lam)
-    return _read_only(out)
+    return _two_taps(np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0), n_in)
 
 
 @functools.cache
@@ -93,12 +84,16 @@ def linear_matrix_aligned(n_in: int, n_out: int) -> np.ndarray:
     """``F.interpolate(mode="linear", align_corners=True)`` as ``[n_out, n_in]``: the end points map onto each other."""
     _check_sizes(n_in, n_out)
     step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-    src = np.arange(n_out) * step
+    return _two_taps(np.arange(n_out) * step, n_in)
+
+
+def _two_taps(src: np.ndarray, n_in: int) -> np.ndarray:
+    """Linear interpolation at source positions ``src`` (one per output row) as a read-only ``[len(src), n_in]``."""
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     lam = src - i0
-    out = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
+    out = np.zeros((len(src), n_in))
+    rows = np.arange(len(src))
     np.add.at(out, (rows, i0), 1.0 - lam)
     np.add.at(out, (rows, i1), lam)
     return _read_only(out)

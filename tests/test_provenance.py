@@ -37,3 +37,17 @@ def test_a_file_without_abswin_entries_has_no_record_and_a_damaged_one_is_refuse
     assert "\n" not in str(error.value)
     with pytest.raises(AbswinError, match="not a size"):
         Provenance.from_entries({**WRITTEN, "img_size": "big"})
+
+
+def test_a_window_change_and_the_tensors_rewritten_beside_the_embedding_read_typed():
+    written = {**WRITTEN, "window_size": "16x16", "relpos_resize": "align-corners",
+               "window_part": "none (pos_embed_window belongs to stage 1)", "changes_output": "yes: the attention window changed",
+               "window_change_effect": "0.34", "also_rewritten": "blocks.1.attn.rel_pos_h, blocks.1.attn.rel_pos_w"}
+    record = Provenance.from_entries(written)
+    changed = record.window_change
+    assert changed is not None and (changed.window_size, changed.effect) == ("16x16", "0.34")
+    assert (changed.option("relpos_resize"), changed.option("window_part")) == ("align-corners", None)
+    assert record.also_rewritten == ("blocks.1.attn.rel_pos_h", "blocks.1.attn.rel_pos_w")
+    assert record.others == {"finetune.steps": "10"} and record.entries() == written
+    with pytest.raises(AbswinError, match="incomplete or damaged"):
+        Provenance.from_entries({k: v for k, v in written.items() if k != "window_part"})

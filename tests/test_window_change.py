@@ -247,7 +247,7 @@ def test_model_card_says_the_output_changed_and_reproduces_the_window_options(sa
     provenance = result.provenance
     card = model_card(provenance)
     assert "changes what the model computes at its own size" in card
-    effect = provenance.others["window_change_effect"]
+    effect = provenance.window_change.effect
     assert f"| relative change of the encoder output at the native size | `{effect}` |" in card
     assert reproduce_command(provenance).endswith("--window-size 16x16 --relpos-resize align-corners --window-part keep")
 

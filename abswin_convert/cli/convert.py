@@ -120,7 +120,7 @@ def _what_was_done(record: Provenance) -> str:
     assert done is not None and record.img_size is not None  # a conversion records both
     global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
     energy = ONE_WINDOW if done.window_energy is None else f"{done.window_energy:.3f}"
-    new_window = f" -> {record.others['window_size']}" if "window_size" in record.others else ""  # --window-size
+    new_window = f" -> {record.window_change.window_size}" if record.window_change else ""  # --window-size
     return (f"  {done.family} ({done.spelling}) -> {done.target} at {format_size(record.img_size)}: "
             f"window {format_size(done.window)}{new_window}, global {global_size}, residual {residual.in_words(done.residual)}, "
             f"window energy {energy}")

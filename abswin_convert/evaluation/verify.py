@@ -135,13 +135,10 @@ def recorded_conversion(provenance: Provenance) -> tuple[str, Overrides, Convert
 
 def _window_change(provenance: Provenance) -> WindowChange | None:
     """The ``--window-size`` change a conversion recorded (``none (...)`` where an option did not apply)."""
-    recorded = provenance.others
-
-    def given(name: str) -> str | None:
-        value = recorded.get(name)
-        return None if value is None or value.startswith("none") else value
-
-    return WindowChange.parse(recorded.get("window_size"), given("relpos_resize"), given("window_part"))
+    recorded = provenance.window_change
+    if recorded is None:
+        return None
+    return WindowChange.parse(recorded.window_size, recorded.option("relpos_resize"), recorded.option("window_part"))
 
 
 def _size_free_config(src: Checkpoint | None) -> dict | None:

@@ -17,7 +17,7 @@ from .. import residual
 from ..families import ALL as ALL_FAMILIES
 from ..families.base import Family
 from ..io.outputs import WEIGHTS_FILE
-from ..io.provenance import Conversion, Provenance
+from ..io.provenance import Conversion, Provenance, WindowChangeRecord
 from ..markdown import format_value, markdown_table
 from ..maths.grid import format_size
 from ..maths.resize import Size
@@ -159,11 +159,11 @@ def reproduce_command(p: Provenance) -> str:
                     f"--window {format_size(done.window)}")
     if done and done.global_size is not None:  # the recorded size: the full grid gives itself back exactly
         args.append(f"--global-size {format_size(done.global_size)}")
-    window = p.others  # --window-size (families/window_change.py)
-    if "window_size" in window:
-        args.append(f"--window-size {window['window_size']}")
-        args += [f"--{flag.replace('_', '-')} {window[flag]}" for flag in ("relpos_resize", "window_part")
-                 if window.get(flag, "none").split(" ")[0] != "none"]
+    changed = p.window_change  # --window-size (families/window_change.py)
+    if changed is not None:
+        args.append(f"--window-size {changed.window_size}")
+        args += [f"--{flag.replace('_', '-')} {changed.option(flag)}" for flag in ("relpos_resize", "window_part")
+                 if changed.option(flag) is not None]
     return " ".join(args)
 
 
@@ -187,24 +187,24 @@ def _summary(p: Provenance) -> str:
         f"part ({entries.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
         f"({entries.get('global_size', '?')} tokens, resized with {entries.get('resize', '?')}), the \"absolute win\" form of "
         f"{PAPER}; {_target_sentence(p)} "
-        + (_window_sentence(p.others, entries) + " " if "window_size" in p.others else "")
+        + (_window_sentence(p.window_change, entries) + " " if p.window_change else "")
         + _other_tensors_sentence(p)
     )
 
 
-def _window_sentence(window: Mapping[str, str], conversion: Mapping[str, str]) -> str:
+def _window_sentence(window: WindowChangeRecord, conversion: Mapping[str, str]) -> str:
     """A window change (``--window-size``) changes what the model computes at its own size: the card says so."""
     return (
-        f"The attention window was changed to {window['window_size']} (from {conversion.get('window', '?')}; "
-        f"relative-position tables: {window.get('relpos_resize', '?')}, window part: {window.get('window_part', '?')}), "
+        f"The attention window was changed to {window.window_size} (from {conversion.get('window', '?')}; "
+        f"relative-position tables: {window.relpos_resize}, window part: {window.window_part}), "
         "which changes what the model computes at its own size: the relative difference of the image encoder's output "
-        f"against the original at the native size is {window.get('window_change_effect', 'not recorded')}."
+        f"against the original at the native size is {window.effect or 'not recorded'}."
     )
 
 
 def _other_tensors_sentence(p: Provenance) -> str:
     """What else was rewritten for the new size or window (relative-position tables, a decoder's embedding), if anything."""
-    resized = [name for name in p.others.get("also_rewritten", "").split(", ") if name]
+    resized = p.also_rewritten
     if not resized:
         return "Every other tensor is copied unchanged."
     listed = ", ".join(f"`{name}`" for name in resized)

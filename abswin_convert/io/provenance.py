@@ -133,8 +133,46 @@ class Conversion:
             raise AbswinError(f"{where}: its abswin provenance is incomplete or damaged ({exc}); convert it again") from exc
 
 
+_RECORDS = ("conversion", "window_change", "also_rewritten", "others")  # fields written as entries of their own
 _CONVERSION_KEYS = ("family", "format", "target", "position_key", "native_input", "window", "global_size", "resize",
                     "residual", "window_energy")
+
+
+NOT_APPLIED = "none"  # a --window-size option that did not apply: on disk ``none (why)``
+
+
+@dataclass(frozen=True)
+class WindowChangeRecord:
+    """A ``--window-size`` change (``families/window_change.py``): the new window as the user spelled it (``16``,
+    ``16x16``, a SAM2 spec ``8,4,16,8``), the two options as recorded (``none (why)`` where one did not apply), the
+    measured change of the encoder's output at the native size (a number, or why there is none)."""
+
+    window_size: str
+    relpos_resize: str
+    window_part: str
+    changes_output: str
+    effect: str | None = None
+
+    def entries(self) -> dict[str, str]:
+        text = {"window_size": self.window_size, "relpos_resize": self.relpos_resize, "window_part": self.window_part,
+                "changes_output": self.changes_output}
+        return text if self.effect is None else {**text, "window_change_effect": self.effect}
+
+    def option(self, name: str) -> str | None:
+        """``relpos_resize`` or ``window_part`` as the flag took it; None where it did not apply."""
+        value = getattr(self, name)
+        return None if value.startswith(NOT_APPLIED) else value
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[str, str], where: str) -> WindowChangeRecord:
+        try:
+            return cls(entries["window_size"], entries["relpos_resize"], entries["window_part"],
+                       entries["changes_output"], entries.get("window_change_effect"))
+        except KeyError as exc:
+            raise AbswinError(f"{where}: its abswin provenance is incomplete or damaged ({exc}); convert it again") from exc
+
+
+_WINDOW_CHANGE_KEYS = ("window_size", "relpos_resize", "window_part", "changes_output", "window_change_effect")
 
 
 @dataclass(frozen=True)
@@ -156,6 +194,8 @@ class Provenance:
     recipe: str | None = None
     state_dict: str | None = None  # which state dict of a training checkpoint a safetensors output holds
     zoo_options: str | None = None
+    window_change: WindowChangeRecord | None = None  # --window-size: the output computes something else at its size
+    also_rewritten: tuple[str, ...] = ()  # tensors rewritten beside the embedding (relative-position tables, ...)
     others: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -167,10 +207,13 @@ class Provenance:
         text: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("conversion", "others") or value is None:
+            if f.name in _RECORDS or value is None:
                 continue
             text[f.name] = format_size(value) if f.name == "img_size" else value
-        return {**text, **(self.conversion.entries() if self.conversion else {}), **self.others}
+        if self.also_rewritten:
+            text["also_rewritten"] = ", ".join(self.also_rewritten)
+        records = (self.conversion, self.window_change)
+        return {**text, **{k: v for r in records if r is not None for k, v in r.entries().items()}, **self.others}
 
     def metadata(self) -> dict[str, str]:
         """safetensors ``__metadata__``: ``format=pt`` (transformers expects it) plus the ``abswin.*`` entries."""
@@ -178,16 +221,20 @@ class Provenance:
 
     @classmethod
     def from_entries(cls, entries: Mapping[str, str], where: str = "output") -> Provenance:
-        own = {f.name for f in fields(cls)} - {"conversion", "others", "img_size"}
+        own = {f.name for f in fields(cls)} - set(_RECORDS) - {"img_size"}
         known = {k: v for k, v in entries.items() if k in own}
         img_size = entries.get("img_size")
         conversion = Conversion.from_entries(entries, where) if "family" in entries else None
+        changed = WindowChangeRecord.from_entries(entries, where) if "window_size" in entries else None
+        also = tuple(name for name in entries.get("also_rewritten", "").split(", ") if name)
         try:
             size = parse_size(img_size) if img_size is not None else None
         except AbswinError as exc:
             raise AbswinError(f"{where}: its abswin.img_size {img_size!r} is not a size; convert it again") from exc
-        rest = {k: v for k, v in entries.items() if k not in own and k not in _CONVERSION_KEYS and k != "img_size"}
-        return cls(**{"version": "", "source": "", **known}, img_size=size, conversion=conversion, others=rest)
+        typed = {*own, *_CONVERSION_KEYS, *_WINDOW_CHANGE_KEYS, "img_size", "also_rewritten"}
+        rest = {k: v for k, v in entries.items() if k not in typed}
+        return cls(**{"version": "", "source": "", **known}, img_size=size, conversion=conversion,
+                   window_change=changed, also_rewritten=also, others=rest)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str], where: str = "output") -> Provenance | None:

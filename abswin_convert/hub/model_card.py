@@ -7,8 +7,6 @@ nothing on the Hub.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping
 from pathlib import PurePath
 
 from huggingface_hub import ModelCardData
@@ -17,7 +15,7 @@ from .. import residual
 from ..families import ALL as ALL_FAMILIES
 from ..families.base import Family
 from ..io.outputs import WEIGHTS_FILE
-from ..io.provenance import Conversion, Provenance, WindowChangeRecord
+from ..io.provenance import NO_GLOBAL_PART, Conversion, Provenance, WindowChangeRecord
 from ..markdown import format_value, markdown_table
 from ..maths.grid import format_size
 from ..maths.resize import Size
@@ -180,22 +178,23 @@ def _source_name(provenance: Provenance) -> str:
 def _summary(p: Provenance) -> str:
     pinned = f" (commit `{p.source_commit[:12]}`)" if p.source_commit else ""
     done = p.conversion
-    entries = done.entries() if done else {}
+    window = format_size(done.window) if done else "?"
+    global_size = "?" if done is None else NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
     return (
         f"The weights of `{_source_name(p)}`{pinned} with the position embedding rewritten by abswin-convert "
         f"{p.version} for {_size(p.img_size)} input. The learned embedding was split into a window "
-        f"part ({entries.get('window', '?')} tokens, tiled once per attention window, never resized) and a global part "
-        f"({entries.get('global_size', '?')} tokens, resized with {entries.get('resize', '?')}), the \"absolute win\" form of "
+        f"part ({window} tokens, tiled once per attention window, never resized) and a global part "
+        f"({global_size} tokens, resized with {done.resize if done else '?'}), the \"absolute win\" form of "
         f"{PAPER}; {_target_sentence(p)} "
-        + (_window_sentence(p.window_change, entries) + " " if p.window_change else "")
+        + (_window_sentence(p.window_change, window) + " " if p.window_change else "")
         + _other_tensors_sentence(p)
     )
 
 
-def _window_sentence(window: WindowChangeRecord, conversion: Mapping[str, str]) -> str:
+def _window_sentence(window: WindowChangeRecord, old_window: str) -> str:
     """A window change (``--window-size``) changes what the model computes at its own size: the card says so."""
     return (
-        f"The attention window was changed to {window.window_size} (from {conversion.get('window', '?')}; "
+        f"The attention window was changed to {window.window_size} (from {old_window}; "
         f"relative-position tables: {window.relpos_resize}, window part: {window.window_part}), "
         "which changes what the model computes at its own size: the relative difference of the image encoder's output "
         f"against the original at the native size is {window.effect or 'not recorded'}."
@@ -231,9 +230,11 @@ def _target_sentence(p: Provenance) -> str:
 
 def _provenance_rows(provenance: Provenance) -> list[tuple[str, ...]]:
     values = dict(provenance.entries(), source=_source_name(provenance))
-    for key, shown in (("window_energy", lambda x: f"{x:.3f}"), ("residual", residual.in_words)):
-        with contextlib.suppress(KeyError, ValueError):  # absent, or "undefined (one window)"
-            values[key] = shown(float(values[key]))
+    done = provenance.conversion
+    if done is not None:  # numbers shown as a reader takes them; an undefined energy keeps its words
+        values["residual"] = residual.in_words(done.residual)
+        if done.window_energy is not None:
+            values["window_energy"] = f"{done.window_energy:.3f}"
     return [(label, f"`{values[key]}`") for key, label in _PROVENANCE_ROWS if values.get(key)]
 
 

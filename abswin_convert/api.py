@@ -195,8 +195,13 @@ def convert(
     metadata = output_metadata(source, ckpt.path, {**_config_license(ckpt.config), **plan.stats}, extra,
                                hash_now=False)  # the writers add the sha256
     config = write_output(layout, ckpt, plan, other_states, metadata, digest, force, progress)
-    warned = residual.warning(float(plan.stats["residual"]), plan.stats["global_size"])
-    return ConversionResult(layout.main_file, config, det, metadata, notes, [warned] if warned else [], plan.config)
+    result = ConversionResult(layout.main_file, config, det, metadata, notes, model_config=plan.config)
+    done = result.provenance.conversion
+    assert done is not None  # a conversion records what it did
+    warned = residual.warning(done)
+    if warned:
+        result.warnings.append(warned)
+    return result
 
 
 def _config_license(config: dict | None) -> dict[str, str]:

@@ -24,6 +24,7 @@ from .families.base import ConvertRequest, Detection
 from .families.overrides import Overrides
 from .families.window_change import WindowChange
 from .io.checkpoint import Checkpoint
+from .io.provenance import Conversion
 from .io.tensors import RawTensor
 from .io.torch_bridge import TorchTensor, dtype_name, from_torch, to_torch
 from .maths import absolute_win as aw
@@ -100,9 +101,9 @@ def convert_state_dict(
     # untouched tensors pass through as the caller's own (prefixed names mapped back to the caller's)
     applied = plan.applied(ckpt, untouched=lambda key: originals[ckpt.stored_name(key)])
     state = {name: value if isinstance(value, torch.Tensor) else to_torch(value) for name, value in applied.items()}
-    fit = float(plan.stats["residual"])
-    warned = residual.warning(fit, plan.stats["global_size"])
-    return ConvertedStateDict(state, plan.config, plan.notes, det, fit, [warned] if warned else [])
+    done = Conversion.from_entries(plan.stats, str(IN_MEMORY))
+    warned = residual.warning(done)
+    return ConvertedStateDict(state, plan.config, plan.notes, det, done.residual, [warned] if warned else [])
 
 
 def _tensors(state_dict: Mapping[str, object]) -> dict[str, torch.Tensor]:

@@ -7,6 +7,11 @@ part's energy the smaller grid cannot hold: what the converted model no longer s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports this module for --help, which loads no numpy
+    from .io.provenance import Conversion
+
 WARN_OVER = 0.01  # warn when the refit loses more than 1% of the global part's energy (a residual over 0.1)
 
 
@@ -22,12 +27,16 @@ def in_words(residual: float) -> str:
     return f"{residual:.2e} ({100 * lost_share(residual):.2g}% of the global part lost)"
 
 
-def warning(residual: float, global_size: str) -> str | None:
-    """The warning a refit past ``WARN_OVER`` earns, or None."""
-    if lost_share(residual) <= WARN_OVER:
+def warning(done: Conversion) -> str | None:
+    """The warning a conversion's refit past ``WARN_OVER`` earns, or None."""
+    if lost_share(done.residual) <= WARN_OVER:
         return None
+    from .io.provenance import NO_GLOBAL_PART  # not at import: see above
+    from .maths.grid import format_size
+
+    global_size = NO_GLOBAL_PART if done.global_size is None else format_size(done.global_size)
     return (
-        f"the {global_size} global grid loses {lost_share(residual):.0%} of the global part (more than the "
+        f"the {global_size} global grid loses {lost_share(done.residual):.0%} of the global part (more than the "
         f"{WARN_OVER:.0%} this tool warns at): at its own size the converted model no longer computes what the source "
         "did; use a larger global size, or full (exact)"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -34,28 +35,37 @@ CLI = str(Path(sys.executable).with_name("abswin-convert"))
 ERROR = "abswin-convert: error: "
 
 
+# A small fresh interpreter starts the CLI and reports its exit status and peak RSS. The CLI is not started from this
+# test process because Linux counts a child's peak RSS from the image it was forked from (the high-water mark is
+# kept across exec), and a test process that has built models by then would lend the child its gigabytes.
+LAUNCHER = (
+    "import json, os, sys\n"
+    "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ,"
+    " file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024]))\n"
+)
+
+
 def run_within(args: list[object], cwd: Path, seconds: float = 60, env: dict[str, str] | None = None
                ) -> tuple[int, str, int]:
     """``abswin-convert ARGS``, failing the test if it runs past ``seconds``: exit status, stderr, peak RSS in bytes."""
     err_path = cwd / f".stderr-{time.monotonic_ns()}"
-    start = time.monotonic()
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([CLI, *map(str, args)], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
-                                env={**cli_env(), **(env or {})})
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - start > seconds:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                err_path.unlink()
-                pytest.fail(f"abswin-convert {' '.join(map(str, args))} still ran after {seconds} s")
-            time.sleep(0.02)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, CLI, *map(str, args)], cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=err, env={**cli_env(), **(env or {})},
+                                start_new_session=True)
+        try:
+            answer, _ = proc.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the CLI it started
+            proc.wait()
+            err_path.unlink()
+            pytest.fail(f"abswin-convert {' '.join(map(str, args))} still ran after {seconds} s")
+    status, peak_rss = json.loads(answer)
     stderr = err_path.read_text(errors="replace")
     err_path.unlink()
-    return proc.returncode, stderr, usage.ru_maxrss * 1024
+    return status, stderr, peak_rss
 
 
 def assert_one_line(status: int, stderr: str, expected: str, code: int = 2) -> None:

@@ -167,12 +167,9 @@ def convert(
         raise AbswinError("the output name is empty; give a weight file or a folder with -o")
     output_format(Path(output), fmt)  # a wrong --format is refused before the source is opened
     change = WindowChange.parse(window_size, relpos_resize, window_part)
-    if img_size is None and change is None:
-        raise AbswinError("nothing to convert for: pass --img-size N (a new input size), --window-size N, or both")
-    # a wrong size is refused before the source is opened; without one, the size the model runs at (a window change)
-    asked = ConvertRequest.parse(img_size, target, global_size, change) if img_size is not None else None
+    asked = families.asked_request(img_size, target, global_size, change)  # a wrong size: refused before the source opens
     ckpt, det, hub_file = load(source, family, overrides)
-    request = asked or ConvertRequest.parse(families.run_input(ckpt, det), target, global_size, change)
+    request = families.full_request(asked, ckpt, det, target, global_size, change)
     layout = OutputLayout.of(Path(output), fmt, ckpt)
     layout.check(inputs_of(ckpt), force)  # refused now, not after the plan's work
     # The source's sha256 (a Hub file's is checked against the Hub's LFS metadata) is hashed in a thread started now,

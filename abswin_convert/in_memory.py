@@ -20,7 +20,7 @@ from . import families, residual
 from .errors import AbswinError, in_python_words
 from .evaluation import window_effect
 from .families import window_change
-from .families.base import ConvertRequest, Detection
+from .families.base import Detection
 from .families.overrides import Overrides
 from .families.window_change import WindowChange
 from .io.checkpoint import Checkpoint
@@ -86,11 +86,9 @@ def convert_state_dict(
     try:
         overrides = Overrides.parse(key, layout, source_window, patch_stride, recipe)
         change = WindowChange.parse(window_size, relpos_resize, window_part)
-        if img_size is None and change is None:
-            raise AbswinError("nothing to convert for: pass img_size (a new input size), window_size, or both")
-        asked = ConvertRequest.parse(img_size, target, global_size, change) if img_size is not None else None
+        asked = families.asked_request(img_size, target, global_size, change)
         ckpt, det = families.recognise(ckpt, family, overrides)
-        request = asked or ConvertRequest.parse(families.run_input(ckpt, det), target, global_size, change)
+        request = families.full_request(asked, ckpt, det, target, global_size, change)
         plan = families.plan(ckpt, det, request)
     except AbswinError as error:  # the families speak the command line's flags; a caller here passed arguments
         error.args = (in_python_words(str(error)),)

@@ -26,6 +26,7 @@ from ..io.torch_bridge import torch_state_dict
 from ..runtimes import hiera as hiera_runtime
 from ..runtimes import timm as timm_runtime
 from ..runtimes import transformers as transformers_runtime
+from ..runtimes.strict import load_strict
 from .data import Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,19 +82,9 @@ def load_classifier(path: str | Path, img_size: int, config_path: Path | None = 
     state = torch_state_dict(ckpt)
     builder = {"timm": _timm, "transformers": _transformers, "hiera": _official_hiera}[runtime]
     model, preprocess, num_classes = builder(config, state, img_size, ckpt.path.parent)
-    _load_strict(model, state, ckpt.path, img_size)
-    return Classifier(model.eval(), preprocess, runtime, num_classes, config)
-
-
-def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, img_size: int) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])[:300]
-        raise AbswinError(
-            f"{path}: the weights do not fit the model built from config.json at {img_size} px ({detail}); "
-            f"if the position embedding is for another size, run abswin-convert convert --img-size {img_size} first"
-        ) from exc
+    load_strict(model, state, f"the model built from config.json at {img_size} px for {ckpt.path}",
+                f"; if the position embedding is for another size, run abswin-convert convert --img-size {img_size} first")
+    return Classifier(model, preprocess, runtime, num_classes, config)
 
 
 def timm_preprocess(config: dict, img_size: int) -> Preprocess:

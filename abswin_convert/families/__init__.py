@@ -14,6 +14,7 @@ from ..plan import Plan
 from . import generic, hiera, hiera_to_sam2, sam, sam2, vitdet
 from .base import ConvertRequest, Detection, Family
 from .overrides import Overrides
+from .window_change import WindowChange
 
 # Every family; auto-detection asks those that are auto-detected (not the generic one: --family generic or
 # --key/--layout choose it). A Hiera image checkpoint can also become a SAM2 trunk (``hiera_to_sam2.py``).
@@ -115,6 +116,21 @@ def run_input(ckpt: Checkpoint, det: Detection) -> Size:
     if det.family == vitdet.NAME and (size := vitdet.interpolated_size(ckpt, det)):
         return (size, size)
     return det.native_input
+
+
+def asked_request(img_size: int | str | Size | None, target: str, global_size: int | str | Size | None,
+                  change: WindowChange | None) -> ConvertRequest | None:
+    """What the caller asked for, checked before any source is opened; None for a change of window alone, whose
+    size is the model's own (``full_request``)."""
+    if img_size is None and change is None:
+        raise AbswinError("nothing to convert for: pass --img-size N (a new input size), --window-size N, or both")
+    return ConvertRequest.parse(img_size, target, global_size, change) if img_size is not None else None
+
+
+def full_request(asked: ConvertRequest | None, ckpt: Checkpoint, det: Detection, target: str,
+                 global_size: int | str | Size | None, change: WindowChange | None) -> ConvertRequest:
+    """The request as asked, or for a change of window alone the same request at the size the model runs at."""
+    return asked or ConvertRequest.parse(run_input(ckpt, det), target, global_size, change)
 
 
 def plan(ckpt: Checkpoint, det: Detection, request: ConvertRequest) -> Plan:

@@ -9,12 +9,12 @@ import torch
 from ..errors import AbswinError
 
 
-def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, hint: str = "") -> torch.nn.Module:
     """``model.load_state_dict(state, strict=True)`` in eval mode; a mismatch is the user's (``what`` names the model
-    and the file), shown by its first missing, unexpected or mis-shaped names."""
+    and the file), shown by its first missing, unexpected or mis-shaped names, then ``hint`` (what to do about it)."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])[:300]
-        raise AbswinError(f"the weights do not load into {what} ({detail})") from exc
+        raise AbswinError(f"the weights do not load into {what} ({detail}){hint}") from exc
     return model.eval()

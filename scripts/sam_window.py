@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +33,9 @@ from segment_anything.modeling import ImageEncoderViT
 from abswin_convert import convert_state_dict
 from abswin_convert.synthetic import structured_grid
 from abswin_convert.vocabulary import RELPOS_RESIZES, WINDOW_PARTS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' random weights
+from tests import random_weights
 
 SIZE = 1024
 VIT_B = {"dim": 768, "depth": 12, "heads": 12, "global": (2, 5, 8, 11)}
@@ -48,21 +53,9 @@ def encoder(dim: int, depth: int, heads: int, window: int) -> ImageEncoderViT:
 
 
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Weights of a trained model's scale (upstream inits zero the embedding and the tables): norm scales near 1,
-    biases near 0, matrices ~ 1/sqrt(fan-in), tables and embedding ~ 0.5 / 0.02."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if name.endswith(("rel_pos_h", "rel_pos_w")):
-                p.copy_(noise * 0.5)
-            elif name == "pos_embed":
-                p.copy_(noise * 0.02)
-            elif p.ndim == 1:
-                p.copy_(noise * 0.1 + (1.0 if name.endswith("weight") and "norm" in name else 0.0))
-            else:
-                p.copy_(noise / p[0].numel() ** 0.5)
-    return model
+    """Weights of a trained model's scale (upstream inits zero the embedding and the tables): the tests' random
+    weights, with an embedding ~ 0.02."""
+    return random_weights.randomize(model, seed, pos_embed_scale=0.02)
 
 
 def plant(model: ImageEncoderViT, smooth_tables: bool, seed: int) -> ImageEncoderViT:

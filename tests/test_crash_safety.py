@@ -47,13 +47,17 @@ def temps_beside(dest: Path) -> list[Path]:
     return sorted([*dest.parent.parent.glob(f"{TEMP_MARK}*"), *dest.parent.glob(f"{TEMP_MARK}*")])
 
 
-def run_and_kill(args: list[str], dest: Path, rng: random.Random) -> str:
-    """Start a conversion and SIGKILL it; when, and what state the kill found."""
+def run_and_kill(args: list[str], dest: Path, rng: random.Random, *, at_first_temp: bool = False) -> str:
+    """Start a conversion and SIGKILL it; when, and what state the kill found.
+
+    A later run sweeps the temps a killed one left, so only ``at_first_temp`` (the kill comes as the temp appears,
+    long before a 200 MB write can finish) is sure to leave one behind.
+    """
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if rng.random() < 0.75:  # mostly while writing: wait for the temp file, then a random slice of the write
+    if at_first_temp or rng.random() < 0.75:  # mostly while writing: wait for the temp, then a slice of the write
         while not temps_beside(dest) and proc.poll() is None:
             time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(0.0 if at_first_temp else rng.uniform(0.0, 0.4))
     else:
         time.sleep(rng.uniform(0.0, 8.0))
     finished = proc.poll() is not None
@@ -75,8 +79,9 @@ def test_sigkill_never_leaves_a_partial_output_and_the_next_run_cleans_up(tmp_pa
         if dest.exists():  # a run that got to its rename wrote all of it
             assert dest.read_bytes() == expected
             dest.unlink()
-    assert "while writing" in moments, moments  # at least one kill hit a write in progress
-    assert temps_beside(dest), "a killed writer leaves its temp file (and only that)"
+    assert "while writing" in moments, moments  # at least one random kill hit a write in progress
+    assert run_and_kill(convert_args(big_source, dest), dest, rng, at_first_temp=True) == "while writing"
+    assert not dest.exists() and temps_beside(dest), "a killed writer leaves its temp file (and only that)"
 
     done = subprocess.run(convert_args(big_source, dest), capture_output=True, text=True)
 

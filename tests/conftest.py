@@ -3,6 +3,7 @@ from click.testing import CliRunner
 
 from abswin_convert.cli import main
 from abswin_convert.io import hash_cache
+from tests.cli_forkserver import ForkServer, cli_env
 
 pytest_plugins = ["tests.hub_fixtures"]
 
@@ -23,3 +24,11 @@ def cli():
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    """Run the CLI in a child forked from an interpreter that imported it once (see ``cli_forkserver``)."""
+    server = ForkServer(cli_env())
+    yield server
+    server.close()

@@ -29,7 +29,7 @@ from numpy._core.multiarray import _reconstruct as np_reconstruct
 from safetensors.torch import load_file, save_file
 
 from tests import hiera_models as hm
-from tests.cli_forkserver import ForkServer, cli_env
+from tests.cli_forkserver import cli_env
 
 CLI = str(Path(sys.executable).with_name("abswin-convert"))
 ERROR_PREFIX = "abswin-convert: error: "
@@ -276,13 +276,6 @@ def run_console_script(args: list[str], cwd: Path) -> subprocess.CompletedProces
 
 # A fresh process is needed to drop a capability; the code-running payloads deserve the real thing too.
 IN_FRESH_PROCESS = {unreadable_file, pickle_that_runs_code, torch_file_that_runs_code}
-
-
-@pytest.fixture(scope="module")
-def forkserver():
-    server = ForkServer(cli_env())
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -93,13 +93,6 @@ def _catches(pid: int, signum: int) -> bool:
     return bool(int(caught, 16) >> (signum - 1) & 1)
 
 
-@pytest.fixture(scope="module")
-def forkserver():
-    server = ForkServer(cli_env())
-    yield server
-    server.close()
-
-
 def run_forked(server: ForkServer, args: list[str], cwd: Path) -> Run:
     result = server.run(args, cwd)
     return Run(result.returncode, result.stderr, result.peak_rss)

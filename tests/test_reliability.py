@@ -29,7 +29,7 @@ from abswin_convert.io.outputs import read_metadata
 from abswin_convert.io.owner import Owner, host_id, me
 from abswin_convert.io.staging import lock_path, locked, output_unit, sweep
 from tests import hiera_models as hm
-from tests.cli_forkserver import ForkServer, cli_env
+from tests.cli_forkserver import cli_env
 
 CLI = str(Path(sys.executable).with_name("abswin-convert"))
 ERROR = "abswin-convert: error: "
@@ -105,13 +105,6 @@ def shared_graph(levels: int) -> list:
     for _ in range(levels):
         x = [x, x]
     return x
-
-
-@pytest.fixture(scope="module")
-def forkserver():
-    server = ForkServer(cli_env())
-    yield server
-    server.close()
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -43,7 +43,7 @@ class Checkpoint:
         self,
         path: Path,
         container: str,
-        tensors: dict[str, StoredTensor],
+        tensors: Mapping[str, StoredTensor],
         config: dict | None = None,
         *,
         wrapper_path: tuple[str, ...] = (),
@@ -161,7 +161,7 @@ def open_checkpoint(source: str | Path, config_path: Path | None = None) -> Chec
     plausible = int.from_bytes(magic[:8], "little") <= path.stat().st_size - 8 or path.suffix == ".safetensors"
     if len(magic) == 9 and magic[8:9] == b"{" and plausible:
         entries, metadata = read_header(path)
-        return Checkpoint(path, "safetensors", dict(entries), config, metadata=metadata)
+        return Checkpoint(path, "safetensors", entries, config, metadata=metadata)
     if magic.startswith(_ZIP_MAGIC) or (magic[:1] == b"\x80" and path.suffix != ".pkl"):
         return _open_torch(path, config)
     if magic[:1] == b"\x80":

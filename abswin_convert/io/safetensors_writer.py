@@ -15,6 +15,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,7 +32,7 @@ _WRITEBACK_STEP = 32 * 1024 * 1024
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: an output may hold two million of these
 class RawBytes:
     """A byte range of an existing file, copied verbatim."""
 
@@ -40,7 +41,7 @@ class RawBytes:
     nbytes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutputTensor:
     """One tensor of the output: its name, dtype, shape and where its bytes come from."""
 
@@ -55,17 +56,23 @@ class OutputTensor:
 
 
 def safetensors_header(tensors: list[OutputTensor], metadata: dict[str, str]) -> bytes:
-    """The length-prefixed JSON header, padded with spaces to 8 bytes as the reference writer does."""
-    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    """The length-prefixed JSON header, padded with spaces to 8 bytes as the reference writer does.
+
+    The text is what ``json.dumps`` gives for the header as a dict (compact separators, ASCII), written one entry
+    at a time: a dict of dicts for two million tensors would take ten times the header's size."""
+    pieces = [b'{"__metadata__":' + json.dumps(dict(sorted(metadata.items())), separators=(",", ":")).encode()]
     offset = 0
     for t in tensors:
         if t.dtype not in RAW_DTYPES:
             raise AbswinError(f"tensor {t.name!r} has dtype {t.dtype}, which safetensors cannot hold; use --format pt")
-        header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    body = json.dumps(header, separators=(",", ":")).encode()
-    body += b" " * (-(8 + len(body)) % 8)
-    return struct.pack("<Q", len(body)) + body
+        shape = ",".join(map(str, t.shape))
+        end = offset + t.nbytes
+        pieces.append(f',{encode_basestring_ascii(t.name)}:{{"dtype":"{t.dtype}","shape":[{shape}],'
+                      f'"data_offsets":[{offset},{end}]}}'.encode())
+        offset = end
+    length = sum(map(len, pieces)) + 1
+    padded = length + -(8 + length) % 8
+    return b"".join([struct.pack("<Q", padded), *pieces, b"}", b" " * (padded - length)])
 
 
 def write_safetensors(
@@ -83,8 +90,7 @@ def write_safetensors(
     that checks the source against an expected value fails the write on a mismatch (AbswinError, nothing written).
     ``progress(n)`` is called with each tensor's byte count once written.
     """
-    names = [t.name for t in tensors]
-    if len(set(names)) != len(names):
+    if len({t.name for t in tensors}) != len(tensors):
         raise AbswinError("the conversion would write a key twice; this is a bug, please report it")
     pending = digest is not None and not digest.ready()  # a hash still running is patched in at the end
     if digest is not None:
@@ -137,7 +143,7 @@ def _coalesced(pieces: Iterable[RawBytes | np.ndarray]) -> Iterator[RawBytes | n
     source usually do) up to ``_COPY_CHUNK``: one kernel copy for many small tensors."""
     run: RawBytes | None = None
     for piece in pieces:
-        if (isinstance(piece, RawBytes) and run is not None and piece.path == run.path
+        if (isinstance(piece, RawBytes) and run is not None and (piece.path is run.path or piece.path == run.path)
                 and piece.start == run.start + run.nbytes and run.nbytes + piece.nbytes <= _COPY_CHUNK):
             run = RawBytes(run.path, run.start, run.nbytes + piece.nbytes)
             continue

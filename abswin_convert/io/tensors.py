@@ -48,7 +48,7 @@ class RawTensor:
             raise AbswinError(f"computed values cannot be stored as {dtype}: {exc}") from exc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a header may describe two million of them
 class FileTensor:
     """A tensor whose bytes are one contiguous range of a file (safetensors, or an uncompressed torch file)."""
 

@@ -143,6 +143,7 @@ def _coalesced(pieces: Iterable[RawBytes | np.ndarray]) -> Iterator[RawBytes | n
     source usually do) up to ``_COPY_CHUNK``: one kernel copy for many small tensors."""
     run: RawBytes | None = None
     for piece in pieces:
+        # ``is`` first: pieces of one source share its Path object, and pathlib's == costs a microsecond a piece
         if (isinstance(piece, RawBytes) and run is not None and (piece.path is run.path or piece.path == run.path)
                 and piece.start == run.start + run.nbytes and run.nbytes + piece.nbytes <= _COPY_CHUNK):
             run = RawBytes(run.path, run.start, run.nbytes + piece.nbytes)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import AbswinError
+from ..vocabulary import TIMM_WINDOW_KEY
 from .install import Installed
 from .position import Position
 
@@ -64,7 +65,7 @@ def native_abswin(model: torch.nn.Module) -> str | None:
     for cls in type(model).__mro__:
         if _class_name(cls) in NATIVE_ABSWIN:
             return NATIVE_ABSWIN[_class_name(cls)]
-    if _class_name(type(model)) == "timm.models.hiera:Hiera" and getattr(model, "pos_embed_win", None) is not None:
+    if _class_name(type(model)) == "timm.models.hiera:Hiera" and getattr(model, TIMM_WINDOW_KEY, None) is not None:
         return "timm's absolute-win Hiera (abs_win_pos_embed=True)"
     return None
 

@@ -20,10 +20,11 @@ import torch
 
 from ..families.base import Detection
 from ..maths.resize import Size
+from ..vocabulary import TIMM_WINDOW_KEY
 from . import compose
 
 GLOBAL_NAME = "pos_embed"  # timm's absolute-win Hiera
-WINDOW_NAME = "pos_embed_win"
+WINDOW_NAME = TIMM_WINDOW_KEY
 PREFIX_NAME = "pos_embed_prefix"
 SPLIT_NAMES = (GLOBAL_NAME, WINDOW_NAME, PREFIX_NAME)
 _CACHED_SIZES = 8  # multi-scale eval visits a few sizes; more than this and the oldest is recomputed

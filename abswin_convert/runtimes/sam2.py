@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import AbswinError
+from ..vocabulary import SAM2_WINDOW_KEY
 from .strict import load_strict
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class TrunkShape:
 
 def trunk_shape(state: Mapping[str, torch.Tensor]) -> TrunkShape:
     """The trunk of a sam2 model's state dict (``image_encoder.trunk.*``)."""
-    for key in ("patch_embed.proj.weight", "pos_embed", "pos_embed_window"):
+    for key in ("patch_embed.proj.weight", "pos_embed", SAM2_WINDOW_KEY):
         if TRUNK + key not in state:
             raise AbswinError(f"not a sam2 model: no {TRUNK}{key}")
     blocks = {int(m.group(1)) for key in state if (m := re.match(re.escape(TRUNK) + r"blocks\.(\d+)\.", key))}

@@ -1,13 +1,13 @@
 """Convert (and optionally check and push) a whole model zoo from a TOML manifest.
 
     [defaults]                      # optional; any model key but `source` and `name`
-    to = "baked"
+    target = "baked"
     out = "converted"               # relative to the manifest's folder; --out overrides it
 
     [[model]]
     source = "org/hiera_tiny_224@main"      # a Hub name or a local path (relative to the manifest's folder)
     img_size = [448, "448x640"]             # one output per size
-    to = "timm-abswin"
+    target = "timm-abswin"
     global_size = "full"                    # or "28x28"
     push_to = "org/hiera_tiny_abswin_{size}"  # optional; {size}, {target}, {name} are filled in
     hooks = ["verify", {name = "eval", data = "fashion-mnist"}]  # or [[model.hooks]] tables

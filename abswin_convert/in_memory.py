@@ -131,12 +131,13 @@ def resample_abswin_pos_embed(
     plus ``window`` (in tokens); ``old_size`` defaults to a square grid. At the same size it returns a copy of ``posemb``."""
     layout = "flat_cls" if num_prefix_tokens else "flat"
     raw = from_torch(posemb)
-    pos = to_grid(raw.float64(), layout, num_prefix_tokens, tuple(old_size) if old_size else None)  # type: ignore[arg-type]
+    # sizes as pairs: timm's callers pass lists as often as tuples
+    pos = to_grid(raw.float64(), layout, num_prefix_tokens, (old_size[0], old_size[1]) if old_size else None)
     if pos.size == tuple(new_size):
         return posemb.clone()  # split + compose would round: the same size must give the same values
-    window_part, global_part = aw.split(pos.grid, tuple(window))  # type: ignore[arg-type]
+    window_part, global_part = aw.split(pos.grid, (window[0], window[1]))
     resize = BICUBIC_ANTIALIAS if antialias else BICUBIC
-    grid = aw.compose(window_part, global_part, tuple(new_size), resize)  # type: ignore[arg-type]
+    grid = aw.compose(window_part, global_part, (new_size[0], new_size[1]), resize)
     return _like(posemb, from_grid(PositionGrid(grid, pos.prefix), layout))
 
 

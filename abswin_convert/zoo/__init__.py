@@ -1,18 +1,6 @@
 """Convert (and optionally check and push) a whole model zoo from a TOML manifest.
 
-    [defaults]                      # optional; any model key but `source` and `name`
-    target = "baked"
-    out = "converted"               # relative to the manifest's folder; --out overrides it
-
-    [[model]]
-    source = "org/hiera_tiny_224@main"      # a Hub name or a local path (relative to the manifest's folder)
-    img_size = [448, "448x640"]             # one output per size
-    target = "timm-abswin"
-    global_size = "full"                    # or "28x28"
-    push_to = "org/hiera_tiny_abswin_{size}"  # optional; {size}, {target}, {name} are filled in
-    hooks = ["verify", {name = "eval", data = "fashion-mnist"}]  # or [[model.hooks]] tables
-    resources = {num_gpus = 1}              # optional: what a Ray task asks for (--executor ray)
-    # key, layout, window, patch_stride: as `convert --key ...` takes them, for a family we do not know
+The manifest's schema, with examples, is ``abswin-convert zoo --help`` (``cli/zoo.py``); ``manifest`` checks it.
 
 Each output is a folder ``OUT/{name}-{target}-{size}`` holding what ``convert -o FOLDER`` writes, plus
 ``abswin-hooks.json`` when hooks ran. It is built in a hidden staging folder and renamed into place only when the

@@ -131,7 +131,7 @@ def resample_abswin_pos_embed(
     plus ``window`` (in tokens); ``old_size`` defaults to a square grid. At the same size it returns a copy of ``posemb``."""
     layout = "flat_cls" if num_prefix_tokens else "flat"
     raw = from_torch(posemb)
-    # sizes as pairs: timm's callers pass lists as often as tuples
+    # sizes taken as pairs: as in timm's resample_abs_pos_embed, they may come as lists
     pos = to_grid(raw.float64(), layout, num_prefix_tokens, (old_size[0], old_size[1]) if old_size else None)
     if pos.size == tuple(new_size):
         return posemb.clone()  # split + compose would round: the same size must give the same values
